@@ -1,0 +1,31 @@
+"""tensorwire: a fast, safe, self-describing wire format for model weights and updates.
+
+>>> import numpy as np, tensorwire as tw
+>>> blob = tw.encode({"w": np.ones((2, 3), np.float32)})
+>>> tw.decode(blob)["w"].shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
+from ._core import FORMAT_VERSION, __version__
+from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CodecError",
+    "CodecSpec",
+    "FormatError",
+    "InputError",
+    "IntegrityError",
+    "Reader",
+    "TensorInfo",
+    "TensorwireError",
+    "__version__",
+    "decode",
+    "encode",
+    "load",
+    "open",
+    "save",
+]

@@ -1,0 +1,83 @@
+"""Turning user tensors into little-endian C-contiguous numpy arrays, and dtype names
+into numpy dtypes. Nothing here touches tensor bytes except where a layout must change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError
+
+__all__ = ["as_array", "byte_view", "dtype_named"]
+
+_STANDARD = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
+    "float16 float32 float64 complex64 complex128".split()
+)
+_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+try:  # optional: bfloat16 and float8 come from ml_dtypes
+    import ml_dtypes as _ml
+
+    _EXTRA = {name: np.dtype(getattr(_ml, name)) for name in _ML_DTYPES}
+except ImportError:  # pragma: no cover - exercised only without ml_dtypes
+    _EXTRA = {}
+
+SUPPORTED = _STANDARD | frozenset(_EXTRA)
+
+
+def dtype_named(name: str, tensor: str) -> np.dtype:
+    """The numpy dtype of a header dtype name."""
+    if name in _STANDARD:
+        return np.dtype(name).newbyteorder("<")
+    if name in _EXTRA:
+        return _EXTRA[name]
+    if name in _ML_DTYPES:
+        raise InputError(f"tensor {tensor!r} has dtype {name}: install ml_dtypes to read it")
+    raise InputError(f"tensor {tensor!r} has unknown dtype {name!r}")
+
+
+def _torch_bfloat16(x: Any) -> np.ndarray | None:
+    """torch refuses to export bfloat16 through __array__/DLPack to numpy; reinterpret."""
+    if type(x).__module__.startswith("torch") and str(getattr(x, "dtype", "")) == "torch.bfloat16":
+        if "bfloat16" not in _EXTRA:
+            raise InputError("bfloat16 torch tensors need ml_dtypes installed")
+        import torch  # already imported by the caller's tensor
+
+        return x.detach().cpu().contiguous().view(torch.int16).numpy().view(_EXTRA["bfloat16"])
+    return None
+
+
+def as_array(x: Any, name: str) -> np.ndarray:
+    """A little-endian, C-contiguous ndarray for ``x`` (a view whenever ``x`` already is one)."""
+    if isinstance(x, np.ndarray):
+        a = x
+    elif isinstance(x, np.generic):
+        a = np.asarray(x)
+    elif hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
+        a = _torch_bfloat16(x)
+        if a is None:
+            try:
+                a = np.asarray(x) if hasattr(x, "__array__") else np.from_dlpack(x)
+            except Exception as e:  # frameworks raise their own types here
+                raise InputError(f"tensor {name!r}: cannot convert to an array: {e}") from e
+    else:
+        raise InputError(
+            f"tensor {name!r}: expected an array (numpy, or anything with __array__ or "
+            f"__dlpack__), got {type(x).__name__}"
+        )
+    dt = a.dtype
+    if dt.name not in SUPPORTED or dt.fields is not None:
+        hint = " (object, string and structured dtypes are never pickled)" if dt.kind in "OUSV" else ""
+        raise InputError(f"tensor {name!r}: unsupported dtype {dt}{hint}")
+    if dt.byteorder == ">":
+        a = a.astype(dt.newbyteorder("<"))
+    if not a.flags.c_contiguous:  # np.ascontiguousarray would turn 0-d into 1-d
+        a = a.copy(order="C")
+    return a
+
+
+def byte_view(a: np.ndarray) -> np.ndarray:
+    """The bytes of a C-contiguous array as a flat uint8 view (no copy)."""
+    return a.reshape(-1).view(np.uint8)

@@ -1,0 +1,292 @@
+"""encode / decode / save / load / open: the Python face of the Rust container."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import mmap
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, NamedTuple, Union
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_array, byte_view, dtype_named
+from ._errors import FormatError, InputError
+from ._structure import flatten, unflatten
+
+__all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "open", "save"]
+
+CodecSpec = Union[str, Mapping[str, str], Callable[[str, np.ndarray], str]]
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class TensorInfo(NamedTuple):
+    """What the header says about one tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    codec: str
+    stored_bytes: int
+    nbytes: int
+    hash: str
+
+
+def _codec_for(codec: CodecSpec, name: str, array: np.ndarray) -> str:
+    if isinstance(codec, str):
+        return codec
+    if isinstance(codec, Mapping):
+        for pattern, spec in codec.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return spec
+        return "raw"
+    if callable(codec):
+        spec = codec(name, array)
+        if not isinstance(spec, str):
+            raise InputError(f"codec callable returned {type(spec).__name__} for {name!r}, not str")
+        return spec
+    raise InputError(f"codec must be a str, a mapping or a callable, not {type(codec).__name__}")
+
+
+def _metadata_json(metadata: Any) -> str | None:
+    if metadata is None:
+        return None
+    try:
+        return json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as e:
+        raise InputError(f"metadata must be JSON-compatible: {e}") from e
+
+
+def _arrays_by_name(tensors: Any) -> dict[str, np.ndarray]:
+    leaves, _ = flatten(tensors)
+    return {name: as_array(x, name) for name, x in leaves}
+
+
+def _base_id(base: Mapping[str, np.ndarray]) -> str:
+    return _core.tensors_id([(n, a.dtype.name, a.shape, byte_view(a)) for n, a in base.items()])
+
+
+def _tensor_args(
+    tensors: Any, codec: CodecSpec, base: Any
+) -> tuple[list[tuple[Any, ...]], str | None, str | None]:
+    leaves, structure = flatten(tensors)
+    base_arrays = _arrays_by_name(base) if base is not None else None
+    args = []
+    for name, x in leaves:
+        a = as_array(x, name)
+        b = None
+        if base_arrays is not None:
+            b = base_arrays.get(name)
+            if b is not None and (b.shape != a.shape or b.dtype != a.dtype):
+                raise InputError(
+                    f"tensor {name!r}: base is {b.dtype}{list(b.shape)}, "
+                    f"tensor is {a.dtype}{list(a.shape)}"
+                )
+        spec = _codec_for(codec, name, a)
+        args.append(
+            (name, a.dtype.name, a.shape, byte_view(a), spec, None if b is None else byte_view(b))
+        )
+    base_id = _base_id(base_arrays) if base_arrays is not None else None
+    return args, structure, base_id
+
+
+def encode(
+    tensors: Any,
+    *,
+    codec: CodecSpec = "raw",
+    metadata: Any = None,
+    base: Any = None,
+) -> bytes:
+    """Encode ``tensors`` into a tensorwire payload.
+
+    ``tensors`` is a ``Mapping[str, array]``, a list/tuple of arrays, or a nesting of
+    those; arrays are numpy arrays or anything with ``__array__``/``__dlpack__``.
+    ``codec`` is one spec (``"raw"``, ``"zstd"``, ``"shuffle+zstd:3"``...), a mapping of
+    name globs to specs (first match wins, unmatched tensors stay raw), or a callable
+    ``(name, array) -> spec``. ``metadata`` is any JSON-compatible value. ``base`` holds
+    the tensors a delta codec encodes against. Returns ``bytes``, written in place.
+    """
+    args, structure, base_id = _tensor_args(tensors, codec, base)
+    return _core.encode(args, structure, _metadata_json(metadata), base_id)
+
+
+def save(
+    tensors: Any,
+    path: PathLike,
+    *,
+    codec: CodecSpec = "raw",
+    metadata: Any = None,
+    base: Any = None,
+) -> None:
+    """Encode ``tensors`` into the file ``path``, atomically (temporary file + rename).
+
+    Raw tensors stream from memory to disk; the payload is never held a second time.
+    Options as for :func:`encode`.
+    """
+    args, structure, base_id = _tensor_args(tensors, codec, base)
+    _core.save(args, os.fspath(path), structure, _metadata_json(metadata), base_id)
+
+
+def _map_file(path: PathLike) -> mmap.mmap:
+    with builtins_open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise FormatError(f"{os.fspath(path)} is empty, not a tensorwire payload")
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+builtins_open = open
+
+
+class Reader:
+    """A lazy view of one payload: parses and validates the header, reads tensors on demand.
+
+    ``source`` is a bytes-like object (bytes, bytearray, memoryview, mmap) or a path,
+    which is memory-mapped. Tensors stored raw are returned as read-only views into the
+    source unless ``copy=True``.
+    """
+
+    def __init__(self, source: Any) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            source = _map_file(source)
+        self._source = source
+        self._payload = _core.Payload(source)
+        self._entries = [
+            TensorInfo(name, dtype, shape, codec, length, nbytes, h)
+            for name, dtype, shape, codec, _start, length, nbytes, h in self._payload.entries()
+        ]
+        self._starts = [e[4] for e in self._payload.entries()]
+        self._index = {e.name: i for i, e in enumerate(self._entries)}
+
+    # -- mapping-like access -------------------------------------------------------
+    def keys(self) -> list[str]:
+        """Tensor names, in storage order."""
+        return [e.name for e in self._entries]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def info(self, name: str) -> TensorInfo:
+        """Name, dtype, shape, codec, stored size, decoded size and hash of one tensor."""
+        return self._entries[self._lookup(name)]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.get(name)
+
+    # -- payload-level facts ---------------------------------------------------------
+    @property
+    def metadata(self) -> Any:
+        """The user metadata (any JSON value), or None."""
+        m = self._payload.metadata
+        return None if m is None else json.loads(m)
+
+    @property
+    def content_id(self) -> str:
+        """blake3 of the header (which covers every tensor's hash): the payload's id."""
+        return self._payload.content_id
+
+    @property
+    def base_id(self) -> str | None:
+        """For delta payloads, the id of the base tensors they were encoded against."""
+        return self._payload.base_id
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """(major, minor) format version of the payload."""
+        return self._payload.version
+
+    def verify(self) -> None:
+        """Check every checksum (and that padding is zero); raise IntegrityError if not."""
+        self._payload.verify(None)
+
+    # -- reading tensors -------------------------------------------------------------
+    def _lookup(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(f"no tensor named {name!r} in this payload") from None
+
+    def _read(
+        self, indices: list[int], *, base: Any, verify: bool, copy: bool
+    ) -> list[np.ndarray]:
+        base_arrays = None
+        if self._payload.base_id is not None:
+            base_arrays = _arrays_by_name(base) if base is not None else None
+            self._payload.check_base(None if base_arrays is None else _base_id(base_arrays))
+        out: list[np.ndarray | None] = [None] * len(indices)
+        jobs = []
+        for k, i in enumerate(indices):
+            e = self._entries[i]
+            dtype = dtype_named(e.dtype, e.name)
+            if e.codec == "raw" and not copy:
+                count = e.nbytes // dtype.itemsize if dtype.itemsize else 0
+                a = np.frombuffer(self._source, dtype=dtype, count=count, offset=self._starts[i])
+                a = a.reshape(e.shape)
+                a.flags.writeable = False
+                out[k] = a
+            else:
+                a = np.empty(e.shape, dtype=dtype)
+                b = None if base_arrays is None else base_arrays.get(e.name)
+                jobs.append((i, byte_view(a), None if b is None else byte_view(b)))
+                out[k] = a
+        if verify:
+            self._payload.verify(None if len(indices) == len(self._entries) else indices)
+        if jobs:
+            self._payload.decode_into(jobs, False)
+        return out  # type: ignore[return-value]
+
+    def get(self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False) -> np.ndarray:
+        """One tensor; ``verify=True`` checks its checksum first."""
+        return self._read([self._lookup(name)], base=base, verify=verify, copy=copy)[0]
+
+    def tensors(self, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
+        """Every tensor, in the structure that was encoded."""
+        arrays = self._read(list(range(len(self._entries))), base=base, verify=verify, copy=copy)
+        return unflatten(self._payload.structure, self.keys(), arrays)
+
+    # -- lifetime --------------------------------------------------------------------
+    def close(self) -> None:
+        """Drop the reader's hold on its source (arrays already returned stay valid)."""
+        self._payload = None  # type: ignore[assignment]
+        if isinstance(self._source, mmap.mmap):
+            try:
+                self._source.close()
+            except BufferError:
+                pass  # arrays returned earlier still view the map; it closes with them
+
+    def __enter__(self) -> Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<tensorwire.Reader {len(self)} tensors, content_id={self.content_id[:16]}...>"
+
+
+def open(source: Any) -> Reader:  # noqa: A001 - the contract's name
+    """Open a payload (bytes-like object or path) lazily; use as a context manager."""
+    return Reader(source)
+
+
+def decode(blob: Any, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
+    """Decode a payload into the structure that was encoded.
+
+    Raw tensors come back as read-only views into ``blob`` (kept alive by the arrays)
+    unless ``copy=True``. ``verify=False`` skips data checksums; the header is always
+    validated. ``base`` is required for delta payloads.
+    """
+    return Reader(blob).tensors(base=base, verify=verify, copy=copy)
+
+
+def load(path: PathLike, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
+    """Decode the payload in the file ``path`` (memory-mapped; see :func:`decode`)."""
+    return Reader(path).tensors(base=base, verify=verify, copy=copy)

@@ -1,0 +1,72 @@
+//! The Python extension module `tensorwire._core`: the only module that touches pyo3.
+//!
+//! One submodule per feature; each has a `register` function called below. Every
+//! function converts Python inputs to plain slices, releases the GIL for
+//! the heavy work in the core, and maps core errors to the exceptions defined in
+//! `tensorwire._errors`.
+
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+
+use crate::dtype::DType;
+use crate::error::Error;
+
+mod container;
+
+pyo3::import_exception!(tensorwire._errors, TensorwireError);
+pyo3::import_exception!(tensorwire._errors, FormatError);
+pyo3::import_exception!(tensorwire._errors, IntegrityError);
+pyo3::import_exception!(tensorwire._errors, CodecError);
+pyo3::import_exception!(tensorwire._errors, InputError);
+
+pub(crate) fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::Format(m) => FormatError::new_err(m),
+        Error::Integrity(m) => IntegrityError::new_err(m),
+        Error::Codec(m) => CodecError::new_err(m),
+        Error::Input(m) => InputError::new_err(m),
+        io @ Error::Io { .. } => TensorwireError::new_err(io.to_string()),
+    }
+}
+
+/// The bytes of a C-contiguous buffer. The slice is valid while `buf` lives.
+pub(crate) fn bytes_of(buf: &PyBuffer<u8>) -> PyResult<&[u8]> {
+    if !buf.is_c_contiguous() {
+        return Err(InputError::new_err("buffer is not C-contiguous"));
+    }
+    // SAFETY: the buffer is contiguous, `len_bytes` long, and pinned by `buf`.
+    Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) })
+}
+
+/// The bytes of a writable C-contiguous buffer.
+#[allow(clippy::mut_from_ref)]
+pub(crate) fn bytes_of_mut(buf: &PyBuffer<u8>) -> PyResult<&mut [u8]> {
+    if buf.readonly() {
+        return Err(InputError::new_err("output buffer is read-only"));
+    }
+    if !buf.is_c_contiguous() {
+        return Err(InputError::new_err("output buffer is not C-contiguous"));
+    }
+    // SAFETY: writable, contiguous, pinned by `buf`; callers hand each buffer once.
+    Ok(unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, buf.len_bytes()) })
+}
+
+pub(crate) fn dtype_of(name: &str, tensor: &str) -> PyResult<DType> {
+    DType::parse(name)
+        .map_err(|_| InputError::new_err(format!("tensor {tensor:?}: unsupported dtype {name:?}")))
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "FORMAT_VERSION",
+        (crate::header::VERSION_MAJOR, crate::header::VERSION_MINOR),
+    )?;
+    m.add("MAX_HEADER_LEN", crate::header::MAX_HEADER_LEN)?;
+    m.add("MAX_TENSORS", crate::header::MAX_TENSORS)?;
+    m.add("MAX_RANK", crate::header::MAX_RANK)?;
+    m.add("MAX_NAME_LEN", crate::header::MAX_NAME_LEN)?;
+    container::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! tensorwire: a fast, safe, self-describing wire format for model weights.
+//!
+//! The core (everything but `bindings`) is plain Rust with no Python dependency:
+//! `cargo test` exercises it directly. `docs/FORMAT.md` specifies the format.
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod container;
+pub mod dtype;
+pub mod error;
+pub mod file;
+pub mod header;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use container::{parse, prepare, tensors_id, EncodeOptions, Layout, Prepared, TensorInput};
+pub use dtype::DType;
+pub use error::{Error, Result};
