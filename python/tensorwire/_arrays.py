@@ -69,7 +69,9 @@ def as_array(x: Any, name: str) -> np.ndarray:
         )
     dt = a.dtype
     if dt.name not in SUPPORTED or dt.fields is not None:
-        hint = " (object, string and structured dtypes are never pickled)" if dt.kind in "OUSV" else ""
+        hint = ""
+        if dt.kind in "OUSV":
+            hint = " (object, string and structured dtypes are refused: tensorwire never pickles)"
         raise InputError(f"tensor {name!r}: unsupported dtype {dt}{hint}")
     if dt.byteorder == ">":
         a = a.astype(dt.newbyteorder("<"))

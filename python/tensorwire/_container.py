@@ -214,9 +214,7 @@ class Reader:
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this payload") from None
 
-    def _read(
-        self, indices: list[int], *, base: Any, verify: bool, copy: bool
-    ) -> list[np.ndarray]:
+    def _read(self, indices: list[int], *, base: Any, verify: bool, copy: bool) -> list[np.ndarray]:
         base_arrays = None
         if self._payload.base_id is not None:
             base_arrays = _arrays_by_name(base) if base is not None else None
@@ -243,7 +241,9 @@ class Reader:
             self._payload.decode_into(jobs, False)
         return out  # type: ignore[return-value]
 
-    def get(self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False) -> np.ndarray:
+    def get(
+        self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False
+    ) -> np.ndarray:
         """One tensor; ``verify=True`` checks its checksum first."""
         return self._read([self._lookup(name)], base=base, verify=verify, copy=copy)[0]
 
@@ -272,7 +272,7 @@ class Reader:
         return f"<tensorwire.Reader {len(self)} tensors, content_id={self.content_id[:16]}...>"
 
 
-def open(source: Any) -> Reader:  # noqa: A001 - the contract's name
+def open(source: Any) -> Reader:
     """Open a payload (bytes-like object or path) lazily; use as a context manager."""
     return Reader(source)
 
