@@ -16,8 +16,9 @@ use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::header::{
-    align_up, hex32, nbytes, parse_hex32, validate_entry, validate_structure, Entry, Header,
-    Preamble, TensorEntry, ALIGN, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN, VERSION_MINOR,
+    align_up, hex32, nbytes, parse_hex32, validate_entry, validate_metadata, validate_structure,
+    Entry, Header, Preamble, TensorEntry, ALIGN, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
+    VERSION_MINOR,
 };
 
 /// Tensors at least this large are copied and hashed by several threads (two passes,
@@ -164,10 +165,10 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
         None => None,
     };
     let metadata = match opts.metadata {
-        Some(m) => Some(
-            RawValue::from_string(m.to_owned())
-                .map_err(|e| Error::input(format!("metadata is not valid JSON: {e}")))?,
-        ),
+        Some(m) => {
+            validate_metadata(m).map_err(|e| Error::input(e.to_string()))?;
+            Some(RawValue::from_string(m.to_owned()).expect("validated JSON"))
+        }
         None => None,
     };
     if let Some(id) = opts.base_id {
@@ -419,6 +420,9 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         let v: serde_json::Value = serde_json::from_str(s.get())
             .map_err(|e| Error::format(format!("structure is not valid: {e}")))?;
         validate_structure(&v, entries.len())?;
+    }
+    if let Some(m) = &header.metadata {
+        validate_metadata(m.get())?;
     }
     let base = match &header.base {
         Some(b) => Some(parse_hex32(b).ok_or_else(|| {

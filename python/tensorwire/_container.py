@@ -55,7 +55,7 @@ def _metadata_json(metadata: Any) -> str | None:
         return None
     try:
         return json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise InputError(f"metadata must be JSON-compatible: {e}") from e
 
 
@@ -282,8 +282,10 @@ def decode(blob: Any, *, base: Any = None, verify: bool = True, copy: bool = Fal
 
     Raw tensors come back as read-only views into ``blob`` (kept alive by the arrays)
     unless ``copy=True``. ``verify=False`` skips data checksums; the header is always
-    validated. ``base`` is required for delta payloads.
+    validated. ``base`` is required for delta payloads. For files use :func:`load`.
     """
+    if isinstance(blob, (str, os.PathLike)):
+        raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
     return Reader(blob).tensors(base=base, verify=verify, copy=copy)
 
 
