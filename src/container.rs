@@ -554,3 +554,146 @@ pub fn tensors_id(tensors: &[(&str, DType, &[u64], &[u8])]) -> [u8; 32] {
     }
     *h.finalize().as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(inputs: &[TensorInput<'_>], opts: &EncodeOptions<'_>) -> Vec<u8> {
+        let prepared = prepare(inputs, opts).unwrap();
+        let mut out = vec![0xAAu8; prepared.total_len()]; // garbage: every byte must be written
+        prepared.write_into(&mut out);
+        out
+    }
+
+    fn input<'a>(
+        name: &'a str,
+        shape: &'a [u64],
+        data: &'a [u8],
+        codec: &'a str,
+    ) -> TensorInput<'a> {
+        TensorInput {
+            name,
+            dtype: DType::F32,
+            shape,
+            data,
+            codec,
+            base: None,
+        }
+    }
+
+    fn floats(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn round_trip_raw_and_coded() {
+        let (a, b) = (floats(1000), floats(3));
+        let inputs = [
+            input("a", &[10, 100], &a, "raw"),
+            input("b", &[3], &b, "shuffle+zstd"),
+        ];
+        let blob = encode(
+            &inputs,
+            &EncodeOptions {
+                metadata: Some("{\"k\":1}"),
+                ..Default::default()
+            },
+        );
+        let layout = parse(&blob).unwrap();
+        layout.verify(&blob, None).unwrap();
+        assert_eq!(layout.entries.len(), 2);
+        assert_eq!(layout.metadata.as_deref(), Some("{\"k\":1}"));
+        assert_eq!(layout.stored(&blob, 0), &a[..]);
+        assert_eq!(layout.entries[0].start % ALIGN, 0);
+        assert_eq!(layout.entries[1].start % ALIGN, 0);
+        let mut out = vec![0u8; b.len()];
+        layout.decode_into(&blob, 1, &mut out, None, true).unwrap();
+        assert_eq!(out, b);
+    }
+
+    #[test]
+    fn write_to_matches_write_into() {
+        let a = floats(77);
+        let inputs = [input("a", &[77], &a, "raw"), input("z", &[0], &[], "lz4")];
+        let blob = encode(&inputs, &EncodeOptions::default());
+        let mut file = std::io::Cursor::new(Vec::new());
+        prepare(&inputs, &EncodeOptions::default())
+            .unwrap()
+            .write_to(&mut file)
+            .unwrap();
+        assert_eq!(file.into_inner(), blob);
+    }
+
+    #[test]
+    fn every_flipped_byte_and_truncation_is_an_error() {
+        let a = floats(20);
+        let inputs = [
+            input("a", &[20], &a, "raw"),
+            input("b", &[5], &a[..20], "zstd"),
+        ];
+        let blob = encode(&inputs, &EncodeOptions::default());
+        for i in 0..blob.len() {
+            let mut bad = blob.clone();
+            bad[i] ^= 0x40;
+            let result = parse(&bad).and_then(|l| l.verify(&bad, None));
+            assert!(result.is_err(), "flip at {i} went unnoticed");
+        }
+        for n in 0..blob.len() {
+            assert!(
+                parse(&blob[..n]).is_err(),
+                "truncation to {n} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let a = floats(4);
+        let short = input("a", &[5], &a, "raw");
+        assert!(matches!(
+            prepare(&[short], &EncodeOptions::default()),
+            Err(Error::Input(_))
+        ));
+        let dup = [input("a", &[4], &a, "raw"), input("a", &[4], &a, "raw")];
+        assert!(matches!(
+            prepare(&dup, &EncodeOptions::default()),
+            Err(Error::Input(_))
+        ));
+        let bad_codec = input("a", &[4], &a, "gzip");
+        match prepare(&[bad_codec], &EncodeOptions::default()) {
+            Err(Error::Codec(m)) => assert!(m.contains("\"a\"") && m.contains("gzip"), "{m}"),
+            other => panic!("{:?}", other.map(|p| p.total_len())),
+        }
+        let opts = EncodeOptions {
+            structure: Some("{\"list\":[1]}"),
+            ..Default::default()
+        };
+        assert!(prepare(&[input("a", &[4], &a, "raw")], &opts).is_err());
+    }
+
+    #[test]
+    fn decode_with_wrong_output_size_is_refused() {
+        let a = floats(4);
+        let blob = encode(&[input("a", &[4], &a, "raw")], &EncodeOptions::default());
+        let layout = parse(&blob).unwrap();
+        let mut out = vec![0u8; 3];
+        assert!(layout.decode_into(&blob, 0, &mut out, None, true).is_err());
+    }
+
+    #[test]
+    fn tensors_id_depends_on_every_field() {
+        let a = floats(4);
+        let id = |name: &str, dtype: DType, shape: &[u64], data: &[u8]| {
+            tensors_id(&[(name, dtype, shape, data)])
+        };
+        let base = id("a", DType::F32, &[4], &a);
+        assert_eq!(base, id("a", DType::F32, &[4], &a));
+        assert_ne!(base, id("b", DType::F32, &[4], &a));
+        assert_ne!(base, id("a", DType::I32, &[4], &a));
+        assert_ne!(base, id("a", DType::F32, &[2, 2], &a));
+        assert_ne!(base, id("a", DType::F32, &[4], &floats(5)[4..]));
+    }
+}
