@@ -9,10 +9,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 import spec_reader
-import tensorwire as tw
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import tensorwire as tw
 
 STANDARD = [
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",

@@ -9,6 +9,7 @@ import struct
 import numpy as np
 import pytest
 import spec_reader as spec
+
 import tensorwire as tw
 
 
