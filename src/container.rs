@@ -105,6 +105,28 @@ fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Ask the kernel to back `buf` with transparent huge pages where it can (Linux, THP in
+/// `madvise` mode). A fresh multi-megabyte output buffer then takes one page fault per
+/// 2 MiB instead of one per 4 KiB; writing 438 MB otherwise spends most of its time in
+/// the fault handler. Purely advisory: failures are ignored.
+pub fn advise_huge_pages(buf: &mut [u8]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let first = (start + HUGE - 1) & !(HUGE - 1);
+        let end = (start + buf.len()) & !(HUGE - 1);
+        if end > first {
+            // SAFETY: the range lies inside `buf`; MADV_HUGEPAGE never changes contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
 /// Prefix an error's message with the tensor it concerns.
 fn about(name: &str, e: Error) -> Error {
     let tag = |m: String| format!("tensor {name:?}: {m}");
