@@ -1,0 +1,205 @@
+"""numpy ``.npz`` archives, stored or deflate-compressed, without pickle.
+
+:func:`dumps` writes what :func:`numpy.savez` / :func:`numpy.savez_compressed` write
+(one ``NAME.npy`` member per tensor), except that member timestamps are fixed at
+1980-01-01 so the same tensors always give the same bytes. :func:`loads` reads any
+``.npz`` of plain numeric arrays, byte order and Fortran order included, and refuses
+object arrays (which only pickle can carry) and other non-numeric dtypes.
+
+Hostile archives are caught before anything is allocated: every member's declared
+size must match the shape in its ``.npy`` header, stored members cannot be larger than
+the input, deflated ones cannot expand past deflate's own limit (1032:1), compressed
+members may not overlap, and CRCs are checked (a mismatch is an ``IntegrityError``).
+
+numpy stores bfloat16 and float8 as anonymous ``V2``/``V1`` bytes, losing the type, so
+:func:`dumps` refuses them: use safetensors or tensorwire for those.
+
+>>> import numpy as np
+>>> from tensorwire.formats import npz
+>>> blob = npz.dumps({"w": np.arange(6.0).reshape(2, 3)}, compressed=True)
+>>> npz.loads(blob)["w"][1]
+array([3., 4., 5.])
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+from .._errors import FormatError, InputError, IntegrityError
+from ._bytes import PathLike, buffer_of, check_shape, named_arrays, write_file
+
+__all__ = ["dump", "dumps", "load", "loads", "stored_sizes"]
+
+_WHAT = "npz"
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+_DEFLATE_MAX_RATIO = 1032  # no deflate stream expands more than this
+_NUMERIC_KINDS = "biufc"
+
+
+def dumps(tensors: Any, *, compressed: bool = False) -> bytes:
+    """The ``.npz`` bytes of ``tensors`` (a mapping of names to arrays, or any tensorwire
+    input; nested names are joined with ``/``), deflate-compressed if ``compressed``."""
+    arrays = named_arrays(tensors)
+    seen: set[str] = set()
+    for name, a in arrays:
+        if name in seen:
+            raise InputError(f"tensor name {name!r} appears twice")
+        seen.add(name)
+        if "\0" in name:
+            raise InputError(f"tensor {name!r}: npz member names cannot hold NUL characters")
+        if a.dtype.kind not in _NUMERIC_KINDS:
+            raise InputError(
+                f"tensor {name!r}: npz cannot carry {a.dtype.name} (numpy saves it as raw "
+                "void bytes and loses the type); use safetensors or tensorwire"
+            )
+    method = zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, mode="w", compression=method, allowZip64=True) as zf:
+        for name, a in arrays:
+            info = zipfile.ZipInfo(name + ".npy", date_time=_EPOCH)
+            info.compress_type = method
+            info.external_attr = 0o600 << 16  # what ZipFile.open(mode="w") gives numpy's members
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, a, allow_pickle=False)
+    return out.getvalue()
+
+
+def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
+    infos = zf.infolist()
+    names: set[str] = set()
+    compressed_total = 0
+    for info in infos:
+        name = info.filename
+        if not name.endswith(".npy") or info.is_dir():
+            raise FormatError(f"{_WHAT}: member {name!r} is not a .npy array")
+        if name in names:
+            raise FormatError(f"{_WHAT}: member {name!r} appears twice")
+        names.add(name)
+        if info.compress_type == zipfile.ZIP_STORED:
+            limit = info.compress_size
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            limit = info.compress_size * _DEFLATE_MAX_RATIO + 64
+        else:
+            raise FormatError(
+                f"{_WHAT}: member {name!r} uses zip compression method {info.compress_type} "
+                "(only stored and deflate are read)"
+            )
+        if info.file_size > limit:
+            raise FormatError(
+                f"{_WHAT}: member {name!r} claims {info.file_size} bytes from "
+                f"{info.compress_size} stored bytes"
+            )
+        compressed_total += info.compress_size
+    if compressed_total > size:
+        raise FormatError(
+            f"{_WHAT}: members claim {compressed_total} stored bytes in a {size}-byte archive"
+        )
+    return infos
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    key = info.filename[: -len(".npy")]
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise FormatError(f"{_WHAT}: member {key!r} is .npy version {version}, not 1.0/2.0")
+        if dtype.hasobject:
+            raise FormatError(
+                f"{_WHAT}: member {key!r} is an object array, which only pickle can load; refused"
+            )
+        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+            raise FormatError(f"{_WHAT}: member {key!r} has unsupported dtype {dtype.str!r}")
+        nbytes = check_shape(tuple(shape), dtype.itemsize, key, _WHAT)
+        if f.tell() + nbytes != info.file_size:
+            raise FormatError(
+                f"{_WHAT}: member {key!r} is {dtype.str}{list(shape)} ({nbytes} bytes) but "
+                f"holds {info.file_size - f.tell()} bytes after its header"
+            )
+        out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+        dest = memoryview(out.reshape(-1).view(np.uint8))
+        filled = 0
+        while filled < nbytes:
+            n = f.readinto(dest[filled:])
+            if not n:
+                raise FormatError(f"{_WHAT}: member {key!r} ends after {filled} of {nbytes} bytes")
+            filled += n
+        if f.read(1):  # also makes zipfile check the CRC
+            raise FormatError(f"{_WHAT}: member {key!r} holds bytes past its array")
+    return out.T if fortran else out
+
+
+def _open(source: Any) -> zipfile.ZipFile:
+    return zipfile.ZipFile(source, mode="r")
+
+
+def _read(source: Any, size: int) -> dict[str, np.ndarray]:
+    try:
+        with _open(source) as zf:
+            infos = _check_members(zf, size)
+            return {info.filename[: -len(".npy")]: _read_member(zf, info) for info in infos}
+    except zipfile.BadZipFile as e:
+        if "CRC" in str(e):
+            raise IntegrityError(f"{_WHAT}: {e}") from None
+        raise FormatError(f"{_WHAT}: not a valid zip archive: {e}") from None
+    except (
+        zlib.error,
+        struct.error,
+        EOFError,
+        ValueError,
+        SyntaxError,
+        RecursionError,
+        OverflowError,
+        NotImplementedError,
+    ) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"{_WHAT}: malformed archive: {e}") from None
+
+
+def _as_source(data: Any) -> tuple[Any, int]:
+    if isinstance(data, bytes):
+        return io.BytesIO(data), len(data)  # BytesIO shares an immutable bytes object
+    buf = buffer_of(data, _WHAT)
+    return io.BytesIO(buf), len(buf)
+
+
+def loads(data: Any) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` blob, by name (without ``.npy``), in archive order."""
+    source, size = _as_source(data)
+    return _read(source, size)
+
+
+def stored_sizes(data: Any) -> dict[str, int]:
+    """Each member's stored (possibly compressed) size in bytes, by name."""
+    source, size = _as_source(data)
+    try:
+        with _open(source) as zf:
+            return {i.filename[: -len(".npy")]: i.compress_size for i in _check_members(zf, size)}
+    except (zipfile.BadZipFile, struct.error, ValueError, EOFError) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"{_WHAT}: not a valid zip archive: {e}") from None
+
+
+def dump(tensors: Any, path: PathLike, *, compressed: bool = False) -> None:
+    """Write ``tensors`` to the file ``path`` (atomically); see :func:`dumps`."""
+    write_file(path, dumps(tensors, compressed=compressed))
+
+
+def load(path: PathLike) -> dict[str, np.ndarray]:
+    """The arrays of the file ``path``; see :func:`loads`."""
+    with open(path, "rb") as f:
+        f.seek(0, io.SEEK_END)
+        size = f.tell()
+        f.seek(0)
+        return _read(f, size)
