@@ -39,7 +39,11 @@ __all__ = ["dump", "dumps", "load", "loads", "stored_sizes"]
 _WHAT = "npz"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _DEFLATE_MAX_RATIO = 1032  # no deflate stream expands more than this
-_NUMERIC_KINDS = "biufc"
+# numpy's own dtypes; ml_dtypes' bfloat16/float8 have no .npy descriptor of their own
+_NUMPY_DTYPES = frozenset(
+    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
+    "float16 float32 float64 complex64 complex128".split()
+)
 
 
 def dumps(tensors: Any, *, compressed: bool = False) -> bytes:
@@ -53,7 +57,7 @@ def dumps(tensors: Any, *, compressed: bool = False) -> bytes:
         seen.add(name)
         if "\0" in name:
             raise InputError(f"tensor {name!r}: npz member names cannot hold NUL characters")
-        if a.dtype.kind not in _NUMERIC_KINDS:
+        if a.dtype.name not in _NUMPY_DTYPES:
             raise InputError(
                 f"tensor {name!r}: npz cannot carry {a.dtype.name} (numpy saves it as raw "
                 "void bytes and loses the type); use safetensors or tensorwire"
@@ -80,6 +84,8 @@ def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
             raise FormatError(f"{_WHAT}: member {name!r} is not a .npy array")
         if name in names:
             raise FormatError(f"{_WHAT}: member {name!r} appears twice")
+        if info.flag_bits & 0x1:
+            raise FormatError(f"{_WHAT}: member {name!r} is encrypted")
         names.add(name)
         if info.compress_type == zipfile.ZIP_STORED:
             limit = info.compress_size
@@ -117,7 +123,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
             raise FormatError(
                 f"{_WHAT}: member {key!r} is an object array, which only pickle can load; refused"
             )
-        if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype:
+        if dtype.name not in _NUMPY_DTYPES or dtype.fields is not None or dtype.subdtype:
             raise FormatError(f"{_WHAT}: member {key!r} has unsupported dtype {dtype.str!r}")
         nbytes = check_shape(tuple(shape), dtype.itemsize, key, _WHAT)
         if f.tell() + nbytes != info.file_size:
@@ -160,6 +166,7 @@ def _read(source: Any, size: int) -> dict[str, np.ndarray]:
         RecursionError,
         OverflowError,
         NotImplementedError,
+        RuntimeError,
     ) as e:
         if isinstance(e, FormatError):
             raise
