@@ -12,7 +12,6 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
-
 import tensorwire as tw
 from tensorwire.formats import md5list, npz, ptth, safetensors
 
@@ -134,7 +133,7 @@ def seed_deserialize_ios_weights(data):
     As in the seed, the data is read as native float32 whatever the dtype code says.
     """
     offset = 0
-    magic, version, param_count = struct.unpack(">III", data[offset : offset + 12])
+    magic, _version, param_count = struct.unpack(">III", data[offset : offset + 12])
     offset += 12
     if magic != 0x50545448:
         raise ValueError("Invalid magic number")
@@ -148,7 +147,7 @@ def seed_deserialize_ios_weights(data):
         offset += 4
         shape = struct.unpack(f">{shape_count}I", data[offset : offset + shape_count * 4])
         offset += shape_count * 4
-        (dtype,) = struct.unpack(">I", data[offset : offset + 4])
+        (_dtype,) = struct.unpack(">I", data[offset : offset + 4])
         offset += 4
         (data_len,) = struct.unpack(">I", data[offset : offset + 4])
         offset += 4
@@ -318,11 +317,7 @@ def test_npz_reads_numpy_files(save, tmp_path):
     save(path, **tensors)
     back = npz.load(path)
     for k, v in tensors.items():
-        assert (
-            back[k].dtype == v.dtype
-            and np.array_equal(back[k], v, equal_nan=False)
-            or (same_bytes(back[k], v))
-        )
+        assert back[k].dtype == v.dtype and back[k].shape == v.shape
         assert back[k].tobytes() == v.tobytes()
     assert back["fortran"].flags.f_contiguous
     assert_same(npz.loads(path.read_bytes()), npz.load(path))
