@@ -306,6 +306,10 @@ def test_npz_round_trip_and_numpy_reads_ours(compressed):
     assert npz.dumps(npz.loads(blob), compressed=compressed) == blob
     kinds = {i.compress_type for i in zipfile.ZipFile(io.BytesIO(blob)).infolist()}
     assert kinds == {zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED}
+    sizes = npz.stored(blob)
+    assert list(sizes) == list(tensors)
+    assert {m for m, _ in sizes.values()} == {"deflate" if compressed else "stored"}
+    assert sum(n for _, n in sizes.values()) < len(blob)
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])

@@ -34,7 +34,7 @@ import numpy as np
 from .._errors import FormatError, InputError, IntegrityError
 from ._bytes import PathLike, buffer_of, check_shape, named_arrays, write_file
 
-__all__ = ["dump", "dumps", "load", "loads", "stored_sizes"]
+__all__ = ["dump", "dumps", "load", "loads", "stored"]
 
 _WHAT = "npz"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -186,12 +186,19 @@ def loads(data: Any) -> dict[str, np.ndarray]:
     return _read(source, size)
 
 
-def stored_sizes(data: Any) -> dict[str, int]:
-    """Each member's stored (possibly compressed) size in bytes, by name."""
+def stored(data: Any) -> dict[str, tuple[str, int]]:
+    """Each member's zip method (``"stored"`` or ``"deflate"``) and stored size in bytes
+    (compressed, including the ``.npy`` header), by name; reads the zip directory only."""
     source, size = _as_source(data)
     try:
         with _open(source) as zf:
-            return {i.filename[: -len(".npy")]: i.compress_size for i in _check_members(zf, size)}
+            return {
+                i.filename[: -len(".npy")]: (
+                    "deflate" if i.compress_type == zipfile.ZIP_DEFLATED else "stored",
+                    i.compress_size,
+                )
+                for i in _check_members(zf, size)
+            }
     except (zipfile.BadZipFile, struct.error, ValueError, EOFError) as e:
         if isinstance(e, FormatError):
             raise
