@@ -8,12 +8,13 @@ stderr and a non-zero exit status: 1 for a bad file or a failed check, 2 for mis
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import click
 import numpy as np
@@ -38,6 +39,7 @@ _EXTENSIONS = {
     ".md5list": "md5list",
     ".ptth": "ptth",
 }
+T = TypeVar("T")
 _TW_MAGIC = b"\x89TWR\r\n\x1a\n"
 _FORMAT_CHOICE = click.Choice([*FORMATS, "tw"], case_sensitive=False)
 
@@ -202,6 +204,28 @@ def _console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
+def _status(text: str) -> contextlib.AbstractContextManager[Any]:
+    """A transient spinner on stderr while long work runs (only on a terminal)."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(text)
+
+
+def _track(items: Sequence[T], text: str) -> Iterator[T]:
+    """Iterate with a transient progress bar on stderr (only on a terminal)."""
+    from rich.progress import track
+
+    return iter(
+        track(
+            items,
+            description=text,
+            console=Console(stderr=True),
+            transient=True,
+            disable=not sys.stderr.isatty() or len(items) < 2,
+        )
+    )
+
+
 def _size(n: int) -> str:
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -333,8 +357,9 @@ def convert(
 ) -> None:
     """Convert SOURCE to DEST, formats by extension or --from/--to."""
     out_fmt = _format_of(dest, _canonical(to_fmt), sniff=False)
-    src = _open_source(source, _canonical(from_fmt))
-    notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
+    with _status(f"converting {source} -> {dest}"):
+        src = _open_source(source, _canonical(from_fmt))
+        notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     in_size, out_size = os.path.getsize(source), os.path.getsize(dest)
@@ -431,7 +456,7 @@ def diff(
     table.add_column("max abs diff", justify="right")
     table.add_column("max rel diff", justify="right")
     counts: dict[str, int] = {}
-    for name, xa, xb in pairs:
+    for name, xa, xb in _track(pairs, "comparing"):
         cells = ["", "", "-", "-"]
         if xa is None or xb is None:
             status = "only in B" if xa is None else "only in A"
