@@ -133,7 +133,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
             return x.clone() if copy else x
         a = _numpy_leaf(x, name)
         if copy or any(s < 0 for s in a.strides):
-            a = a.copy(order="K")
+            a = a.copy()
         kind = a.dtype.name
         carrier = _CARRIER.get(kind)
         if carrier is not None:

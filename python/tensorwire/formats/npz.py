@@ -31,8 +31,16 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import FormatError, InputError, IntegrityError
-from ._bytes import PathLike, buffer_of, check_shape, named_arrays, write_file
+from .._errors import FormatError, InputError, IntegrityError, TensorwireError
+from ._bytes import (
+    PathLike,
+    array_at,
+    buffer_of,
+    check_shape,
+    named_arrays,
+    read_file,
+    write_file,
+)
 
 __all__ = ["dump", "dumps", "load", "loads", "stored"]
 
@@ -88,6 +96,11 @@ def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
             raise FormatError(f"{_WHAT}: member {name!r} is encrypted")
         names.add(name)
         if info.compress_type == zipfile.ZIP_STORED:
+            if info.file_size != info.compress_size:
+                raise FormatError(
+                    f"{_WHAT}: stored member {name!r} claims {info.file_size} bytes from "
+                    f"{info.compress_size} stored bytes"
+                )
             limit = info.compress_size
         elif info.compress_type == zipfile.ZIP_DEFLATED:
             limit = info.compress_size * _DEFLATE_MAX_RATIO + 64
@@ -109,50 +122,91 @@ def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
     return infos
 
 
+def _npy_header(f: Any, key: str, file_size: int) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Parse and check a member's ``.npy`` header; ``f`` is left at the array's bytes."""
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise FormatError(f"{_WHAT}: member {key!r} is .npy version {version}, not 1.0/2.0")
+    if dtype.hasobject:
+        raise FormatError(
+            f"{_WHAT}: member {key!r} is an object array, which only pickle can load; refused"
+        )
+    if dtype.name not in _NUMPY_DTYPES or dtype.fields is not None or dtype.subdtype:
+        raise FormatError(f"{_WHAT}: member {key!r} has unsupported dtype {dtype.str!r}")
+    shape = tuple(shape)
+    nbytes = check_shape(shape, dtype.itemsize, key, _WHAT)
+    if f.tell() + nbytes != file_size:
+        raise FormatError(
+            f"{_WHAT}: member {key!r} is {dtype.str}{list(shape)} ({nbytes} bytes) but "
+            f"holds {file_size - f.tell()} bytes after its header"
+        )
+    return shape, fortran, dtype
+
+
+def _arrange(flat: np.ndarray, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
+def _stored_member(buf: memoryview, info: zipfile.ZipInfo) -> np.ndarray:
+    """A stored member read in place: the local header checked, the CRC computed over
+    the member's bytes, the array a view into ``buf`` where aligned."""
+    key = info.filename[: -len(".npy")]
+    at = info.header_offset
+    if at + 30 > len(buf) or bytes(buf[at : at + 4]) != b"PK\x03\x04":
+        raise FormatError(f"{_WHAT}: member {key!r} has no local header at offset {at}")
+    name_len, extra_len = struct.unpack_from("<HH", buf, at + 26)
+    start = at + 30 + name_len + extra_len
+    local_name = bytes(buf[at + 30 : at + 30 + name_len])
+    if local_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437") != info.orig_filename:
+        raise FormatError(f"{_WHAT}: member {key!r}: local and central names differ")
+    if start + info.file_size > len(buf):
+        raise FormatError(f"{_WHAT}: member {key!r} runs past the end of the archive")
+    member = buf[start : start + info.file_size]
+    if zlib.crc32(member) != info.CRC:
+        raise IntegrityError(f"{_WHAT}: member {key!r}: bad CRC-32 (the data is corrupted)")
+    head = io.BytesIO(member[: min(len(member), 65536 + 16)])
+    shape, fortran, dtype = _npy_header(head, key, info.file_size)
+    count = 1
+    for d in shape:
+        count *= d
+    flat = array_at(buf, start + head.tell(), dtype, (count,))
+    return _arrange(flat, shape, fortran)
+
+
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     key = info.filename[: -len(".npy")]
     with zf.open(info) as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise FormatError(f"{_WHAT}: member {key!r} is .npy version {version}, not 1.0/2.0")
-        if dtype.hasobject:
-            raise FormatError(
-                f"{_WHAT}: member {key!r} is an object array, which only pickle can load; refused"
-            )
-        if dtype.name not in _NUMPY_DTYPES or dtype.fields is not None or dtype.subdtype:
-            raise FormatError(f"{_WHAT}: member {key!r} has unsupported dtype {dtype.str!r}")
-        nbytes = check_shape(tuple(shape), dtype.itemsize, key, _WHAT)
-        if f.tell() + nbytes != info.file_size:
-            raise FormatError(
-                f"{_WHAT}: member {key!r} is {dtype.str}{list(shape)} ({nbytes} bytes) but "
-                f"holds {info.file_size - f.tell()} bytes after its header"
-            )
-        out = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
-        dest = memoryview(out.reshape(-1).view(np.uint8))
-        filled = 0
-        while filled < nbytes:
-            n = f.readinto(dest[filled:])
-            if not n:
-                raise FormatError(f"{_WHAT}: member {key!r} ends after {filled} of {nbytes} bytes")
-            filled += n
+        shape, fortran, dtype = _npy_header(f, key, info.file_size)
+        nbytes = info.file_size - f.tell()
+        raw = f.read(nbytes)  # one allocation of the size just checked against the zip
+        if len(raw) != nbytes:
+            raise FormatError(f"{_WHAT}: member {key!r} ends after {len(raw)} of {nbytes} bytes")
         if f.read(1):  # also makes zipfile check the CRC
             raise FormatError(f"{_WHAT}: member {key!r} holds bytes past its array")
-    return out.T if fortran else out
+    return _arrange(np.frombuffer(raw, dtype=dtype), shape, fortran)
 
 
 def _open(source: Any) -> zipfile.ZipFile:
     return zipfile.ZipFile(source, mode="r")
 
 
-def _read(source: Any, size: int) -> dict[str, np.ndarray]:
+def _read(source: Any, buf: memoryview) -> dict[str, np.ndarray]:
     try:
         with _open(source) as zf:
-            infos = _check_members(zf, size)
-            return {info.filename[: -len(".npy")]: _read_member(zf, info) for info in infos}
+            out = {}
+            for info in _check_members(zf, len(buf)):
+                key = info.filename[: -len(".npy")]
+                if info.compress_type == zipfile.ZIP_STORED:
+                    out[key] = _stored_member(buf, info)
+                else:
+                    out[key] = _read_member(zf, info)
+            return out
+    except TensorwireError:
+        raise
     except zipfile.BadZipFile as e:
         if "CRC" in str(e):
             raise IntegrityError(f"{_WHAT}: {e}") from None
@@ -168,28 +222,30 @@ def _read(source: Any, size: int) -> dict[str, np.ndarray]:
         NotImplementedError,
         RuntimeError,
     ) as e:
-        if isinstance(e, FormatError):
-            raise
         raise FormatError(f"{_WHAT}: malformed archive: {e}") from None
 
 
-def _as_source(data: Any) -> tuple[Any, int]:
-    if isinstance(data, bytes):
-        return io.BytesIO(data), len(data)  # BytesIO shares an immutable bytes object
-    buf = buffer_of(data, _WHAT)
-    return io.BytesIO(buf), len(buf)
+def _as_source(data: Any) -> tuple[Any, memoryview]:
+    """A file object for zipfile (sharing ``data`` when it is bytes) and a byte view."""
+    if not isinstance(data, bytes):
+        data = bytes(buffer_of(data, _WHAT))
+    return io.BytesIO(data), buffer_of(data, _WHAT)  # BytesIO shares immutable bytes
 
 
 def loads(data: Any) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` blob, by name (without ``.npy``), in archive order."""
-    source, size = _as_source(data)
-    return _read(source, size)
+    """The arrays of an ``.npz`` blob, by name (without ``.npy``), in archive order.
+
+    Arrays are read-only (like every tensorwire loader's): stored members are views into
+    ``data`` where aligned, deflated ones own their bytes; ``.copy()`` one to modify it.
+    """
+    source, buf = _as_source(data)
+    return _read(source, buf)
 
 
 def stored(data: Any) -> dict[str, tuple[str, int]]:
     """Each member's zip method (``"stored"`` or ``"deflate"``) and stored size in bytes
     (compressed, including the ``.npy`` header), by name; reads the zip directory only."""
-    source, size = _as_source(data)
+    source, buf = _as_source(data)
     try:
         with _open(source) as zf:
             return {
@@ -197,11 +253,11 @@ def stored(data: Any) -> dict[str, tuple[str, int]]:
                     "deflate" if i.compress_type == zipfile.ZIP_DEFLATED else "stored",
                     i.compress_size,
                 )
-                for i in _check_members(zf, size)
+                for i in _check_members(zf, len(buf))
             }
+    except TensorwireError:
+        raise
     except (zipfile.BadZipFile, struct.error, ValueError, EOFError) as e:
-        if isinstance(e, FormatError):
-            raise
         raise FormatError(f"{_WHAT}: not a valid zip archive: {e}") from None
 
 
@@ -211,9 +267,7 @@ def dump(tensors: Any, path: PathLike, *, compressed: bool = False) -> None:
 
 
 def load(path: PathLike) -> dict[str, np.ndarray]:
-    """The arrays of the file ``path``; see :func:`loads`."""
+    """The arrays of the file ``path`` (memory-mapped); see :func:`loads`."""
+    data = read_file(path)
     with open(path, "rb") as f:
-        f.seek(0, io.SEEK_END)
-        size = f.tell()
-        f.seek(0)
-        return _read(f, size)
+        return _read(f, buffer_of(data, _WHAT))
