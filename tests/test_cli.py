@@ -13,6 +13,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+
 import tensorwire as tw
 from tensorwire.formats import md5list, npz, ptth, safetensors
 

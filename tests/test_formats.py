@@ -12,10 +12,11 @@ import zipfile
 import ml_dtypes
 import numpy as np
 import pytest
-import tensorwire as tw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+
+import tensorwire as tw
 from tensorwire.formats import md5list, npz, ptth, safetensors
 
 RNG = np.random.default_rng(1234)

@@ -7,6 +7,7 @@ import collections
 import ml_dtypes
 import numpy as np
 import pytest
+
 import tensorwire as tw
 from tensorwire import frameworks
 from tensorwire.formats import safetensors
@@ -157,3 +158,12 @@ def test_torch_tensors_needing_grad_and_bf16_views():
     # big-endian arrays (e.g. from an npz) arrive in native order
     be = np.arange(4, dtype=">i4")
     assert frameworks.to_torch([be])[0].tolist() == [0, 1, 2, 3]
+
+
+def test_decode_framework_argument_dispatches_and_validates():
+    w = [np.arange(6, dtype=np.float32).reshape(2, 3)]
+    blob = tw.encode(w)
+    assert isinstance(tw.decode(blob, framework="keras"), list)
+    assert isinstance(tw.decode(blob, framework="numpy")[0], np.ndarray)
+    with pytest.raises(tw.InputError, match="unknown framework"):
+        tw.decode(blob, framework="tensorflow")

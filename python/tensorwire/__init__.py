@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from . import formats, frameworks
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
@@ -25,6 +26,8 @@ __all__ = [
     "__version__",
     "decode",
     "encode",
+    "formats",
+    "frameworks",
     "load",
     "open",
     "save",

@@ -285,18 +285,42 @@ def open(source: Any) -> Reader:
     return Reader(source)
 
 
-def decode(blob: Any, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
+def _as_framework(tree: Any, framework: str | None) -> Any:
+    if framework is None or framework == "numpy":
+        return tree
+    from .frameworks import convert
+
+    return convert(tree, framework)
+
+
+def decode(
+    blob: Any,
+    *,
+    base: Any = None,
+    verify: bool = True,
+    copy: bool = False,
+    framework: str | None = None,
+) -> Any:
     """Decode a payload into the structure that was encoded.
 
     Raw tensors come back as read-only views into ``blob`` (kept alive by the arrays)
     unless ``copy=True``. ``verify=False`` skips data checksums; the header is always
-    validated. ``base`` is required for delta payloads. For files use :func:`load`.
+    validated. ``base`` is required for delta payloads. ``framework`` (``"torch"``,
+    ``"jax"``, ``"keras"``) returns that framework's tensors, sharing memory where it can
+    (see :mod:`tensorwire.frameworks`). For files use :func:`load`.
     """
     if isinstance(blob, (str, os.PathLike)):
         raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
-    return Reader(blob).tensors(base=base, verify=verify, copy=copy)
+    return _as_framework(Reader(blob).tensors(base=base, verify=verify, copy=copy), framework)
 
 
-def load(path: PathLike, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
+def load(
+    path: PathLike,
+    *,
+    base: Any = None,
+    verify: bool = True,
+    copy: bool = False,
+    framework: str | None = None,
+) -> Any:
     """Decode the payload in the file ``path`` (memory-mapped; see :func:`decode`)."""
-    return Reader(path).tensors(base=base, verify=verify, copy=copy)
+    return _as_framework(Reader(path).tensors(base=base, verify=verify, copy=copy), framework)
