@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ._chunk import Chunks, Reassembler, chunk, chunk_info, encode_chunks
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
@@ -15,16 +16,21 @@ from ._errors import CodecError, FormatError, InputError, IntegrityError, Tensor
 __all__ = [
     "FORMAT_VERSION",
     "CodecError",
+    "Chunks",
     "CodecSpec",
     "FormatError",
     "InputError",
     "IntegrityError",
     "Reader",
+    "Reassembler",
     "TensorInfo",
     "TensorwireError",
     "__version__",
+    "chunk",
+    "chunk_info",
     "decode",
     "encode",
+    "encode_chunks",
     "load",
     "open",
     "save",
