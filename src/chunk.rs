@@ -10,6 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// The first four bytes of every chunk.
@@ -31,6 +33,10 @@ pub const PENDING_OVERHEAD: u64 = 256;
 pub const RECENT_IDS: usize = 65_536;
 /// Copy and checksum in blocks of this size, so each block is checksummed while in cache.
 const COPY_BLOCK: usize = 64 << 10;
+/// Bodies at least this large are copied and checksummed by several threads...
+const PARALLEL_BODY: usize = 512 << 10;
+/// ...in parts of this size.
+const PARALLEL_PART: usize = 256 << 10;
 
 /// A payload id: 16 bytes chosen by the sender, random unless given.
 pub type PayloadId = [u8; 16];
@@ -197,7 +203,22 @@ fn crcs(chunk: &[u8]) -> (u32, u32) {
     let stored = u32::from_le_bytes(chunk[CRC_AT..CHUNK_HEADER_LEN].try_into().expect("4"));
     let mut h = crc32fast::Hasher::new();
     h.update(&chunk[..CRC_AT]);
-    h.update(&chunk[CHUNK_HEADER_LEN..]);
+    let body = &chunk[CHUNK_HEADER_LEN..];
+    if body.len() >= PARALLEL_BODY {
+        let parts: Vec<crc32fast::Hasher> = body
+            .par_chunks(PARALLEL_PART)
+            .map(|part| {
+                let mut p = crc32fast::Hasher::new();
+                p.update(part);
+                p
+            })
+            .collect();
+        for p in &parts {
+            h.combine(p);
+        }
+    } else {
+        h.update(body);
+    }
     (stored, h.finalize())
 }
 
@@ -376,8 +397,24 @@ pub(crate) fn write_chunk(
     head[CRC_AT..].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
-/// Copy `src` into `dst` (same length) and feed the copy to `crc`, block by block.
+/// Copy `src` into `dst` (same length) and feed the copy to `crc`, block by block;
+/// large bodies are split over threads, their CRCs combined in order.
 pub(crate) fn copy_and_crc(src: &[u8], dst: &mut [u8], crc: &mut crc32fast::Hasher) {
+    if src.len() >= PARALLEL_BODY {
+        let parts: Vec<crc32fast::Hasher> = src
+            .par_chunks(PARALLEL_PART)
+            .zip(dst.par_chunks_mut(PARALLEL_PART))
+            .map(|(s, d)| {
+                let mut h = crc32fast::Hasher::new();
+                copy_and_crc(s, d, &mut h);
+                h
+            })
+            .collect();
+        for h in &parts {
+            crc.combine(h);
+        }
+        return;
+    }
     for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
         d.copy_from_slice(s);
         crc.update(d);
@@ -1049,6 +1086,28 @@ mod tests {
             assert_eq!(g.as_ref(), Some(p));
         }
         assert_eq!(r.stats().completed, payloads.len() as u64);
+    }
+
+    #[test]
+    fn large_chunks_use_the_parallel_checksum() {
+        let payload = Rng(5).bytes(5 << 20);
+        let chunks = chunks_of(&payload, 2 << 20, 6);
+        // The parallel CRC is the plain CRC-32 of the spec.
+        let mut h = crc32fast::Hasher::new();
+        h.update(&chunks[0][..CRC_AT]);
+        h.update(&chunks[0][CHUNK_HEADER_LEN..]);
+        assert_eq!(
+            h.finalize().to_le_bytes(),
+            chunks[0][CRC_AT..CHUNK_HEADER_LEN]
+        );
+        let mut r = reassembler(Limits::default());
+        let mut bad = chunks[1].clone();
+        bad[CHUNK_HEADER_LEN + (1 << 20) + 3] ^= 4;
+        assert!(r.add(&chunks[2], 0.0).unwrap().is_none());
+        assert!(matches!(r.add(&bad, 0.0), Err(Error::Integrity(_))));
+        assert!(r.add(&chunks[1], 0.0).unwrap().is_none());
+        assert!(matches!(r.add(&bad, 0.0), Err(Error::Integrity(_))));
+        assert_eq!(r.add(&chunks[0], 0.0).unwrap(), Some(payload));
     }
 
     #[test]
