@@ -292,8 +292,9 @@ impl PayloadBuffer for BytesBuffer {
 /// Chunks may come in any order, duplicated, and interleaved with other payloads'. Each
 /// body is written once into a ``bytes`` object allocated for its payload when the
 /// payload's first chunk arrives. A finished payload is verified before it is returned:
-/// a tensorwire payload by its own checksums (``verify=False``: its header only, leaving
-/// tensor checksums to ``decode``), other bytes by the blake3 digest in their chunks.
+/// a tensorwire payload by its own checksums, other bytes by the blake3 digest in their
+/// chunks. ``verify=False`` checks only a tensorwire payload's header (leaving tensor
+/// checksums to ``decode``, which checks them by default) and other bytes' chunk CRCs.
 ///
 /// Limits: ``max_payload_bytes`` (larger payloads are refused at their first chunk);
 /// ``max_pending_bytes`` bounds the buffers of partial payloads (each charged its full
