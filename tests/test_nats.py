@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -138,3 +141,11 @@ def test_local_server_with_a_smaller_limit() -> None:
 
     with twnats.local_server(max_payload=64 * 1024) as url:
         assert run(main(url)) == payload
+
+
+def test_broker_rounds_example(server: str) -> None:
+    example = Path(__file__).parent.parent / "examples" / "broker_rounds.py"
+    args = [sys.executable, str(example), "--url", server, "--clients", "3", "--rounds", "2"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "identical to the same rounds run without a broker" in done.stdout
