@@ -149,3 +149,33 @@ def test_broker_rounds_example(server: str) -> None:
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "identical to the same rounds run without a broker" in done.stdout
+
+
+def test_a_payload_completed_during_a_timeout_is_not_lost() -> None:
+    class Msg:
+        data = bytes(1 << 20)
+        subject = "s"
+
+    class Sub:
+        async def _gen(self) -> Any:
+            yield Msg()
+            await asyncio.sleep(3600)
+
+        @property
+        def messages(self) -> Any:
+            return self._gen()
+
+    class SlowReassembler:
+        def add(self, data: bytes) -> bytes:
+            import time
+
+            time.sleep(0.5)  # a big chunk being copied and verified on a worker thread
+            return b"the payload"
+
+    async def main() -> bytes:
+        sub = twnats.PayloadSubscription(Sub(), SlowReassembler(), lambda e, m: None)  # type: ignore[arg-type]
+        with pytest.raises(asyncio.TimeoutError):
+            await sub.next_payload(timeout=0.05)
+        return await sub.next_payload(timeout=5)
+
+    assert run(main()) == b"the payload"

@@ -45,6 +45,9 @@ log = logging.getLogger("tensorwire.transport.nats")
 
 ErrorHandler = Callable[[TensorwireError, Any], None]
 
+# Chunks at least this large are added to the reassembler on a worker thread.
+_OFF_LOOP_BYTES = 64 << 10
+
 
 def _chunk_limit(nc: Any, max_bytes: Optional[int]) -> int:
     """The chunk size to use: ``max_bytes`` if given, else the server's ``max_payload``."""
@@ -118,18 +121,44 @@ class PayloadSubscription:
         self._messages = sub.messages.__aiter__()
         self.reassembler = reassembler
         self._on_error = on_error
+        self._inflight: Optional[tuple[asyncio.Future[Optional[bytes]], Any]] = None
 
     def __aiter__(self) -> PayloadSubscription:
         return self
 
     async def __anext__(self) -> bytes:
         while True:
-            msg = await self._messages.__anext__()  # StopAsyncIteration on unsubscribe
-            try:
-                payload = self.reassembler.add(msg.data)
-            except TensorwireError as e:
-                self._on_error(e, msg)
-                continue
+            if self._inflight is not None:
+                task, msg = self._inflight
+                # Shielded: if the caller is cancelled (a timeout), the add goes on and
+                # its result is picked up by the next call.
+                try:
+                    payload = await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if task.cancelled():  # the work itself was cancelled, not just us
+                        self._inflight = None
+                    raise
+                except TensorwireError as e:
+                    self._inflight = None
+                    self._on_error(e, msg)
+                    continue
+                except BaseException:
+                    self._inflight = None
+                    raise
+                self._inflight = None
+            else:
+                msg = await self._messages.__anext__()  # StopAsyncIteration on unsubscribe
+                if len(msg.data) >= _OFF_LOOP_BYTES:
+                    # Copying, checking and (on the last chunk) verifying release the
+                    # GIL: on a worker thread they overlap with reading the socket.
+                    add = asyncio.to_thread(self.reassembler.add, msg.data)
+                    self._inflight = (asyncio.ensure_future(add), msg)
+                    continue
+                try:
+                    payload = self.reassembler.add(msg.data)
+                except TensorwireError as e:
+                    self._on_error(e, msg)
+                    continue
             if payload is not None:
                 return payload
 
