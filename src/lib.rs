@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod error;
 pub mod file;
 pub mod header;
+pub mod reassemble;
 pub mod stream;
 
 #[cfg(feature = "python")]

@@ -5,7 +5,7 @@
 //! output (encoded ones), copying, checksumming (CRC-32) and hashing (blake3, for the
 //! container's per-tensor hashes) each byte in one pass. Chunks that hold the data
 //! section come first, in order; the chunks that hold the preamble and header come
-//! last, once every tensor's hash is known. A [`crate::chunk::Reassembler`] accepts
+//! last, once every tensor's hash is known. A [`crate::reassemble::Reassembler`] accepts
 //! chunks in any order, so this needs nothing from the receiver. The chunks are of
 //! kind [`PayloadKind::Container`] with an all-zero digest (the content id is not
 //! known when the first chunk leaves); the receiver verifies the container itself.

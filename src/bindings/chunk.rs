@@ -17,11 +17,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::container::{inputs_of, TensorArg};
 use super::{bytes_of, to_py, InputError};
-use crate::chunk::{
-    self as framing, id_hex, ChunkHeader, ChunkPlan, Limits, PayloadBuffer, PayloadId, WhenFull,
-};
+use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
 use crate::container::{self, EncodeOptions};
 use crate::error::Error;
+use crate::reassemble::{self, Limits, PayloadBuffer, WhenFull};
 use crate::stream::ChunkStream;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -310,7 +309,7 @@ impl PayloadBuffer for BytesBuffer {
 /// with ``IntegrityError``. Safe to share between threads.
 #[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
 struct PyReassembler {
-    inner: Mutex<framing::Reassembler<BytesBuffer>>,
+    inner: Mutex<reassemble::Reassembler<BytesBuffer>>,
     clock: Py<PyAny>,
 }
 
@@ -351,7 +350,7 @@ impl PyReassembler {
             when_full,
             verify,
         };
-        let inner = framing::Reassembler::new(limits).map_err(to_py)?;
+        let inner = reassemble::Reassembler::new(limits).map_err(to_py)?;
         let clock = py.import("time")?.getattr("monotonic")?.unbind();
         Ok(PyReassembler {
             inner: Mutex::new(inner),
