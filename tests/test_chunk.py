@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 
@@ -401,3 +403,26 @@ def test_spec_reader_agrees() -> None:
     assert reassemble_from_spec(list(tw.chunk(payload, 1000))) == payload
     model = {"w": np.arange(999, dtype=np.float32)}
     assert reassemble_from_spec(list(tw.encode_chunks(model, 700))) == tw.encode(model)
+
+
+def test_no_deadlock_between_iterating_and_inspecting_threads() -> None:
+    # A deadlock would hang the interpreter, so this runs in a child process.
+    script = """
+import threading, tensorwire as tw
+c = tw.chunk(bytes(20_000_000), 50_000)
+s = tw.encode_chunks({"w": __import__("numpy").zeros(5_000_000)}, 50_000)
+r = tw.Reassembler()
+def drain(it):
+    for piece in it:
+        r.add(piece)
+threads = [threading.Thread(target=drain, args=(it,)) for it in (c, s)]
+for t in threads:
+    t.start()
+while any(t.is_alive() for t in threads):
+    len(c), len(s), r.pending(), r.pending_bytes, r.stats
+for t in threads:
+    t.join()
+assert r.stats["completed"] == 2, r.stats
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()

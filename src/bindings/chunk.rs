@@ -95,8 +95,8 @@ impl Chunks {
     }
 
     /// Chunks not produced yet.
-    fn __len__(&self) -> usize {
-        (self.plan.geometry.count - *lock(&self.next)) as usize
+    fn __len__(&self, py: Python<'_>) -> usize {
+        (self.plan.geometry.count - py.detach(|| *lock(&self.next))) as usize
     }
 
     /// The payload id written into every chunk (hex).
@@ -173,8 +173,8 @@ impl EncodedChunks {
     }
 
     /// Chunks not produced yet.
-    fn __len__(&self) -> usize {
-        lock(&self.stream).remaining() as usize
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| lock(&self.stream).remaining()) as usize
     }
 
     /// The payload id written into every chunk (hex).
