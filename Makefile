@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test build lint test-rust test-python bench bench-smoke clean
+.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,13 @@ lint: build
 test-rust:
 	cargo test --quiet
 
-test-python: build
+## nats-server: the broker the transport tests run against (Debian's package; CI runs
+## as root on a fresh machine, so it is installed there when missing)
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
+
+test-python: build nats-server
 	$(PY) -m pytest -q
 
 bench-smoke: build

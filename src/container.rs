@@ -58,13 +58,13 @@ pub struct EncodeOptions<'a> {
 }
 
 /// The stored bytes of one tensor: the input itself (raw) or what a codec produced.
-enum Stored<'a> {
+pub(crate) enum Stored<'a> {
     Borrowed(&'a [u8]),
     Encoded(Vec<u8>),
 }
 
 impl Stored<'_> {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Stored::Borrowed(b) => b,
             Stored::Encoded(v) => v,
@@ -74,10 +74,10 @@ impl Stored<'_> {
 
 /// A payload laid out and ready to be written.
 pub struct Prepared<'a> {
-    header: Header,
-    stored: Vec<Stored<'a>>,
-    header_len: usize,
-    data_len: u64,
+    pub(crate) header: Header,
+    pub(crate) stored: Vec<Stored<'a>>,
+    pub(crate) header_len: usize,
+    pub(crate) data_len: u64,
 }
 
 fn hash(data: &[u8]) -> [u8; 32] {
@@ -268,7 +268,7 @@ impl Prepared<'_> {
     }
 
     /// Write the header into `out[..PREAMBLE_LEN + header_len]` now that the hashes are known.
-    fn finish_header(&mut self, hashes: &[[u8; 32]], out: &mut [u8]) {
+    pub(crate) fn finish_header(&mut self, hashes: &[[u8; 32]], out: &mut [u8]) {
         for (entry, h) in self.header.tensors.iter_mut().zip(hashes) {
             entry.hash = hex32(h);
         }

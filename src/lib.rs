@@ -4,12 +4,15 @@
 //! `cargo test` exercises it directly. `docs/FORMAT.md` specifies the format.
 #![deny(missing_docs)]
 
+pub mod chunk;
 pub mod codec;
 pub mod container;
 pub mod dtype;
 pub mod error;
 pub mod file;
 pub mod header;
+pub mod reassemble;
+pub mod stream;
 
 #[cfg(feature = "python")]
 mod bindings;

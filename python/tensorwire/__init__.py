@@ -9,25 +9,32 @@
 from __future__ import annotations
 
 from . import formats, frameworks
+from ._chunk import CHUNK_HEADER_LEN, Chunks, Reassembler, chunk, chunk_info, encode_chunks
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
 
 __all__ = [
+    "CHUNK_HEADER_LEN",
     "FORMAT_VERSION",
     "CodecError",
+    "Chunks",
     "CodecSpec",
     "FormatError",
     "InputError",
     "IntegrityError",
     "Reader",
+    "Reassembler",
     "TensorInfo",
     "TensorwireError",
     "__version__",
+    "chunk",
+    "chunk_info",
     "decode",
     "encode",
     "formats",
     "frameworks",
+    "encode_chunks",
     "load",
     "open",
     "save",

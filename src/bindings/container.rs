@@ -11,7 +11,7 @@ use crate::header::{hex32, parse_hex32};
 
 /// One tensor as the Python layer hands it over:
 /// (name, dtype name, shape, uint8 view of its C-contiguous bytes, codec spec, base bytes).
-type TensorArg = (
+pub(super) type TensorArg = (
     String,
     String,
     Vec<u64>,
@@ -21,7 +21,7 @@ type TensorArg = (
 );
 
 /// Borrow the inputs as core `TensorInput`s.
-fn inputs_of(tensors: &[TensorArg]) -> PyResult<Vec<TensorInput<'_>>> {
+pub(super) fn inputs_of(tensors: &[TensorArg]) -> PyResult<Vec<TensorInput<'_>>> {
     tensors
         .iter()
         .map(|(name, dtype, shape, data, codec, base)| {
