@@ -52,6 +52,8 @@ pub(crate) fn unshuffle(src: &[u8], width: usize, dst: &mut [u8]) {
 thread_local! {
     static ZSTD_C: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
     static ZSTD_D: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static PLANES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static PLANE_C: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Append the zstd frame of `src` at `level` to `out` (one reused context per thread).
@@ -73,6 +75,26 @@ pub(crate) fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result
         let r = c.compress_to_buffer(src, &mut buf);
         out.extend_from_slice(&buf);
         r.map(|_| ()).map_err(fail)
+    })
+}
+
+/// zstd for a floatzip byte plane: mostly literals (exponents, mantissa bits), so
+/// matches shorter than 7 bytes are not searched; the Huffman-coded literals do the work.
+fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    use zstd::zstd_safe::CParameter;
+    let fail = |e: std::io::Error| Error::codec(format!("zstd failed: {e}"));
+    PLANE_C.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut c = zstd::bulk::Compressor::new(FLOATZIP_ZSTD_LEVEL).map_err(fail)?;
+            c.set_parameter(CParameter::MinMatch(7)).map_err(fail)?;
+            *slot = Some(c);
+        }
+        let c = slot.as_mut().expect("just set");
+        let mut buf = Vec::with_capacity(zstd::zstd_safe::compress_bound(src.len()));
+        c.compress_to_buffer(src, &mut buf).map_err(fail)?;
+        out.extend_from_slice(&buf);
+        Ok(())
     })
 }
 
@@ -105,9 +127,20 @@ pub(crate) fn lz4_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
         .map_err(|e| Error::integrity(format!("lz4 data is corrupt: {e}")))
 }
 
+/// Bits per byte of `data`'s byte histogram, estimated on up to 64 KiB of it (every
+/// k-th 4-byte group).
 fn entropy_bits(data: &[u8]) -> f64 {
     if data.is_empty() {
         return 0.0;
+    }
+    const SAMPLE: usize = 64 << 10;
+    if data.len() > 2 * SAMPLE {
+        let stride = data.len() / SAMPLE * 4;
+        let sample: Vec<u8> = data
+            .chunks_exact(stride)
+            .flat_map(|c| [c[0], c[1], c[2], c[3]])
+            .collect();
+        return entropy_bits(&sample);
     }
     let mut counts = [[0u32; 256]; 4];
     let mut chunks = data.chunks_exact(4);
@@ -153,14 +186,12 @@ fn split_planes(src: &[u8], width: usize, planes: &mut [u8]) {
             let (p0, rest) = planes.split_at_mut(n);
             let (p1, rest) = rest.split_at_mut(n);
             let (p2, p3) = rest.split_at_mut(n);
-            for (i, e) in src.chunks_exact(4).enumerate() {
+            let elems = src.chunks_exact(4);
+            for ((((e, a), b), c), d) in elems.zip(p0).zip(p1).zip(p2).zip(p3) {
                 let v = u32::from_le_bytes([e[0], e[1], e[2], e[3]])
                     .rotate_left(1)
                     .to_le_bytes();
-                p0[i] = v[0];
-                p1[i] = v[1];
-                p2[i] = v[2];
-                p3[i] = v[3];
+                (*a, *b, *c, *d) = (v[0], v[1], v[2], v[3]);
             }
         }
         _ => {
@@ -210,8 +241,9 @@ fn join_planes(planes: &[u8], width: usize, dst: &mut [u8]) {
             let (p0, rest) = planes.split_at(n);
             let (p1, rest) = rest.split_at(n);
             let (p2, p3) = rest.split_at(n);
-            for (i, e) in dst.chunks_exact_mut(4).enumerate() {
-                let v = u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]]).rotate_right(1);
+            let elems = dst.chunks_exact_mut(4);
+            for ((((e, &a), &b), &c), &d) in elems.zip(p0).zip(p1).zip(p2).zip(p3) {
+                let v = u32::from_le_bytes([a, b, c, d]).rotate_right(1);
                 e.copy_from_slice(&v.to_le_bytes());
             }
         }
@@ -238,15 +270,22 @@ const PLANE_ZSTD: u8 = 1;
 /// length, then that many bytes.
 pub(crate) fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Result<()> {
     let n = src.len() / width;
-    let mut planes = vec![0u8; src.len()];
+    let mut planes = PLANES.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    planes.resize(src.len(), 0);
     split_planes(src, width, &mut planes);
+    let r = floatzip_write(&planes, width, n, out);
+    PLANES.with(|p| *p.borrow_mut() = planes);
+    r
+}
+
+fn floatzip_write(planes: &[u8], width: usize, n: usize, out: &mut Vec<u8>) -> Result<()> {
     for k in 0..width {
         let plane = &planes[k * n..(k + 1) * n];
         let head = out.len();
         out.extend_from_slice(&[PLANE_RAW, 0, 0, 0, 0]);
         let mut mode = PLANE_RAW;
         if n > 0 && entropy_bits(plane) < INCOMPRESSIBLE_BITS {
-            zstd_compress(plane, FLOATZIP_ZSTD_LEVEL, out)?;
+            plane_compress(plane, out)?;
             if out.len() - head - 5 < n {
                 mode = PLANE_ZSTD;
             } else {
@@ -266,8 +305,15 @@ pub(crate) fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Re
 /// Decode floatzip bytes at the start of `src` into `dst` (whole floats of `width`
 /// bytes). Returns how many bytes of `src` it consumed.
 pub(crate) fn floatzip_decode(src: &[u8], width: usize, dst: &mut [u8]) -> Result<usize> {
+    let mut planes = PLANES.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    planes.resize(dst.len(), 0);
+    let r = floatzip_read(src, width, &mut planes, dst);
+    PLANES.with(|p| *p.borrow_mut() = planes);
+    r
+}
+
+fn floatzip_read(src: &[u8], width: usize, planes: &mut [u8], dst: &mut [u8]) -> Result<usize> {
     let n = dst.len() / width;
-    let mut planes = vec![0u8; dst.len()];
     let mut pos = 0usize;
     for k in 0..width {
         let head = src
@@ -305,7 +351,7 @@ pub(crate) fn floatzip_decode(src: &[u8], width: usize, dst: &mut [u8]) -> Resul
             }
         }
     }
-    join_planes(&planes, width, dst);
+    join_planes(planes, width, dst);
     Ok(pos)
 }
 

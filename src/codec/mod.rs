@@ -675,23 +675,29 @@ impl<'p> Plan<'p> {
                 let staged = self.staged(lo, hi, data, base)?;
                 let c0 = self.channel(lo);
                 let mut maxes = vec![0f64; self.channel(hi - 1) - c0 + 1];
-                with_float!(self.scalar, T => {
-                    for (i, x) in staged.chunks_exact(T::SIZE).map(T::read).enumerate() {
-                        if sparse && !keep.keeps(x) {
-                            continue;
+                for (c, a, b) in self.runs(lo, hi) {
+                    let m = &mut maxes[c - c0];
+                    with_float!(self.scalar, T => {
+                        for (i, x) in staged[a * T::SIZE..b * T::SIZE]
+                            .chunks_exact(T::SIZE)
+                            .map(T::read)
+                            .enumerate()
+                        {
+                            if sparse && !keep.keeps(x) {
+                                continue;
+                            }
+                            let v = x.to_f64().abs();
+                            if !v.is_finite() {
+                                return Err(Error::codec(format!(
+                                    "int8 needs finite values: element {} is {x}",
+                                    lo + a + i
+                                )));
+                            }
+                            *m = m.max(v);
                         }
-                        let v = x.to_f64();
-                        if !v.is_finite() {
-                            return Err(Error::codec(format!(
-                                "int8 needs finite values: element {} is {v}",
-                                lo + i
-                            )));
-                        }
-                        let m = &mut maxes[self.channel(lo + i) - c0];
-                        *m = m.max(v.abs());
-                    }
-                    Ok(())
-                })?;
+                        Ok(())
+                    })?;
+                }
                 Ok((c0, maxes))
             })
             .collect::<Result<_>>()?;

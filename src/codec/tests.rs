@@ -571,3 +571,58 @@ fn corrupt_stored_bytes_never_panic() {
         }
     }
 }
+
+/// Single-thread speed of some pipelines on a raw little-endian float32 file:
+/// `TW_WEIGHTS=w.f32 cargo test --release codec::tests::speed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn speed_on_weights_file() {
+    let Ok(path) = std::env::var("TW_WEIGHTS") else {
+        return;
+    };
+    let data = std::fs::read(path).unwrap();
+    let data = &data[..data.len() / 4 * 4];
+    let shape = [(data.len() / 4) as u64];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    // CPU time of the calling thread (the machine may be shared): schedstat's first field.
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        s.split_whitespace().next().unwrap().parse::<f64>().unwrap() / 1e9
+    };
+    let best = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t = cpu();
+                f();
+                cpu() - t
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    for spec in [
+        "shuffle+zstd:1",
+        "shuffle+zstd:3",
+        "floatzip",
+        "f16",
+        "bf16",
+        "int8",
+        "int8:channel:stochastic=1",
+    ] {
+        let p = Pipeline::parse(spec).unwrap();
+        pool.install(|| {
+            let mut enc = Vec::new();
+            let te = best(&mut || enc = p.encode(DType::F32, &shape, data, None).unwrap());
+            let mut out = vec![0u8; data.len()];
+            let td = best(&mut || p.decode(DType::F32, &shape, &enc, None, &mut out).unwrap());
+            let gb = data.len() as f64 / 1e9;
+            println!(
+                "{spec:16} ratio {:.4} encode {:.2} GB/s decode {:.2} GB/s",
+                enc.len() as f64 / data.len() as f64,
+                gb / te,
+                gb / td
+            );
+        });
+    }
+}
