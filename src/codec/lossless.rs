@@ -6,8 +6,9 @@ use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 
-/// zstd level floatzip uses for its byte planes.
-const FLOATZIP_ZSTD_LEVEL: i32 = 1;
+/// zstd level floatzip uses for its byte planes: the fastest match search (planes have
+/// almost no long matches), with Huffman-coded literals forced on (see [`plane_compress`]).
+const FLOATZIP_ZSTD_LEVEL: i32 = -500;
 /// A plane whose byte histogram has at least this many bits of entropy per byte is
 /// stored raw: zstd cannot win enough to pay for its time.
 const INCOMPRESSIBLE_BITS: f64 = 7.9;
@@ -78,8 +79,11 @@ pub(crate) fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result
     })
 }
 
-/// zstd for a floatzip byte plane: mostly literals (exponents, mantissa bits), so
-/// matches shorter than 7 bytes are not searched; the Huffman-coded literals do the work.
+/// zstd for a floatzip byte plane. Planes are nearly match-free (exponents, mantissa
+/// bits), so the match search is made as cheap as possible (a very fast level, no
+/// matches under 7 bytes) while literal Huffman coding, which negative levels normally
+/// turn off, is forced on: that is the entropy coder doing the work. The output is an
+/// ordinary zstd frame.
 fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
     use zstd::zstd_safe::CParameter;
     let fail = |e: std::io::Error| Error::codec(format!("zstd failed: {e}"));
@@ -88,6 +92,10 @@ fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
         if slot.is_none() {
             let mut c = zstd::bulk::Compressor::new(FLOATZIP_ZSTD_LEVEL).map_err(fail)?;
             c.set_parameter(CParameter::MinMatch(7)).map_err(fail)?;
+            c.set_parameter(CParameter::LiteralCompressionMode(
+                zstd::zstd_safe::ParamSwitch::Enable,
+            ))
+            .map_err(fail)?;
             *slot = Some(c);
         }
         let c = slot.as_mut().expect("just set");
@@ -279,6 +287,7 @@ pub(crate) fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Re
 }
 
 fn floatzip_write(planes: &[u8], width: usize, n: usize, out: &mut Vec<u8>) -> Result<()> {
+    out.reserve(planes.len() + 5 * width);
     for k in 0..width {
         let plane = &planes[k * n..(k + 1) * n];
         let head = out.len();
