@@ -45,8 +45,10 @@ pub const MAX_BLOCK_SCALARS: usize = 1 << 21;
 pub const MAGIC: [u8; 4] = *b"TWC1";
 /// `auto` stores raw unless the best pipeline reaches this fraction of the sample.
 const AUTO_MAX_RATIO: f64 = 0.95;
-/// `auto` samples up to three pieces of this many bytes (start, middle, end).
-const AUTO_SAMPLE_BYTES: usize = 128 << 10;
+/// `auto` samples [`AUTO_SAMPLE_PIECES`] evenly spaced pieces of this many bytes.
+const AUTO_SAMPLE_BYTES: usize = 32 << 10;
+/// How many pieces `auto` samples (the whole tensor when it is no larger).
+const AUTO_SAMPLE_PIECES: usize = 8;
 
 /// One stage of a pipeline.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -401,26 +403,37 @@ impl Pipeline {
             &["zstd:3"]
         };
         let piece = AUTO_SAMPLE_BYTES / size * size;
-        let sample: Cow<[u8]> = if data.len() <= 3 * piece {
-            Cow::Borrowed(data)
+        // Evenly spaced pieces, the first at the start and the last at the end, each
+        // encoded on its own (as blocks are), or the whole tensor when it is small.
+        let pieces: Vec<&[u8]> = if data.len() <= AUTO_SAMPLE_PIECES * piece {
+            vec![data]
         } else {
-            let mid = data.len() / 2 / size * size;
-            let end = data.len() - piece;
-            Cow::Owned([&data[..piece], &data[mid..mid + piece], &data[end..]].concat())
+            let last = (data.len() - piece) / size;
+            (0..AUTO_SAMPLE_PIECES)
+                .map(|k| {
+                    let at = last * k / (AUTO_SAMPLE_PIECES - 1) * size;
+                    &data[at..at + piece]
+                })
+                .collect()
         };
-        if sample.is_empty() {
+        let sampled: usize = pieces.iter().map(|p| p.len()).sum();
+        if sampled == 0 {
             return Ok(Pipeline::default());
         }
-        let shape = [(sample.len() / size) as u64];
-        let mut best = (Pipeline::default(), sample.len());
+        let mut best = (Pipeline::default(), sampled);
         for spec in candidates {
             let p = Pipeline::parse(spec)?;
-            let len = p.encode(dtype, &shape, &sample, None)?.len();
+            let mut len = 0;
+            for piece in &pieces {
+                len += p
+                    .encode(dtype, &[(piece.len() / size) as u64], piece, None)?
+                    .len();
+            }
             if len < best.1 {
                 best = (p, len);
             }
         }
-        if best.1 as f64 > AUTO_MAX_RATIO * sample.len() as f64 {
+        if best.1 as f64 > AUTO_MAX_RATIO * sampled as f64 {
             return Ok(Pipeline::default());
         }
         Ok(best.0)
@@ -572,6 +585,9 @@ impl<'p> Plan<'p> {
     }
 
     fn nscales(&self) -> usize {
+        if self.n == 0 {
+            return 0;
+        }
         match self.int8() {
             Some((true, _)) => self.nchan,
             Some((false, _)) => 1,
