@@ -135,33 +135,35 @@ pub(crate) fn lz4_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
         .map_err(|e| Error::integrity(format!("lz4 data is corrupt: {e}")))
 }
 
-/// Bits per byte of `data`'s byte histogram, estimated on up to 64 KiB of it (every
-/// k-th 4-byte group).
+/// Bits per byte of `data`'s byte histogram, estimated on at most about 64 KiB of it
+/// (the first 4 bytes of every `stride` bytes).
 fn entropy_bits(data: &[u8]) -> f64 {
-    if data.is_empty() {
-        return 0.0;
-    }
     const SAMPLE: usize = 64 << 10;
-    if data.len() > 2 * SAMPLE {
-        let stride = data.len() / SAMPLE * 4;
-        let sample: Vec<u8> = data
-            .chunks_exact(stride)
-            .flat_map(|c| [c[0], c[1], c[2], c[3]])
-            .collect();
-        return entropy_bits(&sample);
-    }
+    let stride = if data.len() > 2 * SAMPLE {
+        data.len() / SAMPLE * 4
+    } else {
+        4
+    };
     let mut counts = [[0u32; 256]; 4];
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
+    let mut total = 0usize;
+    let mut groups = data.chunks_exact(stride);
+    for c in &mut groups {
         counts[0][c[0] as usize] += 1;
         counts[1][c[1] as usize] += 1;
         counts[2][c[2] as usize] += 1;
         counts[3][c[3] as usize] += 1;
+        total += 4;
     }
-    for &b in chunks.remainder() {
-        counts[0][b as usize] += 1;
+    if stride == 4 {
+        for &b in groups.remainder() {
+            counts[0][b as usize] += 1;
+            total += 1;
+        }
     }
-    let n = data.len() as f64;
+    if total == 0 {
+        return 0.0;
+    }
+    let n = total as f64;
     let mut bits = 0.0;
     let (a, rest) = counts.split_at(1);
     for (v, &c0) in a[0].iter().enumerate() {
