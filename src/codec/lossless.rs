@@ -66,16 +66,7 @@ pub(crate) fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result
             *slot = Some((level, zstd::bulk::Compressor::new(level).map_err(fail)?));
         }
         let (_, c) = slot.as_mut().expect("just set");
-        let bound = zstd::zstd_safe::compress_bound(src.len());
-        if out.is_empty() {
-            out.reserve(bound);
-            c.compress_to_buffer(src, out).map_err(fail)?;
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(bound);
-        let r = c.compress_to_buffer(src, &mut buf);
-        out.extend_from_slice(&buf);
-        r.map(|_| ()).map_err(fail)
+        append_compressed(c, src, out).map_err(fail)
     })
 }
 
@@ -99,11 +90,21 @@ fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
             *slot = Some(c);
         }
         let c = slot.as_mut().expect("just set");
-        let mut buf = Vec::with_capacity(zstd::zstd_safe::compress_bound(src.len()));
-        c.compress_to_buffer(src, &mut buf).map_err(fail)?;
-        out.extend_from_slice(&buf);
-        Ok(())
+        append_compressed(c, src, out).map_err(fail)
     })
+}
+
+/// Compress `src` with `c` straight into the spare capacity at the end of `out`.
+fn append_compressed(
+    c: &mut zstd::bulk::Compressor<'static>,
+    src: &[u8],
+    out: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    out.reserve(zstd::zstd_safe::compress_bound(src.len()));
+    let mut cursor = std::io::Cursor::new(out);
+    let end = cursor.get_ref().len() as u64;
+    cursor.set_position(end);
+    c.compress_to_buffer(src, &mut cursor).map(|_| ())
 }
 
 /// Decompress the zstd frame `src` into `dst`; returns the number of bytes written.

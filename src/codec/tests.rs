@@ -607,15 +607,10 @@ fn speed_on_weights_file() {
             })
             .fold(f64::INFINITY, f64::min)
     };
-    for spec in [
-        "shuffle+zstd:1",
-        "shuffle+zstd:3",
-        "floatzip",
-        "f16",
-        "bf16",
-        "int8",
-        "int8:stochastic=1",
-    ] {
+    let specs = std::env::var("TW_SPECS").unwrap_or_else(|_| {
+        "shuffle+zstd:1,shuffle+zstd:3,floatzip,f16,bf16,int8,int8:stochastic=1".into()
+    });
+    for spec in specs.split(',') {
         let p = Pipeline::parse(spec).unwrap();
         pool.install(|| {
             let mut enc = Vec::new();
