@@ -205,7 +205,9 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     let encoded: Vec<(Pipeline, Stored<'a>)> = inputs
         .par_iter()
         .map(|t| {
-            let pipeline = Pipeline::parse(t.codec).map_err(|e| about(t.name, e))?;
+            let pipeline = Pipeline::parse(t.codec)
+                .and_then(|p| p.resolve(t.dtype, t.data))
+                .map_err(|e| about(t.name, e))?;
             if pipeline.is_raw() {
                 return Ok((pipeline, Stored::Borrowed(t.data)));
             }
