@@ -15,9 +15,10 @@ import os
 import time
 
 import numpy as np
-import tensorwire as tw
 import zstandard
 from safetensors.numpy import load_file
+
+import tensorwire as tw
 
 CODECS = [
     "zstd:3",

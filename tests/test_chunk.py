@@ -11,9 +11,10 @@ import zlib
 
 import numpy as np
 import pytest
-import tensorwire as tw
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import tensorwire as tw
 
 HEADER = tw.CHUNK_HEADER_LEN
 MIN_CHUNK = HEADER + 1

@@ -9,9 +9,10 @@ import struct
 import ml_dtypes
 import numpy as np
 import pytest
-import tensorwire as tw
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import tensorwire as tw
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 import tensorwire as tw
 
 nats = pytest.importorskip("nats")

@@ -6,15 +6,22 @@ from typing import Any, Optional
 from typing_extensions import Buffer, final
 
 __all__ = [
+    "CHUNK_HEADER_LEN",
+    "Chunks",
+    "EncodedChunks",
     "FORMAT_VERSION",
     "MAX_HEADER_LEN",
     "MAX_NAME_LEN",
     "MAX_RANK",
     "MAX_TENSORS",
     "Payload",
-    "encode",
-    "save",
+    "Reassembler",
     "__version__",
+    "chunk",
+    "chunk_info",
+    "encode",
+    "encode_chunks",
+    "save",
     "tensors_id",
 ]
 
@@ -68,6 +75,7 @@ class Payload:
 # -- chunk framing (src/bindings/chunk.rs) ---------------------------------------------
 CHUNK_HEADER_LEN: int
 
+@final
 class Chunks:
     def __iter__(self) -> Chunks: ...
     def __next__(self) -> bytes: ...
@@ -79,6 +87,7 @@ class Chunks:
     @property
     def total_len(self) -> int: ...
 
+@final
 class EncodedChunks:
     def __iter__(self) -> EncodedChunks: ...
     def __next__(self) -> bytes: ...
@@ -92,7 +101,7 @@ class EncodedChunks:
 
 def chunk(blob: Buffer, max_bytes: int, payload_id: Optional[bytes] = None) -> Chunks: ...
 def encode_chunks(
-    tensors: Sequence[TensorArg],
+    tensors: Sequence[_TensorArg],
     max_bytes: int,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
@@ -101,16 +110,17 @@ def encode_chunks(
 ) -> EncodedChunks: ...
 def chunk_info(chunk: Buffer) -> dict[str, Any]: ...
 
+@final
 class Reassembler:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         max_pending_bytes: int = ...,
         max_payload_bytes: int = ...,
         timeout: float = 60.0,
         when_full: str = "evict",
         verify: bool = True,
-    ) -> None: ...
+    ) -> Reassembler: ...
     def add(self, chunk: Buffer, now: Optional[float] = None) -> Optional[bytes]: ...
     def evict_expired(self, now: Optional[float] = None) -> list[str]: ...
     def pending(self) -> list[tuple[str, int, int, int]]: ...
