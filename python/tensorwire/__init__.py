@@ -8,12 +8,29 @@
 
 from __future__ import annotations
 
+from ._aggregate import (
+    Aggregator,
+    MismatchError,
+    MismatchWarning,
+    UpdateInfo,
+    aggregate,
+    update_info,
+)
+from ._client import ErrorFeedback, encode_update
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
 
 __all__ = [
     "FORMAT_VERSION",
+    "Aggregator",
+    "ErrorFeedback",
+    "MismatchError",
+    "MismatchWarning",
+    "UpdateInfo",
+    "aggregate",
+    "encode_update",
+    "update_info",
     "CodecError",
     "CodecSpec",
     "FormatError",
