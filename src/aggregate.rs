@@ -324,6 +324,25 @@ fn about_update(u: usize, e: Error) -> Error {
 }
 
 impl Source<'_> {
+    /// Check that the alignment padding between stored tensors is zero, so that a
+    /// verified aggregation covers every byte of the payload (tensor bytes are
+    /// covered by their checksums as they are used).
+    fn check_padding(&self) -> Result<()> {
+        if let Source::Payload { buf, layout } = self {
+            let mut pos = layout.data_start;
+            for e in &layout.entries {
+                if buf[pos..e.start].iter().any(|&b| b != 0) {
+                    return Err(Error::integrity(format!(
+                        "padding before tensor {:?} is not zero: the payload is corrupt",
+                        e.name
+                    )));
+                }
+                pos = e.start + e.length;
+            }
+        }
+        Ok(())
+    }
+
     /// The little-endian bytes of the update's tensor `j`: the stored bytes themselves
     /// when raw, else decoded into `scratch` (grown as needed and reused).
     fn values<'r>(
@@ -723,6 +742,11 @@ pub fn aggregate(
             "nothing to average: no updates, or their weights sum to zero",
         ));
     }
+    if opts.verify {
+        for (u, c) in updates.iter().enumerate() {
+            c.source.check_padding().map_err(|e| about_update(u, e))?;
+        }
+    }
     let refs: Vec<&Contribution<'_>> = updates.iter().collect();
     let (norms, scales) = match opts.clip_norm {
         Some(clip) => {
@@ -910,6 +934,7 @@ impl Accumulator {
             return Err(Error::input("update was not checked against this round"));
         }
         if self.opts.verify {
+            update.source.check_padding()?;
             if let Source::Payload { buf, layout } = &update.source {
                 let mut ix: Vec<usize> = update.index.clone();
                 ix.sort_unstable();
