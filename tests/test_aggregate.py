@@ -10,7 +10,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 import tensorwire as tw
 
 # Every codec spec we know of; those this build does not have yet are skipped, so the
@@ -219,8 +218,8 @@ def test_mismatches_are_reported_never_averaged():
         with pytest.warns(tw.MismatchWarning, match="update 1 skipped"):
             got = tw.aggregate(updates, on_mismatch="skip")
         assert_close(got, want)
-        seen = []
-        got = tw.aggregate(updates, on_mismatch=lambda i, r: seen.append((i, r)))
+        seen: list[tuple[int, str]] = []
+        got = tw.aggregate(updates, on_mismatch=lambda i, r, seen=seen: seen.append((i, r)))
         assert [i for i, _ in seen] == [1]
         assert_close(got, want)
         agg = tw.Aggregator(template=good[0], on_mismatch="skip")
