@@ -690,54 +690,66 @@ fn clip_scales(norms: &[f64], clip: f64) -> Vec<f64> {
 
 /// Elements per block of the fused hash-and-add pass (256 KiB of float32: cache-sized).
 const FUSED_BLOCK: usize = 64 << 10;
-/// Tensors with at least this many elements are added by several threads.
-const PARALLEL_ELEMENTS: usize = 1 << 20;
 
-/// `acc += c * (x - base)`, split over threads for large tensors.
-fn add_scaled_par<A: Acc>(acc: &mut [A], dtype: DType, x: &[u8], base: Option<&[u8]>, c: f64) {
-    if acc.len() < PARALLEL_ELEMENTS {
-        return add_scaled(acc, dtype, x, base, c);
-    }
-    let size = dtype.itemsize();
-    let step = PARALLEL_ELEMENTS / 4;
-    acc.par_chunks_mut(step)
-        .zip(x.par_chunks(step * size))
-        .enumerate()
-        .for_each(|(k, (a, x))| {
-            let b = base.map(|b| &b[k * step * size..k * step * size + x.len()]);
-            add_scaled(a, dtype, x, b, c);
-        });
+/// An update's tensor that is read in place: stored raw in a payload (with its expected
+/// checksum) or given as an in-memory array.
+struct InPlace<'a> {
+    update: usize,
+    bytes: &'a [u8],
+    hash: Option<(&'a [u8; 32], &'a str)>,
+    relative: bool,
+    coef: f64,
 }
 
-/// For a raw tensor of a payload: add it block by block while hashing each block as it
-/// passes through the cache, then compare with the stored checksum. One read of the
-/// bytes instead of two. On a mismatch `acc` holds garbage and the caller fails.
-fn add_scaled_verified<A: Acc>(
+/// Add the in-place tensors block by block: for each block of the accumulator (kept in
+/// cache), every update's matching block is hashed (when verifying) and added, so each
+/// byte of every update is read from memory once and the accumulator not at all.
+/// On a checksum mismatch `acc` holds garbage and the caller fails.
+fn add_in_place<A: Acc>(
     acc: &mut [A],
     dtype: DType,
-    stored: &[u8],
-    expected: &[u8; 32],
-    name: &str,
+    sources: &[InPlace<'_>],
     base: Option<&[u8]>,
-    c: f64,
 ) -> Result<()> {
     let size = dtype.itemsize();
-    let mut h = blake3::Hasher::new();
+    let mut hashers: Vec<Option<blake3::Hasher>> = sources
+        .iter()
+        .map(|s| s.hash.map(|_| blake3::Hasher::new()))
+        .collect();
     for (k, a) in acc.chunks_mut(FUSED_BLOCK).enumerate() {
         let range = k * FUSED_BLOCK * size..(k * FUSED_BLOCK + a.len()) * size;
-        let x = &stored[range.clone()];
-        h.update(x);
-        add_scaled(a, dtype, x, base.map(|b| &b[range]), c);
+        for (s, h) in sources.iter().zip(hashers.iter_mut()) {
+            let x = &s.bytes[range.clone()];
+            if let Some(h) = h {
+                h.update(x);
+            }
+            let b = if s.relative {
+                base.map(|b| &b[range.clone()])
+            } else {
+                None
+            };
+            add_scaled(a, dtype, x, b, s.coef);
+        }
     }
-    if h.finalize().as_bytes() != expected {
-        return Err(Error::integrity(format!(
-            "tensor {name:?}: checksum mismatch, its bytes are corrupt"
-        )));
+    for (s, h) in sources.iter().zip(hashers) {
+        if let (Some(h), Some((expected, name))) = (h, s.hash) {
+            if h.finalize().as_bytes() != expected {
+                return Err(about_update(
+                    s.update,
+                    Error::integrity(format!(
+                        "tensor {name:?}: checksum mismatch, its bytes are corrupt"
+                    )),
+                ));
+            }
+        }
     }
     Ok(())
 }
 
-/// Add every contribution's tensor `t`, times `coef[u]`, into `acc`.
+/// Add every contribution's tensor `t`, times `coef[u]`, into `acc`: encoded tensors one
+/// update at a time through `scratch`, tensors readable in place all together.
+/// Parallelism is across tensors only: nesting it here would let a waiting worker start
+/// another tensor with another scratch block, and memory would grow past one per thread.
 #[allow(clippy::too_many_arguments)]
 fn accumulate_tensor<A: Acc>(
     acc: &mut [A],
@@ -749,32 +761,50 @@ fn accumulate_tensor<A: Acc>(
     scratch: &mut Vec<u8>,
     verify: bool,
 ) -> Result<()> {
+    let mut in_place = Vec::new();
     for (u, c) in updates.iter().enumerate() {
         if coef[u] == 0.0 {
             continue;
         }
-        let rel = if matches!(c.kind, Kind::Difference(_)) {
-            None
-        } else {
-            base
-        };
+        let relative = !matches!(c.kind, Kind::Difference(_));
         let j = c.index[t];
-        if let (true, Source::Payload { buf, layout }) = (verify, &c.source) {
-            let e = &layout.entries[j];
-            if e.pipeline.is_raw() {
-                let stored = layout.stored(buf, j);
-                add_scaled_verified(acc, spec.dtype, stored, &e.hash, &e.name, rel, coef[u])
-                    .map_err(|err| about_update(u, err))?;
-                continue;
+        match &c.source {
+            Source::Payload { buf, layout } if layout.entries[j].pipeline.is_raw() => {
+                let e = &layout.entries[j];
+                in_place.push(InPlace {
+                    update: u,
+                    bytes: layout.stored(buf, j),
+                    hash: verify.then_some((&e.hash, e.name.as_str())),
+                    relative,
+                    coef: coef[u],
+                });
+            }
+            Source::Tensors(views) => in_place.push(InPlace {
+                update: u,
+                bytes: views[j].data,
+                hash: None,
+                relative,
+                coef: coef[u],
+            }),
+            Source::Payload { .. } => {
+                let x = c
+                    .source
+                    .values(j, scratch, base, verify)
+                    .map_err(|e| about_update(u, e))?;
+                add_scaled(
+                    acc,
+                    spec.dtype,
+                    x,
+                    if relative { base } else { None },
+                    coef[u],
+                );
             }
         }
-        let x = c
-            .source
-            .values(j, scratch, base, verify)
-            .map_err(|e| about_update(u, e))?;
-        add_scaled_par(acc, spec.dtype, x, rel, coef[u]);
     }
-    Ok(())
+    if in_place.is_empty() {
+        return Ok(());
+    }
+    add_in_place(acc, spec.dtype, &in_place, base)
 }
 
 /// Average `updates` into `out` (one buffer per round tensor, exactly its size), in
