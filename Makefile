@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test build lint test-rust test-python bench bench-smoke clean
+.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,17 +27,24 @@ build: $(DEPS)
 demo: build
 	$(PY) examples/demo.py
 
-lint: $(DEPS)
+lint: build
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	ruff check python tests benches examples
 	ruff format --check python tests benches examples
+	python -m mypy.stubtest tensorwire._core
 
 test-rust:
 	cargo test --quiet
 
-test-python: build
+## nats-server: the broker the transport tests run against (Debian's package; CI runs
+## as root on a fresh machine, so it is installed there when missing)
+nats-server:
+	@command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
+
+test-python: build nats-server
 	$(PY) -m pytest -q
 
 bench-smoke: build

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
 import tensorwire as tw
 
 

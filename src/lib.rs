@@ -5,12 +5,15 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod chunk;
 pub mod codec;
 pub mod container;
 pub mod dtype;
 pub mod error;
 pub mod file;
 pub mod header;
+pub mod reassemble;
+pub mod stream;
 
 #[cfg(feature = "python")]
 mod bindings;

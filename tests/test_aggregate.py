@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+
 import tensorwire as tw
 
 # Every codec spec we know of; those this build does not have yet are skipped, so the

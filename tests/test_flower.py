@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import tensorwire as tw
 
 flwr_app = pytest.importorskip("flwr.app")

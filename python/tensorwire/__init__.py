@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from . import formats, frameworks
 from ._aggregate import (
     Aggregator,
     MismatchError,
@@ -16,12 +17,14 @@ from ._aggregate import (
     aggregate,
     update_info,
 )
+from ._chunk import CHUNK_HEADER_LEN, Chunks, Reassembler, chunk, chunk_info, encode_chunks
 from ._client import ErrorFeedback, encode_update
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
 
 __all__ = [
+    "CHUNK_HEADER_LEN",
     "FORMAT_VERSION",
     "Aggregator",
     "ErrorFeedback",
@@ -32,16 +35,23 @@ __all__ = [
     "encode_update",
     "update_info",
     "CodecError",
+    "Chunks",
     "CodecSpec",
     "FormatError",
     "InputError",
     "IntegrityError",
     "Reader",
+    "Reassembler",
     "TensorInfo",
     "TensorwireError",
     "__version__",
+    "chunk",
+    "chunk_info",
     "decode",
     "encode",
+    "formats",
+    "frameworks",
+    "encode_chunks",
     "load",
     "open",
     "save",

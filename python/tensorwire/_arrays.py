@@ -38,30 +38,22 @@ def dtype_named(name: str, tensor: str) -> np.dtype:
     raise InputError(f"tensor {tensor!r} has unknown dtype {name!r}")
 
 
-def _torch_bfloat16(x: Any) -> np.ndarray | None:
-    """torch refuses to export bfloat16 through __array__/DLPack to numpy; reinterpret."""
-    if type(x).__module__.startswith("torch") and str(getattr(x, "dtype", "")) == "torch.bfloat16":
-        if "bfloat16" not in _EXTRA:
-            raise InputError("bfloat16 torch tensors need ml_dtypes installed")
-        import torch  # already imported by the caller's tensor
-
-        return x.detach().cpu().contiguous().view(torch.int16).numpy().view(_EXTRA["bfloat16"])
-    return None
-
-
 def as_array(x: Any, name: str) -> np.ndarray:
     """A little-endian, C-contiguous ndarray for ``x`` (a view whenever ``x`` already is one)."""
     if isinstance(x, np.ndarray):
         a = x
     elif isinstance(x, np.generic):
         a = np.asarray(x)
+    elif type(x).__module__.startswith("torch"):
+        # torch's own path handles bf16/float8, requires_grad and conj/neg views.
+        from .frameworks import _torch_leaf_to_numpy
+
+        a = _torch_leaf_to_numpy(x, name)
     elif hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
-        a = _torch_bfloat16(x)
-        if a is None:
-            try:
-                a = np.asarray(x) if hasattr(x, "__array__") else np.from_dlpack(x)
-            except Exception as e:  # frameworks raise their own types here
-                raise InputError(f"tensor {name!r}: cannot convert to an array: {e}") from e
+        try:
+            a = np.asarray(x) if hasattr(x, "__array__") else np.from_dlpack(x)
+        except Exception as e:  # frameworks raise their own types here
+            raise InputError(f"tensor {name!r}: cannot convert to an array: {e}") from e
     else:
         raise InputError(
             f"tensor {name!r}: expected an array (numpy, or anything with __array__ or "

@@ -1,9 +1,22 @@
 """Type stubs of the Rust extension module (hand-written; see src/bindings/)."""
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, final
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_HEADER_LEN",
+    "MAX_NAME_LEN",
+    "MAX_RANK",
+    "MAX_TENSORS",
+    "Payload",
+    "encode",
+    "save",
+    "__version__",
+    "tensors_id",
+]
 
 __version__: str
 FORMAT_VERSION: tuple[int, int]
@@ -13,16 +26,16 @@ MAX_RANK: int
 MAX_NAME_LEN: int
 
 # (name, dtype name, shape, uint8 view of the bytes, codec spec, base bytes or None)
-TensorArg = tuple[str, str, Sequence[int], Buffer, str, Optional[Buffer]]
+_TensorArg = tuple[str, str, Sequence[int], Buffer, str, Optional[Buffer]]
 
 def encode(
-    tensors: Sequence[TensorArg],
+    tensors: Sequence[_TensorArg],
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
     base_id: Optional[str] = None,
 ) -> bytes: ...
 def save(
-    tensors: Sequence[TensorArg],
+    tensors: Sequence[_TensorArg],
     path: str,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
@@ -30,8 +43,9 @@ def save(
 ) -> None: ...
 def tensors_id(tensors: Sequence[tuple[str, str, Sequence[int], Buffer]]) -> str: ...
 
+@final
 class Payload:
-    def __init__(self, buffer: Buffer) -> None: ...
+    def __new__(cls, buffer: Buffer) -> Payload: ...
     def entries(
         self,
     ) -> list[tuple[str, str, tuple[int, ...], str, int, int, int, str]]: ...
@@ -50,6 +64,66 @@ class Payload:
         self, jobs: Sequence[tuple[int, Buffer, Optional[Buffer]]], verify: bool
     ) -> None: ...
     def check_base(self, base_id: Optional[str]) -> None: ...
+
+# -- chunk framing (src/bindings/chunk.rs) ---------------------------------------------
+CHUNK_HEADER_LEN: int
+
+class Chunks:
+    def __iter__(self) -> Chunks: ...
+    def __next__(self) -> bytes: ...
+    def __len__(self) -> int: ...
+    @property
+    def payload_id(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def total_len(self) -> int: ...
+
+class EncodedChunks:
+    def __iter__(self) -> EncodedChunks: ...
+    def __next__(self) -> bytes: ...
+    def __len__(self) -> int: ...
+    @property
+    def payload_id(self) -> str: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def total_len(self) -> int: ...
+
+def chunk(blob: Buffer, max_bytes: int, payload_id: Optional[bytes] = None) -> Chunks: ...
+def encode_chunks(
+    tensors: Sequence[_TensorArg],
+    max_bytes: int,
+    structure: Optional[str] = None,
+    metadata: Optional[str] = None,
+    base_id: Optional[str] = None,
+    payload_id: Optional[bytes] = None,
+) -> EncodedChunks: ...
+def chunk_info(chunk: Buffer) -> dict[str, Any]: ...
+
+class Reassembler:
+    def __init__(
+        self,
+        *,
+        max_pending_bytes: int = ...,
+        max_payload_bytes: int = ...,
+        timeout: float = 60.0,
+        when_full: str = "evict",
+        verify: bool = True,
+    ) -> None: ...
+    def add(self, chunk: Buffer, now: Optional[float] = None) -> Optional[bytes]: ...
+    def evict_expired(self, now: Optional[float] = None) -> list[str]: ...
+    def pending(self) -> list[tuple[str, int, int, int]]: ...
+    @property
+    def pending_bytes(self) -> int: ...
+    @property
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def max_pending_bytes(self) -> int: ...
+    @property
+    def max_payload_bytes(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
 
 # -- aggregation (src/bindings/aggregate.rs) ---------------------------------------
 # (name, dtype name, shape)

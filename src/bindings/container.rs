@@ -11,7 +11,7 @@ use crate::header::{hex32, parse_hex32};
 
 /// One tensor as the Python layer hands it over:
 /// (name, dtype name, shape, uint8 view of its C-contiguous bytes, codec spec, base bytes).
-type TensorArg = (
+pub(super) type TensorArg = (
     String,
     String,
     Vec<u64>,
@@ -21,7 +21,7 @@ type TensorArg = (
 );
 
 /// Borrow the inputs as core `TensorInput`s.
-fn inputs_of(tensors: &[TensorArg]) -> PyResult<Vec<TensorInput<'_>>> {
+pub(super) fn inputs_of(tensors: &[TensorArg]) -> PyResult<Vec<TensorInput<'_>>> {
     tensors
         .iter()
         .map(|(name, dtype, shape, data, codec, base)| {
@@ -68,7 +68,10 @@ fn encode<'py>(
     let out = unsafe {
         std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut u8, len)
     };
-    py.detach(|| prepared.write_into(out));
+    py.detach(|| {
+        container::advise_huge_pages(out);
+        prepared.write_into(out)
+    });
     Ok(bytes)
 }
 

@@ -12,6 +12,7 @@ use crate::dtype::DType;
 use crate::error::Error;
 
 mod aggregate;
+mod chunk;
 mod container;
 
 pyo3::import_exception!(tensorwire._errors, TensorwireError);
@@ -70,5 +71,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_NAME_LEN", crate::header::MAX_NAME_LEN)?;
     container::register(m)?;
     aggregate::register(m)?;
+    chunk::register(m)?;
     Ok(())
 }

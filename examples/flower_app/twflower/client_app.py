@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import tensorwire as tw
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+
+import tensorwire as tw
 from tensorwire.formats.flower import from_array_record, payload_record, to_array_record
 
 from .task import load_data, train

@@ -9,11 +9,12 @@ from logging import INFO, WARNING
 from pathlib import Path
 
 import numpy as np
-import tensorwire as tw
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
+
+import tensorwire as tw
 from tensorwire.formats.flower import from_array_record, payload_of, to_array_record
 
 from .task import init_model, load_data, loss_and_accuracy

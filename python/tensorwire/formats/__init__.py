@@ -1,6 +1,35 @@
-"""Converters between tensorwire and the formats users have today.
+"""Exact readers and writers for the formats users have today.
 
-``flower``: Flower ``ArrayRecord`` adapters (needs the optional ``flwr`` package).
+Each submodule has ``dumps(tensors) -> bytes``, ``loads(data) -> tensors``,
+``dump(tensors, path)`` and ``load(path)``:
+
+- :mod:`~tensorwire.formats.safetensors` — Hugging Face ``.safetensors`` (with ``__metadata__``)
+- :mod:`~tensorwire.formats.npz` — numpy ``.npz``, stored or compressed, never pickled
+- :mod:`~tensorwire.formats.md5list` — the Kafka seed's list-of-arrays format with an MD5 trailer
+- :mod:`~tensorwire.formats.ptth` — the iOS/CoreML seed's big-endian-header ``PTTH`` format
+
+Loaders validate every length, count and shape against the input before allocating:
+malformed or truncated input is a :class:`~tensorwire.FormatError` (a bad checksum an
+:class:`~tensorwire.IntegrityError`), never a crash or a huge allocation. Submodules are
+imported on first use.
 """
 
-__all__ = ["flower"]
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+__all__ = ["md5list", "npz", "ptth", "safetensors"]
+_SUBMODULES = frozenset([*__all__, "flower"])
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

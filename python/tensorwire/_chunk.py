@@ -1,0 +1,100 @@
+"""chunk / encode_chunks / Reassembler: payloads in pieces that fit a broker's size limit.
+
+The framing (an 88-byte header per chunk) is specified in docs/FORMAT.md, "Chunk
+framing"; all the work happens in Rust (src/chunk.rs, src/stream.rs, src/reassemble.rs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from . import _core
+from ._container import CodecSpec, _metadata_json, _tensor_args
+from ._core import CHUNK_HEADER_LEN, Reassembler
+
+__all__ = ["CHUNK_HEADER_LEN", "Chunks", "Reassembler", "chunk", "chunk_info", "encode_chunks"]
+
+
+class Chunks(Iterator[bytes]):
+    """What :func:`chunk` and :func:`encode_chunks` return: an iterator of ``bytes``
+    that also knows ``len()`` (chunks left), ``payload_id`` (hex), ``count`` and
+    ``total_len``. Each chunk is made when it is asked for."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __iter__(self) -> Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._inner)
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    @property
+    def payload_id(self) -> str:
+        """The id every chunk of this payload carries, lowercase hex."""
+        return str(self._inner.payload_id)
+
+    @property
+    def count(self) -> int:
+        """How many chunks the payload is cut into."""
+        return int(self._inner.count)
+
+    @property
+    def total_len(self) -> int:
+        """Length of the whole payload in bytes."""
+        return int(self._inner.total_len)
+
+    def __repr__(self) -> str:
+        return (
+            f"<tensorwire.Chunks payload {self.payload_id[:12]}... of {self.total_len} bytes "
+            f"in {self.count} chunks, {len(self)} left>"
+        )
+
+
+def chunk(blob: Any, max_bytes: int, *, payload_id: Optional[bytes] = None) -> Chunks:
+    """Cut ``blob`` (any bytes-like object) into chunks of at most ``max_bytes`` bytes.
+
+    Each chunk is a new ``bytes`` object: an 88-byte header (payload id, index, count,
+    lengths, a CRC-32 and a whole-payload digest) followed by a slice of ``blob``,
+    copied once. Feed the chunks, in any order, to a :class:`Reassembler`. A tensorwire
+    payload is verified on arrival by its own checksums; any other bytes by a blake3
+    digest computed here. ``payload_id`` (16 bytes) defaults to a random one. Do not
+    modify ``blob`` while iterating.
+    """
+    return Chunks(_core.chunk(blob, max_bytes, payload_id))
+
+
+def encode_chunks(
+    tensors: Any,
+    max_bytes: int,
+    *,
+    codec: CodecSpec = "raw",
+    metadata: Any = None,
+    base: Any = None,
+    payload_id: Optional[bytes] = None,
+) -> Chunks:
+    """Encode ``tensors`` (as :func:`tensorwire.encode` does) straight into chunks of
+    at most ``max_bytes`` bytes, without ever holding the whole payload.
+
+    Raw tensors are copied from their own memory into each chunk; codec output is held
+    once (it is the payload). The chunks that carry the payload's header come last,
+    once every tensor's checksum is known. Reassembled, the chunks give exactly
+    ``tw.encode(tensors, codec=..., metadata=..., base=...)``. Do not modify the tensors
+    while iterating: the receiver would reject the payload as corrupt.
+    """
+    args, structure, base_id = _tensor_args(tensors, codec, base)
+    return Chunks(
+        _core.encode_chunks(
+            args, max_bytes, structure, _metadata_json(metadata), base_id, payload_id
+        )
+    )
+
+
+def chunk_info(piece: Any) -> dict[str, Any]:
+    """The header of one chunk as a dict (``payload_id``, ``kind``, ``index``, ``count``,
+    ``total_len``, ``offset``, ``body_len``, ``digest``), after checking it and its CRC."""
+    return _core.chunk_info(piece)

@@ -1,0 +1,529 @@
+"""The ``tensorwire`` command: look inside, verify, convert and compare weight files.
+
+Formats: tensorwire (``.tw``, ``.tensorwire``), safetensors, npz, md5list (the Kafka
+seed's format) and ptth (the iOS seed's format), chosen by extension, by ``--from`` /
+``--to``, or for unknown extensions by sniffing the file. Errors are one line on
+stderr and a non-zero exit status: 1 for a bad file or a failed check, 2 for misuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, TypeVar
+
+import click
+import numpy as np
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from . import _container
+from ._errors import InputError, TensorwireError
+from ._structure import flatten
+from .formats import md5list, npz, ptth, safetensors
+from .formats._bytes import read_file
+
+__all__ = ["main"]
+
+FORMATS = ("tensorwire", "safetensors", "npz", "md5list", "ptth")
+_EXTENSIONS = {
+    ".tw": "tensorwire",
+    ".tensorwire": "tensorwire",
+    ".safetensors": "safetensors",
+    ".npz": "npz",
+    ".md5list": "md5list",
+    ".ptth": "ptth",
+}
+T = TypeVar("T")
+_TW_MAGIC = b"\x89TWR\r\n\x1a\n"
+_FORMAT_CHOICE = click.Choice([*FORMATS, "tw"], case_sensitive=False)
+
+
+def _canonical(fmt: Optional[str]) -> Optional[str]:
+    if fmt is None:
+        return None
+    fmt = fmt.lower()
+    return "tensorwire" if fmt == "tw" else fmt
+
+
+# ----------------------------------------------------------------------------------------
+# Reading any format
+
+
+@dataclass
+class Row:
+    """What ``inspect`` shows about one tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    codec: str
+    stored: int
+    nbytes: int
+
+
+@dataclass
+class Source:
+    """One input file: its format, facts from its header, and how to get its tensors."""
+
+    path: str
+    format: str
+    rows: list[Row]
+    load: Callable[[], Any]
+    metadata: Any = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def _sniff(path: str) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+        size = os.fstat(f.fileno()).st_size
+    if head.startswith(_TW_MAGIC):
+        return "tensorwire"
+    if head.startswith(b"PTTH"):
+        return "ptth"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "npz"
+    if len(head) >= 9 and int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
+        return "safetensors"
+    if size >= 20:
+        try:
+            md5list.load(path)
+            return "md5list"
+        except TensorwireError:
+            pass
+    raise InputError(f"{path}: cannot tell its format; name it with --from")
+
+
+def _format_of(path: str, given: Optional[str], *, sniff: bool) -> str:
+    if given:
+        return given
+    ext = os.path.splitext(path)[1].lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    if sniff:
+        return _sniff(path)
+    raise InputError(
+        f"{path}: unknown extension {ext or '(none)'!r}; name the format with --to "
+        f"({', '.join(FORMATS)})"
+    )
+
+
+def _raw_rows(tensors: Any, codec: str = "raw") -> list[Row]:
+    leaves, _ = flatten(tensors)
+    return [
+        Row(n, np.asarray(a).dtype.name, tuple(a.shape), codec, a.nbytes, a.nbytes)
+        for n, a in leaves
+    ]
+
+
+def _open_source(path: str, fmt: Optional[str]) -> Source:
+    fmt = _format_of(path, fmt, sniff=True)
+    if fmt == "tensorwire":
+        with _container.open(path) as r:
+            rows = [
+                Row(i.name, i.dtype, tuple(i.shape), i.codec, i.stored_bytes, i.nbytes)
+                for i in map(r.info, r.keys())
+            ]
+            major, minor = r.version
+            facts = {"version": f"{major}.{minor}", "content id": r.content_id}
+            if r.base_id is not None:
+                facts["base id"] = r.base_id
+            meta = r.metadata
+        return Source(path, fmt, rows, lambda: _container.load(path), meta, facts)
+    if fmt == "safetensors":
+        data = read_file(path)
+        tensors = safetensors.loads(data)
+        return Source(path, fmt, _raw_rows(tensors), lambda: tensors, safetensors.metadata(data))
+    if fmt == "npz":
+        with open(path, "rb") as f:
+            methods = npz.stored(f.read())
+        tensors = npz.load(path)
+        rows = _raw_rows(tensors)
+        for row in rows:
+            row.codec, row.stored = methods[row.name]
+        return Source(path, fmt, rows, lambda: tensors)
+    if fmt == "md5list":
+        arrays = md5list.load(path)
+        return Source(path, fmt, _raw_rows(arrays), lambda: arrays, facts={"checksum": "MD5"})
+    if fmt == "ptth":
+        params = ptth.load(path)
+        return Source(path, fmt, _raw_rows(params), lambda: params, facts={"version": "1"})
+    raise InputError(f"unknown format {fmt!r}")
+
+
+# ----------------------------------------------------------------------------------------
+# Writing any format
+
+
+def _metadata_for_safetensors(meta: Any) -> Optional[dict[str, str]]:
+    if meta is None:
+        return None
+    if isinstance(meta, Mapping):
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    return {"metadata": json.dumps(meta)}
+
+
+def _write(tensors: Any, path: str, fmt: str, codec: Optional[str], meta: Any) -> list[str]:
+    """Write ``tensors`` to ``path`` in ``fmt``; returns notes about what was dropped."""
+    notes = []
+    if (
+        fmt != "tensorwire"
+        and codec not in (None, "raw")
+        and not (fmt == "npz" and codec == "deflate")
+    ):
+        hint = " (npz takes --codec deflate)" if fmt == "npz" else ""
+        raise InputError(f"--codec {codec} applies to tensorwire output, not {fmt}{hint}")
+    if meta is not None and fmt in ("npz", "md5list", "ptth"):
+        notes.append(f"metadata dropped: {fmt} cannot carry it")
+    if fmt == "tensorwire":
+        _container.save(tensors, path, codec=codec or "raw", metadata=meta)
+    elif fmt == "safetensors":
+        safetensors.dump(tensors, path, metadata=_metadata_for_safetensors(meta))
+    elif fmt == "npz":
+        npz.dump(tensors, path, compressed=codec == "deflate")
+    elif fmt == "md5list":
+        if isinstance(tensors, Mapping):
+            notes.append("tensor names dropped: md5list is a plain list")
+        md5list.dump(tensors, path)
+    elif fmt == "ptth":
+        ptth.dump(tensors, path)
+    return notes
+
+
+# ----------------------------------------------------------------------------------------
+# Output helpers
+
+
+def _console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+
+
+def _status(text: str) -> contextlib.AbstractContextManager[Any]:
+    """A transient spinner on stderr while long work runs (only on a terminal)."""
+    if not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    return Console(stderr=True).status(text)
+
+
+def _track(items: Sequence[T], text: str) -> Iterator[T]:
+    """Iterate with a transient progress bar on stderr (only on a terminal)."""
+    from rich.progress import track
+
+    return iter(
+        track(
+            items,
+            description=text,
+            console=Console(stderr=True),
+            transient=True,
+            disable=not sys.stderr.isatty() or len(items) < 2,
+        )
+    )
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError  # unreachable
+
+
+def _ratio(stored: int, nbytes: int) -> str:
+    return f"{stored / nbytes:.3f}" if nbytes else "-"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(map(str, shape)) + "]"
+
+
+# ----------------------------------------------------------------------------------------
+# Commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tensorwire", prog_name="tensorwire")
+def cli() -> None:
+    """Inspect, verify, convert and compare model weight files.
+
+    Formats: tensorwire (.tw), safetensors, npz, md5list, ptth.
+    """
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
+    """Show a file's format, version, metadata and tensors."""
+    src = _open_source(file, _canonical(fmt))
+    stored = sum(r.stored for r in src.rows)
+    nbytes = sum(r.nbytes for r in src.rows)
+    if as_json:
+        doc = {
+            "file": file,
+            "format": src.format,
+            **{k.replace(" ", "_"): v for k, v in src.facts.items()},
+            "metadata": src.metadata,
+            "file_bytes": os.path.getsize(file),
+            "stored_bytes": stored,
+            "decoded_bytes": nbytes,
+            "tensors": [
+                {
+                    "name": r.name,
+                    "dtype": r.dtype,
+                    "shape": list(r.shape),
+                    "codec": r.codec,
+                    "stored_bytes": r.stored,
+                    "decoded_bytes": r.nbytes,
+                }
+                for r in src.rows
+            ],
+        }
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    out = _console()
+    out.print(f"[bold]{file}[/bold]")
+    out.print(f"  format:     {src.format}")
+    for k, v in src.facts.items():
+        out.print(f"  {k + ':':<11} {v}")
+    if src.metadata is not None:
+        out.print(f"  metadata:   {json.dumps(src.metadata, ensure_ascii=False)}", markup=False)
+    out.print(
+        f"  tensors:    {len(src.rows)}, {_size(nbytes)} decoded, {_size(stored)} stored "
+        f"(ratio {_ratio(stored, nbytes)}), file {_size(os.path.getsize(file))}"
+    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("name", overflow="fold")
+    table.add_column("dtype")
+    table.add_column("shape")
+    table.add_column("codec")
+    table.add_column("stored", justify="right")
+    table.add_column("ratio", justify="right")
+    for r in src.rows:
+        table.add_row(
+            r.name, r.dtype, _shape(r.shape), r.codec, _size(r.stored), _ratio(r.stored, r.nbytes)
+        )
+    out.print(table)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
+)
+def verify(file: str, fmt: Optional[str]) -> None:
+    """Check a file's checksums and structure; exit status 1 if anything is wrong.
+
+    tensorwire files: every blake3 checksum; md5list: the MD5 trailer; npz: every CRC;
+    safetensors and ptth have no checksums, so their structure is checked.
+    """
+    fmt = _format_of(file, _canonical(fmt), sniff=True)
+    src = _open_source(file, fmt)
+    if fmt == "tensorwire":
+        with _container.open(file) as r:
+            r.verify()
+        what = "all blake3 checksums match"
+    elif fmt == "md5list":
+        what = "MD5 matches"  # checked by loading
+    elif fmt == "npz":
+        what = "all CRC-32s match"
+    else:
+        what = f"structure valid ({fmt} has no checksums)"
+    nbytes = sum(r.nbytes for r in src.rows)
+    click.echo(f"OK {file}: {fmt}, {len(src.rows)} tensors, {_size(nbytes)}; {what}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--from", "from_fmt", type=_FORMAT_CHOICE, help="SOURCE's format.")
+@click.option("--to", "to_fmt", type=_FORMAT_CHOICE, help="DEST's format.")
+@click.option(
+    "--codec",
+    help='tensorwire codec spec for DEST (e.g. "zstd", "shuffle+zstd:3"); '
+    'for npz, "deflate" compresses.',
+)
+def convert(
+    source: str, dest: str, from_fmt: Optional[str], to_fmt: Optional[str], codec: Optional[str]
+) -> None:
+    """Convert SOURCE to DEST, formats by extension or --from/--to."""
+    out_fmt = _format_of(dest, _canonical(to_fmt), sniff=False)
+    with _status(f"converting {source} -> {dest}"):
+        src = _open_source(source, _canonical(from_fmt))
+        notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    in_size, out_size = os.path.getsize(source), os.path.getsize(dest)
+    click.echo(
+        f"{source} ({src.format}, {_size(in_size)}) -> {dest} ({out_fmt}, {_size(out_size)}): "
+        f"{len(src.rows)} tensors, ratio {_ratio(out_size, in_size)}"
+    )
+
+
+def _named(src: Source) -> dict[str, np.ndarray]:
+    leaves, _ = flatten(src.load())
+    return {n: np.asarray(a) for n, a in leaves}
+
+
+_CHUNK = 1 << 20
+
+
+def _chunks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    fa, fb = a.reshape(-1), b.reshape(-1)
+    for i in range(0, fa.size, _CHUNK):
+        yield fa[i : i + _CHUNK], fb[i : i + _CHUNK]
+
+
+def _as_wide(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
+
+
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Largest absolute and relative element difference (NaN vs NaN counts as equal)."""
+    max_abs = max_rel = 0.0
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for ca, cb in _chunks(a, b):
+            wa, wb = _as_wide(ca), _as_wide(cb)
+            diff = np.abs(wa - wb)
+            same = (wa == wb) | (np.isnan(wa) & np.isnan(wb))
+            diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
+            scale = np.maximum(np.abs(wa), np.abs(wb))
+            rel = np.where(diff == 0, 0.0, diff / np.where(scale == 0, np.inf, scale))
+            rel = np.where(np.isnan(rel), np.inf, rel)
+            if diff.size:
+                max_abs = max(max_abs, float(diff.max()))
+                max_rel = max(max_rel, float(rel.max()))
+    return max_abs, max_rel
+
+
+@cli.command()
+@click.argument("a", type=click.Path(dir_okay=False))
+@click.argument("b", type=click.Path(dir_okay=False))
+@click.option("--from-a", type=_FORMAT_CHOICE, help="A's format.")
+@click.option("--from-b", type=_FORMAT_CHOICE, help="B's format.")
+@click.option(
+    "--atol", type=float, default=0.0, help="Tensors within this max abs diff are 'close'."
+)
+@click.option(
+    "--rtol", type=float, default=0.0, help="Tensors within this max rel diff are 'close'."
+)
+@click.pass_context
+def diff(
+    ctx: click.Context,
+    a: str,
+    b: str,
+    from_a: Optional[str],
+    from_b: Optional[str],
+    atol: float,
+    rtol: float,
+) -> None:
+    """Compare the tensors of A and B, by name (or by position when no names match).
+
+    Per tensor: same (bit-identical), close (within --atol or --rtol), different, or
+    missing; with the largest absolute and relative element difference. Exit status 0
+    when every tensor is same or close, 1 otherwise.
+    """
+    ta, tb = (
+        _named(_open_source(a, _canonical(from_a))),
+        _named(_open_source(b, _canonical(from_b))),
+    )
+    pairs: list[tuple[str, Optional[np.ndarray], Optional[np.ndarray]]]
+    positional = not set(ta) & set(tb) and len(ta) == len(tb) and ta
+    if positional:
+        pairs = [
+            (na if na == nb else f"{na} | {nb}", xa, xb)
+            for (na, xa), (nb, xb) in zip(ta.items(), tb.items())
+        ]
+    else:
+        pairs = [(n, x, tb.get(n)) for n, x in ta.items()]
+        pairs += [(n, None, x) for n, x in tb.items() if n not in ta]
+    out = _console()
+    if positional:
+        out.print("note: no tensor names in common; matching by position")
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for col, justify in [("name", "left"), ("status", "left"), ("dtype", "left")]:
+        table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    table.add_column("shape")
+    table.add_column("max abs diff", justify="right")
+    table.add_column("max rel diff", justify="right")
+    counts: dict[str, int] = {}
+    for name, xa, xb in _track(pairs, "comparing"):
+        cells = ["", "", "-", "-"]
+        if xa is None or xb is None:
+            status = "only in B" if xa is None else "only in A"
+            x = xb if xa is None else xa
+            cells[:2] = [x.dtype.name, _shape(x.shape)]  # type: ignore[union-attr]
+        elif xa.shape != xb.shape:
+            status = "shape differs"
+            cells[:2] = [
+                f"{xa.dtype.name} | {xb.dtype.name}",
+                f"{_shape(xa.shape)} | {_shape(xb.shape)}",
+            ]
+        else:
+            dt = xa.dtype.name if xa.dtype == xb.dtype else f"{xa.dtype.name} | {xb.dtype.name}"
+            identical = xa.dtype == xb.dtype and np.ascontiguousarray(xa).tobytes() == (
+                np.ascontiguousarray(xb).tobytes()
+            )
+            max_abs, max_rel = (0.0, 0.0) if identical else _differences(xa, xb)
+            if identical:
+                status = "same"
+            elif max_abs <= atol or max_rel <= rtol:
+                status = "close"
+            else:
+                status = "different"
+            cells = [dt, _shape(xa.shape), f"{max_abs:.6g}", f"{max_rel:.6g}"]
+        counts[status] = counts.get(status, 0) + 1
+        table.add_row(name, status, *cells)
+    out.print(table)
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    out.print(f"{len(pairs)} tensors: {summary or 'none'}")
+    ok = all(s in ("same", "close") for s in counts)
+    ctx.exit(0 if ok else 1)
+
+
+# ----------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run the command line; errors become one line on stderr and a non-zero exit."""
+    try:
+        rc = cli.main(args=argv, prog_name="tensorwire", standalone_mode=False)
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("tensorwire: aborted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): nothing left to say
+        sys.exit(1)
+    except (TensorwireError, OSError) as e:
+        click.echo(f"tensorwire: error: {_one_line(e)}", err=True)
+        sys.exit(1)
+    except Exception as e:  # anything else is a bug: still no traceback for the user
+        click.echo(f"tensorwire: internal error: {type(e).__name__}: {_one_line(e)}", err=True)
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _one_line(e: BaseException) -> str:
+    text = (
+        str(e)
+        if not isinstance(e, OSError) or not e.filename
+        else (f"{e.filename}: {e.strerror or e}")
+    )
+    return " ".join(text.split()) or type(e).__name__
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

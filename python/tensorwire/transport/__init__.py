@@ -1,0 +1,9 @@
+"""Adapters that move tensorwire payloads through message brokers with size limits.
+
+Each adapter cuts payloads with :func:`tensorwire.chunk` / :func:`tensorwire.encode_chunks`
+and puts them back together with a :class:`tensorwire.Reassembler`; the broker's client
+library is imported only by its adapter module (``tensorwire.transport.nats`` needs
+``nats-py``).
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,466 @@
+//! Bindings of chunk framing: `chunk`, `encode_chunks`, `chunk_info` and `Reassembler`.
+//!
+//! Each chunk is written straight into a new `bytes` object, and each reassembled
+//! payload is a `bytes` object allocated when its first chunk arrives and filled in
+//! place, so neither direction copies a payload twice.
+//!
+//! Locking: the iterators and the reassembler keep their state in a `Mutex`, which is
+//! only ever locked with the GIL released (inside `py.detach`), and the GIL is only
+//! taken back (`Python::attach`, to allocate a `bytes`) while holding it. A thread that
+//! holds the GIL therefore never waits for the mutex, and no two threads can deadlock.
+
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use super::container::{inputs_of, TensorArg};
+use super::{bytes_of, to_py, InputError};
+use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
+use crate::container::{self, EncodeOptions};
+use crate::error::Error;
+use crate::reassemble::{self, Limits, PayloadBuffer, WhenFull};
+use crate::stream::ChunkStream;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic never happens while the state is being changed halfway; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new, uninitialised `bytes` object of `len` bytes and a pointer to its contents.
+/// The caller must write every byte before the object is seen by anyone else.
+fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *mut u8)> {
+    let size = isize::try_from(len).map_err(|_| InputError::new_err("payload too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
+    // bytes; it is filled completely before it is returned to Python.
+    unsafe {
+        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let obj = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+        let ptr = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
+        Ok((obj.unbind(), ptr))
+    }
+}
+
+/// Make a new `bytes` of `len` bytes (taking the GIL for the allocation only) and fill it.
+fn fill_new_bytes(len: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<Py<PyBytes>> {
+    let (obj, ptr) = Python::attach(|py| new_bytes(py, len))?;
+    // SAFETY: the object is fresh, not shared yet, and exactly `len` bytes long.
+    fill(unsafe { std::slice::from_raw_parts_mut(ptr, len) });
+    Ok(obj)
+}
+
+fn size_arg(name: &str, v: i128) -> PyResult<u64> {
+    u64::try_from(v)
+        .map_err(|_| InputError::new_err(format!("{name} must be a non-negative int, got {v}")))
+}
+
+fn id_arg(id: Option<&[u8]>) -> PyResult<Option<PayloadId>> {
+    id.map(|b| {
+        PayloadId::try_from(b).map_err(|_| {
+            InputError::new_err(format!("payload_id must be 16 bytes, got {}", b.len()))
+        })
+    })
+    .transpose()
+}
+
+/// The chunks of an in-memory payload, each a new `bytes` object made on demand.
+#[pyclass(frozen, module = "tensorwire._core")]
+struct Chunks {
+    plan: ChunkPlan,
+    next: Mutex<u32>,
+    blob: PyBuffer<u8>,
+}
+
+#[pymethods]
+impl Chunks {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        let payload = bytes_of(&self.blob)?;
+        py.detach(|| {
+            let mut next = lock(&self.next);
+            if *next >= self.plan.geometry.count {
+                return Ok(None);
+            }
+            let i = *next;
+            let out = fill_new_bytes(self.plan.geometry.chunk_len(i), |out| {
+                self.plan.write(payload, i, out)
+            })?;
+            *next += 1;
+            Ok(Some(out))
+        })
+    }
+
+    /// Chunks not produced yet.
+    fn __len__(&self, py: Python<'_>) -> usize {
+        (self.plan.geometry.count - py.detach(|| *lock(&self.next))) as usize
+    }
+
+    /// The payload id written into every chunk (hex).
+    #[getter]
+    fn payload_id(&self) -> String {
+        id_hex(&self.plan.payload_id)
+    }
+
+    /// Number of chunks in all.
+    #[getter]
+    fn count(&self) -> u32 {
+        self.plan.geometry.count
+    }
+
+    /// Length of the payload.
+    #[getter]
+    fn total_len(&self) -> u64 {
+        self.plan.geometry.total
+    }
+}
+
+/// Cut a payload (any bytes-like object) into chunks of at most `max_bytes` bytes.
+#[pyfunction]
+#[pyo3(signature = (blob, max_bytes, payload_id=None))]
+fn chunk(
+    py: Python<'_>,
+    blob: &Bound<'_, PyAny>,
+    max_bytes: i128,
+    payload_id: Option<&[u8]>,
+) -> PyResult<Chunks> {
+    let max_bytes = size_arg("max_bytes", max_bytes)?;
+    let payload_id = id_arg(payload_id)?;
+    let buf = PyBuffer::<u8>::get(blob)
+        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+    let data = bytes_of(&buf)?;
+    let plan = py
+        .detach(|| ChunkPlan::new(data, max_bytes, payload_id))
+        .map_err(to_py)?;
+    Ok(Chunks {
+        plan,
+        next: Mutex::new(0),
+        blob: buf,
+    })
+}
+
+/// The chunks of a payload being encoded, produced one at a time from the tensors.
+#[pyclass(frozen, module = "tensorwire._core")]
+struct EncodedChunks {
+    // Declared before `_tensors`, so it is dropped before the buffers it borrows from.
+    stream: Mutex<ChunkStream<'static>>,
+    payload_id: PayloadId,
+    count: u32,
+    total: u64,
+    _tensors: Vec<TensorArg>,
+}
+
+#[pymethods]
+impl EncodedChunks {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
+        py.detach(|| {
+            let mut stream = lock(&self.stream);
+            let Some(len) = stream.next_len() else {
+                return Ok(None);
+            };
+            let out = fill_new_bytes(len, |out| {
+                stream.write_next(out);
+            })?;
+            Ok(Some(out))
+        })
+    }
+
+    /// Chunks not produced yet.
+    fn __len__(&self, py: Python<'_>) -> usize {
+        py.detach(|| lock(&self.stream).remaining()) as usize
+    }
+
+    /// The payload id written into every chunk (hex).
+    #[getter]
+    fn payload_id(&self) -> String {
+        id_hex(&self.payload_id)
+    }
+
+    /// Number of chunks in all.
+    #[getter]
+    fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Length of the payload.
+    #[getter]
+    fn total_len(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload.
+#[pyfunction]
+#[pyo3(signature = (tensors, max_bytes, structure=None, metadata=None, base_id=None, payload_id=None))]
+fn encode_chunks(
+    py: Python<'_>,
+    tensors: Vec<TensorArg>,
+    max_bytes: i128,
+    structure: Option<String>,
+    metadata: Option<String>,
+    base_id: Option<String>,
+    payload_id: Option<&[u8]>,
+) -> PyResult<EncodedChunks> {
+    let max_bytes = size_arg("max_bytes", max_bytes)?;
+    let payload_id = id_arg(payload_id)?;
+    let inputs = inputs_of(&tensors)?;
+    let opts = EncodeOptions {
+        structure: structure.as_deref(),
+        metadata: metadata.as_deref(),
+        base_id: base_id.as_deref(),
+    };
+    let stream = py
+        .detach(|| {
+            let prepared = container::prepare(&inputs, &opts)?;
+            ChunkStream::new(prepared, max_bytes, payload_id)
+        })
+        .map_err(to_py)?;
+    drop(inputs);
+    // SAFETY: the stream borrows only the tensors' bytes, which live in Python buffers
+    // that the `PyBuffer`s in `tensors` keep alive and in place; they are stored in the
+    // same object, which drops the stream first.
+    let stream = unsafe { std::mem::transmute::<ChunkStream<'_>, ChunkStream<'static>>(stream) };
+    Ok(EncodedChunks {
+        payload_id: stream.payload_id(),
+        count: stream.geometry().count,
+        total: stream.total_len(),
+        stream: Mutex::new(stream),
+        _tensors: tensors,
+    })
+}
+
+/// The header of one chunk, as a dict (checks the header and its CRC).
+#[pyfunction]
+fn chunk_info<'py>(py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    let buf = PyBuffer::<u8>::get(chunk)
+        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+    let data = bytes_of(&buf)?;
+    let h = ChunkHeader::parse(data)
+        .and_then(|h| framing::check_crc(data, &h).map(|()| h))
+        .map_err(to_py)?;
+    let d = PyDict::new(py);
+    d.set_item("payload_id", id_hex(&h.payload_id))?;
+    d.set_item("kind", h.kind.name())?;
+    d.set_item("index", h.index)?;
+    d.set_item("count", h.count)?;
+    d.set_item("total_len", h.total)?;
+    d.set_item("offset", h.offset)?;
+    d.set_item("body_len", h.body_len)?;
+    d.set_item(
+        "digest",
+        h.digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )?;
+    Ok(d)
+}
+
+/// A reassembled payload's `bytes` object, written in place.
+struct BytesBuffer {
+    obj: Py<PyBytes>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the pointer is into the `bytes` object that `obj` owns; it is only used by the
+// reassembler that holds the buffer, under its mutex, and `Py` is `Send`.
+unsafe impl Send for BytesBuffer {}
+
+impl PayloadBuffer for BytesBuffer {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` bytes owned by `obj`; the reassembler reads only bytes it wrote.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above; nobody else sees the object until the payload is complete.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// Puts chunks back together: ``add(chunk)`` returns the whole payload (``bytes``) when
+/// its last missing chunk arrives, else ``None``.
+///
+/// Chunks may come in any order, duplicated, and interleaved with other payloads'. Each
+/// body is written once into a ``bytes`` object allocated for its payload when the
+/// payload's first chunk arrives. A finished payload is verified before it is returned:
+/// a tensorwire payload by its own checksums, other bytes by the blake3 digest in their
+/// chunks. ``verify=False`` checks only a tensorwire payload's header (leaving tensor
+/// checksums to ``decode``, which checks them by default) and other bytes' chunk CRCs.
+///
+/// Limits: ``max_payload_bytes`` (larger payloads are refused at their first chunk);
+/// ``max_pending_bytes`` bounds the buffers of partial payloads (each charged its full
+/// length from its first chunk on, plus a little bookkeeping); when a new payload does
+/// not fit, ``when_full="evict"`` drops the least recently active partial payloads and
+/// ``"refuse"`` refuses the new one with ``FormatError``. A partial payload that gets no
+/// new chunk for ``timeout`` seconds is dropped (on the next ``add`` or
+/// ``evict_expired``). Chunks of a payload finished less than ``timeout`` ago are ignored
+/// as duplicates. ``now`` arguments are ``time.monotonic()`` seconds (the default).
+///
+/// A corrupt, forged or inconsistent chunk raises ``IntegrityError`` or ``FormatError``
+/// and changes nothing else; a payload that completes but fails verification is dropped
+/// with ``IntegrityError``. Safe to share between threads.
+#[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
+struct PyReassembler {
+    inner: Mutex<reassemble::Reassembler<BytesBuffer>>,
+    clock: Py<PyAny>,
+}
+
+impl PyReassembler {
+    fn now(&self, py: Python<'_>, now: Option<f64>) -> PyResult<f64> {
+        match now {
+            Some(t) => Ok(t),
+            None => self.clock.bind(py).call0()?.extract(),
+        }
+    }
+}
+
+#[pymethods]
+impl PyReassembler {
+    #[new]
+    #[pyo3(signature = (*, max_pending_bytes=4 << 30, max_payload_bytes=4 << 30, timeout=60.0, when_full="evict", verify=true))]
+    fn new(
+        py: Python<'_>,
+        max_pending_bytes: i128,
+        max_payload_bytes: i128,
+        timeout: f64,
+        when_full: &str,
+        verify: bool,
+    ) -> PyResult<Self> {
+        let when_full = match when_full {
+            "evict" => WhenFull::EvictOldest,
+            "refuse" => WhenFull::Refuse,
+            other => {
+                return Err(InputError::new_err(format!(
+                    "when_full must be \"evict\" or \"refuse\", got {other:?}"
+                )))
+            }
+        };
+        let limits = Limits {
+            max_pending_bytes: size_arg("max_pending_bytes", max_pending_bytes)?,
+            max_payload_bytes: size_arg("max_payload_bytes", max_payload_bytes)?,
+            timeout,
+            when_full,
+            verify,
+        };
+        let inner = reassemble::Reassembler::new(limits).map_err(to_py)?;
+        let clock = py.import("time")?.getattr("monotonic")?.unbind();
+        Ok(PyReassembler {
+            inner: Mutex::new(inner),
+            clock,
+        })
+    }
+
+    /// Add one chunk; the whole payload once complete, else None.
+    #[pyo3(signature = (chunk, now=None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        chunk: &Bound<'_, PyAny>,
+        now: Option<f64>,
+    ) -> PyResult<Option<Py<PyBytes>>> {
+        let now = self.now(py, now)?;
+        let buf = PyBuffer::<u8>::get(chunk)
+            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let data = bytes_of(&buf)?;
+        let mut alloc_error = None;
+        let result = py.detach(|| {
+            lock(&self.inner).add_with(data, now, |len| {
+                match Python::attach(|py| new_bytes(py, len)) {
+                    Ok((obj, ptr)) => Ok(BytesBuffer { obj, ptr, len }),
+                    Err(e) => {
+                        alloc_error = Some(e);
+                        Err(Error::input(format!("cannot allocate {len} bytes")))
+                    }
+                }
+            })
+        });
+        if let Some(e) = alloc_error {
+            return Err(e);
+        }
+        Ok(result.map_err(to_py)?.map(|b| b.obj))
+    }
+
+    /// Drop partial payloads idle for longer than the timeout; their ids (hex).
+    #[pyo3(signature = (now=None))]
+    fn evict_expired(&self, py: Python<'_>, now: Option<f64>) -> PyResult<Vec<String>> {
+        let now = self.now(py, now)?;
+        if !now.is_finite() || now < 0.0 {
+            return Err(InputError::new_err(format!(
+                "now must be finite non-negative seconds, got {now}"
+            )));
+        }
+        let gone = py.detach(|| lock(&self.inner).evict_expired(now));
+        Ok(gone.iter().map(id_hex).collect())
+    }
+
+    /// The partial payloads, least recently active first:
+    /// (payload id hex, chunks received, chunk count, payload length).
+    fn pending(&self, py: Python<'_>) -> Vec<(String, u32, u32, u64)> {
+        py.detach(|| lock(&self.inner).pending())
+            .into_iter()
+            .map(|p| (id_hex(&p.payload_id), p.received, p.count, p.total))
+            .collect()
+    }
+
+    /// Bytes charged for pending payloads.
+    #[getter]
+    fn pending_bytes(&self, py: Python<'_>) -> u64 {
+        py.detach(|| lock(&self.inner).pending_bytes())
+    }
+
+    /// Counters: completed, duplicates, rejected, expired, evicted, failed.
+    #[getter]
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| lock(&self.inner).stats());
+        let d = PyDict::new(py);
+        d.set_item("completed", s.completed)?;
+        d.set_item("duplicates", s.duplicates)?;
+        d.set_item("rejected", s.rejected)?;
+        d.set_item("expired", s.expired)?;
+        d.set_item("evicted", s.evicted)?;
+        d.set_item("failed", s.failed)?;
+        Ok(d)
+    }
+
+    #[getter]
+    fn max_pending_bytes(&self, py: Python<'_>) -> u64 {
+        py.detach(|| lock(&self.inner).limits().max_pending_bytes)
+    }
+
+    #[getter]
+    fn max_payload_bytes(&self, py: Python<'_>) -> u64 {
+        py.detach(|| lock(&self.inner).limits().max_payload_bytes)
+    }
+
+    #[getter]
+    fn timeout(&self, py: Python<'_>) -> f64 {
+        py.detach(|| lock(&self.inner).limits().timeout)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        let (n, bytes) = py.detach(|| {
+            let r = lock(&self.inner);
+            (r.pending().len(), r.pending_bytes())
+        });
+        format!("<tensorwire.Reassembler {n} pending payloads, {bytes} bytes held>")
+    }
+}
+
+pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CHUNK_HEADER_LEN", framing::CHUNK_HEADER_LEN)?;
+    m.add_function(wrap_pyfunction!(chunk, m)?)?;
+    m.add_function(wrap_pyfunction!(encode_chunks, m)?)?;
+    m.add_function(wrap_pyfunction!(chunk_info, m)?)?;
+    m.add_class::<Chunks>()?;
+    m.add_class::<EncodedChunks>()?;
+    m.add_class::<PyReassembler>()?;
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! Chunk framing: cutting a payload into pieces that fit a message broker's size
+//! limit, and putting pieces back together.
+//!
+//! Every chunk is an 88-byte header followed by a slice of the payload (its "body");
+//! `docs/FORMAT.md`, "Chunk framing", is the specification. [`ChunkPlan`] cuts an
+//! in-memory payload; `crate::stream` cuts a payload while it is being encoded;
+//! `crate::reassemble` puts the chunks back together.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// The first four bytes of every chunk.
+pub const CHUNK_MAGIC: [u8; 4] = *b"\x89TWC";
+/// Version of the chunk framing written and read.
+pub const CHUNK_VERSION: u8 = 1;
+/// Size of the header that precedes every chunk's body.
+pub const CHUNK_HEADER_LEN: usize = 88;
+/// Offset of the CRC-32 field in the header; the CRC covers the bytes before it and the body.
+pub(crate) const CRC_AT: usize = 84;
+/// Largest body of one chunk (the body length is a u32).
+pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
+/// Most chunks one payload may be cut into (the index and count are u32).
+pub const MAX_CHUNKS: u64 = u32::MAX as u64;
+/// Copy and checksum in blocks of this size, so each block is checksummed while in cache.
+const COPY_BLOCK: usize = 64 << 10;
+/// Bodies at least this large are copied and checksummed by several threads...
+const PARALLEL_BODY: usize = 512 << 10;
+/// ...in parts of this size.
+const PARALLEL_PART: usize = 256 << 10;
+
+/// A payload id: 16 bytes chosen by the sender, random unless given.
+pub type PayloadId = [u8; 16];
+
+/// How a reassembled payload is verified (header byte 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Any bytes; the digest is the blake3 of the whole payload.
+    Bytes,
+    /// A tensorwire container, verified by its own checksums; the digest is its content
+    /// id (preamble bytes 32..64), or all zero when the sender did not know it yet.
+    Container,
+}
+
+impl PayloadKind {
+    fn code(self) -> u8 {
+        match self {
+            PayloadKind::Bytes => 0,
+            PayloadKind::Container => 1,
+        }
+    }
+
+    fn from_code(c: u8) -> Result<Self> {
+        match c {
+            0 => Ok(PayloadKind::Bytes),
+            1 => Ok(PayloadKind::Container),
+            _ => Err(Error::format(format!(
+                "chunk has unknown payload kind {c} (this reader knows 0 and 1)"
+            ))),
+        }
+    }
+
+    /// The kind's name, as documented.
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Bytes => "bytes",
+            PayloadKind::Container => "tensorwire",
+        }
+    }
+}
+
+/// Lowercase hex of a payload id.
+pub fn id_hex(id: &PayloadId) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fresh random payload id.
+pub fn random_id() -> Result<PayloadId> {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id)
+        .map_err(|e| Error::input(format!("no randomness for a payload id: {e}")))?;
+    Ok(id)
+}
+
+/// The decoded header of one chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    /// How the finished payload is verified.
+    pub kind: PayloadKind,
+    /// The payload this chunk belongs to.
+    pub payload_id: PayloadId,
+    /// Position of this chunk, `0..count`.
+    pub index: u32,
+    /// Number of chunks of the payload.
+    pub count: u32,
+    /// Length of the whole payload.
+    pub total: u64,
+    /// Where this chunk's body starts in the payload.
+    pub offset: u64,
+    /// Length of this chunk's body.
+    pub body_len: u32,
+    /// Whole-payload digest (see [`PayloadKind`]).
+    pub digest: [u8; 32],
+}
+
+impl ChunkHeader {
+    /// Serialise bytes `0..84` (everything but the CRC).
+    fn fields(&self) -> [u8; CRC_AT] {
+        let mut b = [0u8; CRC_AT];
+        b[..4].copy_from_slice(&CHUNK_MAGIC);
+        b[4] = CHUNK_VERSION;
+        b[5] = self.kind.code();
+        // 6..8 reserved, zero.
+        b[8..24].copy_from_slice(&self.payload_id);
+        b[24..28].copy_from_slice(&self.index.to_le_bytes());
+        b[28..32].copy_from_slice(&self.count.to_le_bytes());
+        b[32..40].copy_from_slice(&self.total.to_le_bytes());
+        b[40..48].copy_from_slice(&self.offset.to_le_bytes());
+        b[48..52].copy_from_slice(&self.body_len.to_le_bytes());
+        b[52..84].copy_from_slice(&self.digest);
+        b
+    }
+
+    /// Parse the header of `chunk` and check what one chunk can show by itself: magic,
+    /// version, reserved bytes, that the body length matches, and that index, count,
+    /// offset and lengths describe a valid piece of a payload ([`Geometry::of`]). The
+    /// CRC is not checked here (see [`check_crc`]).
+    pub fn parse(chunk: &[u8]) -> Result<ChunkHeader> {
+        if chunk.len() < 4 || chunk[..4] != CHUNK_MAGIC {
+            return Err(Error::format(
+                "not a tensorwire chunk: the magic bytes are missing",
+            ));
+        }
+        if chunk.len() < CHUNK_HEADER_LEN {
+            return Err(Error::integrity(format!(
+                "chunk truncated: {} bytes, the header alone needs {CHUNK_HEADER_LEN}",
+                chunk.len()
+            )));
+        }
+        if chunk[4] != CHUNK_VERSION {
+            return Err(Error::format(format!(
+                "unsupported chunk version {} (this reader reads version {CHUNK_VERSION})",
+                chunk[4]
+            )));
+        }
+        let kind = PayloadKind::from_code(chunk[5])?;
+        if chunk[6..8] != [0, 0] {
+            return Err(Error::format(
+                "reserved chunk header bytes 6..8 are not zero",
+            ));
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(chunk[i..i + 4].try_into().expect("4 bytes"));
+        let u64_at = |i: usize| u64::from_le_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
+        let mut payload_id = [0u8; 16];
+        payload_id.copy_from_slice(&chunk[8..24]);
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(&chunk[52..84]);
+        let h = ChunkHeader {
+            kind,
+            payload_id,
+            index: u32_at(24),
+            count: u32_at(28),
+            total: u64_at(32),
+            offset: u64_at(40),
+            body_len: u32_at(48),
+            digest,
+        };
+        let body = chunk.len() - CHUNK_HEADER_LEN;
+        if body as u64 != h.body_len as u64 {
+            return Err(Error::integrity(format!(
+                "chunk {} of payload {}: the header announces {} body bytes, {body} are present",
+                h.index,
+                id_hex(&h.payload_id),
+                h.body_len
+            )));
+        }
+        Geometry::of(&h)?;
+        Ok(h)
+    }
+
+    /// A short name of the chunk for error messages.
+    pub(crate) fn about(&self) -> String {
+        format!(
+            "chunk {} of {} of payload {}",
+            self.index,
+            self.count,
+            id_hex(&self.payload_id)
+        )
+    }
+}
+
+/// The stored CRC-32 of a chunk and the one computed over its bytes.
+fn crcs(chunk: &[u8]) -> (u32, u32) {
+    let stored = u32::from_le_bytes(chunk[CRC_AT..CHUNK_HEADER_LEN].try_into().expect("4"));
+    let mut h = crc32fast::Hasher::new();
+    h.update(&chunk[..CRC_AT]);
+    let body = &chunk[CHUNK_HEADER_LEN..];
+    if body.len() >= PARALLEL_BODY {
+        let parts: Vec<crc32fast::Hasher> = body
+            .par_chunks(PARALLEL_PART)
+            .map(|part| {
+                let mut p = crc32fast::Hasher::new();
+                p.update(part);
+                p
+            })
+            .collect();
+        for p in &parts {
+            h.combine(p);
+        }
+    } else {
+        h.update(body);
+    }
+    (stored, h.finalize())
+}
+
+/// Check the CRC-32 of a chunk whose header [`ChunkHeader::parse`] accepted.
+pub fn check_crc(chunk: &[u8], header: &ChunkHeader) -> Result<()> {
+    let (stored, computed) = crcs(chunk);
+    if stored != computed {
+        return Err(crc_error(header, stored, computed));
+    }
+    Ok(())
+}
+
+pub(crate) fn crc_error(h: &ChunkHeader, stored: u32, computed: u32) -> Error {
+    Error::integrity(format!(
+        "{}: checksum mismatch (stored {stored:08x}, computed {computed:08x}), the chunk is corrupt",
+        h.about()
+    ))
+}
+
+/// How a payload is cut: every chunk but the last has a body of `piece` bytes; chunk
+/// `i` starts at `i * piece`; the last one ends at `total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Length of the payload.
+    pub total: u64,
+    /// Body length of every chunk but the last (0 only for an empty payload).
+    pub piece: u64,
+    /// Number of chunks.
+    pub count: u32,
+}
+
+impl Geometry {
+    /// The geometry of cutting `total` bytes into chunks of at most `max_bytes` bytes,
+    /// headers included.
+    pub fn plan(total: u64, max_bytes: u64) -> Result<Geometry> {
+        let min = CHUNK_HEADER_LEN as u64 + 1;
+        if max_bytes < min {
+            return Err(Error::input(format!(
+                "max_bytes={max_bytes} is too small: a chunk needs {CHUNK_HEADER_LEN} header bytes \
+                 and at least one payload byte (at least {min})"
+            )));
+        }
+        let piece = (max_bytes - CHUNK_HEADER_LEN as u64).min(MAX_BODY_LEN);
+        if total == 0 {
+            return Ok(Geometry {
+                total,
+                piece: 0,
+                count: 1,
+            });
+        }
+        let count = total.div_ceil(piece);
+        if count > MAX_CHUNKS {
+            return Err(Error::input(format!(
+                "a payload of {total} bytes needs {count} chunks of {max_bytes} bytes, \
+                 more than the limit of {MAX_CHUNKS}: use larger chunks"
+            )));
+        }
+        Ok(Geometry {
+            total,
+            piece,
+            count: count as u32,
+        })
+    }
+
+    /// The geometry a single chunk header implies, after checking that its index,
+    /// count, offset and body length fit one.
+    pub fn of(h: &ChunkHeader) -> Result<Geometry> {
+        let bad = |what: String| Error::format(format!("{}: {what}", h.about()));
+        if h.count == 0 {
+            return Err(bad("the chunk count is zero".into()));
+        }
+        if h.index >= h.count {
+            return Err(bad(format!(
+                "index {} is not below the chunk count {}",
+                h.index, h.count
+            )));
+        }
+        let body = h.body_len as u64;
+        let end = h
+            .offset
+            .checked_add(body)
+            .filter(|&e| e <= h.total)
+            .ok_or_else(|| {
+                bad(format!(
+                    "body at offset {} of {body} bytes runs past the payload's {} bytes",
+                    h.offset, h.total
+                ))
+            })?;
+        if h.total == 0 {
+            if h.count != 1 || body != 0 {
+                return Err(bad(
+                    "an empty payload is one chunk with an empty body".into()
+                ));
+            }
+            return Ok(Geometry {
+                total: 0,
+                piece: 0,
+                count: 1,
+            });
+        }
+        if body == 0 {
+            return Err(bad("the body is empty".into()));
+        }
+        let index = h.index as u64;
+        let piece = if index + 1 < h.count as u64 {
+            if index.checked_mul(body) != Some(h.offset) {
+                return Err(bad(format!(
+                    "offset {} is not index * body length ({index} * {body})",
+                    h.offset
+                )));
+            }
+            body
+        } else {
+            if end != h.total {
+                return Err(bad(format!(
+                    "the last chunk ends at {end}, not at the payload's end {}",
+                    h.total
+                )));
+            }
+            match h.offset.checked_div(index) {
+                None => body,
+                Some(piece) if h.offset % index == 0 && body <= piece => piece,
+                Some(_) => {
+                    return Err(bad(format!(
+                        "the last chunk's offset {} and length {body} fit no chunk size",
+                        h.offset
+                    )))
+                }
+            }
+        };
+        if h.total.div_ceil(piece) != h.count as u64 {
+            return Err(bad(format!(
+                "{} chunks of {piece} bytes do not make a payload of {} bytes",
+                h.count, h.total
+            )));
+        }
+        Ok(Geometry {
+            total: h.total,
+            piece,
+            count: h.count,
+        })
+    }
+
+    /// Offset and length of chunk `i`'s body.
+    pub fn range(&self, i: u32) -> (u64, usize) {
+        let start = i as u64 * self.piece;
+        let len = self.piece.min(self.total - start);
+        (start, len as usize)
+    }
+
+    /// Length of chunk `i`, header included.
+    pub fn chunk_len(&self, i: u32) -> usize {
+        CHUNK_HEADER_LEN + self.range(i).1
+    }
+}
+
+/// Writes one chunk: the header, then the body produced by `fill_body` (which is handed
+/// the body's slice and a CRC hasher to feed with it, block by block, while it is hot
+/// in cache), then the CRC.
+pub(crate) fn write_chunk(
+    header: &ChunkHeader,
+    out: &mut [u8],
+    fill_body: impl FnOnce(&mut [u8], &mut crc32fast::Hasher),
+) {
+    assert_eq!(
+        out.len(),
+        CHUNK_HEADER_LEN + header.body_len as usize,
+        "chunk buffer has the wrong size"
+    );
+    let fields = header.fields();
+    let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
+    head[..CRC_AT].copy_from_slice(&fields);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&fields);
+    fill_body(body, &mut crc);
+    head[CRC_AT..].copy_from_slice(&crc.finalize().to_le_bytes());
+}
+
+/// Copy `src` into `dst` (same length) and feed the copy to `crc`, block by block;
+/// large bodies are split over threads, their CRCs combined in order.
+pub(crate) fn copy_and_crc(src: &[u8], dst: &mut [u8], crc: &mut crc32fast::Hasher) {
+    if src.len() >= PARALLEL_BODY {
+        let parts: Vec<crc32fast::Hasher> = src
+            .par_chunks(PARALLEL_PART)
+            .zip(dst.par_chunks_mut(PARALLEL_PART))
+            .map(|(s, d)| {
+                let mut h = crc32fast::Hasher::new();
+                copy_and_crc(s, d, &mut h);
+                h
+            })
+            .collect();
+        for h in &parts {
+            crc.combine(h);
+        }
+        return;
+    }
+    for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
+        d.copy_from_slice(s);
+        crc.update(d);
+    }
+}
+
+/// How to cut one in-memory payload into chunks.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkPlan {
+    /// Payload id written into every chunk.
+    pub payload_id: PayloadId,
+    /// How the payload is verified.
+    pub kind: PayloadKind,
+    /// Whole-payload digest written into every chunk.
+    pub digest: [u8; 32],
+    /// Chunk sizes.
+    pub geometry: Geometry,
+}
+
+impl ChunkPlan {
+    /// Plan the chunks of `payload`, each at most `max_bytes` long. A payload that
+    /// parses as a tensorwire container (header checks only, O(header)) is sent as
+    /// [`PayloadKind::Container`] with its content id as the digest; any other bytes as
+    /// [`PayloadKind::Bytes`] with their blake3 (computed here, in parallel).
+    pub fn new(payload: &[u8], max_bytes: u64, payload_id: Option<PayloadId>) -> Result<Self> {
+        let geometry = Geometry::plan(payload.len() as u64, max_bytes)?;
+        let payload_id = match payload_id {
+            Some(id) => id,
+            None => random_id()?,
+        };
+        let (kind, digest) = match crate::container::parse(payload) {
+            Ok(layout) => (PayloadKind::Container, layout.content_id),
+            Err(_) => {
+                let mut h = blake3::Hasher::new();
+                if payload.len() >= 1 << 20 {
+                    h.update_rayon(payload);
+                } else {
+                    h.update(payload);
+                }
+                (PayloadKind::Bytes, *h.finalize().as_bytes())
+            }
+        };
+        Ok(ChunkPlan {
+            payload_id,
+            kind,
+            digest,
+            geometry,
+        })
+    }
+
+    /// The header of chunk `i`.
+    pub fn header(&self, i: u32) -> ChunkHeader {
+        let (offset, len) = self.geometry.range(i);
+        ChunkHeader {
+            kind: self.kind,
+            payload_id: self.payload_id,
+            index: i,
+            count: self.geometry.count,
+            total: self.geometry.total,
+            offset,
+            body_len: len as u32,
+            digest: self.digest,
+        }
+    }
+
+    /// Write chunk `i` of `payload` (the bytes this plan was made for) into `out`, which
+    /// must be exactly [`Geometry::chunk_len`] bytes; every byte is written.
+    pub fn write(&self, payload: &[u8], i: u32, out: &mut [u8]) {
+        let h = self.header(i);
+        let start = h.offset as usize;
+        let src = &payload[start..start + h.body_len as usize];
+        write_chunk(&h, out, |body, crc| copy_and_crc(src, body, crc));
+    }
+
+    /// All chunks of `payload`, as new vectors (for tests and small payloads).
+    pub fn to_vecs(&self, payload: &[u8]) -> Vec<Vec<u8>> {
+        (0..self.geometry.count)
+            .map(|i| {
+                let mut v = vec![0u8; self.geometry.chunk_len(i)];
+                self.write(payload, i, &mut v);
+                v
+            })
+            .collect()
+    }
+}

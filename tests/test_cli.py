@@ -1,0 +1,295 @@
+"""The installed ``tensorwire`` console script, run in a subprocess on real files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import tensorwire as tw
+from tensorwire.formats import md5list, npz, ptth, safetensors
+
+SCRIPT = Path(sys.executable).with_name("tensorwire")
+EXT = {"tensorwire": ".tw", "safetensors": ".safetensors", "npz": ".npz", "md5list": ".md5list"}
+EXT["ptth"] = ".ptth"
+
+
+def run(*args, ok=None):
+    exe = str(SCRIPT) if SCRIPT.exists() else shutil.which("tensorwire")
+    assert exe, "the tensorwire console script is not installed"
+    p = subprocess.run(
+        [exe, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"},
+    )
+    assert "Traceback" not in p.stderr + p.stdout
+    if ok is True:
+        assert p.returncode == 0, p.stderr
+    elif ok is False:
+        assert p.returncode != 0, p.stdout
+    return p
+
+
+def one_line_error(p, *fragments):
+    assert p.returncode == 1
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("tensorwire: error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+RNG = np.random.default_rng(5)
+# what every format can carry: ptth limits us to float32/float64/int32
+COMMON = {
+    "encoder.layer.0.weight": RNG.standard_normal((16, 8)).astype(np.float32),
+    "encoder.layer.0.bias": RNG.standard_normal(8).astype(np.float64),
+    "step": np.array([3, 1, 4], np.int32),
+}
+
+
+def write(fmt, path, tensors=COMMON, **kw):
+    if fmt == "tensorwire":
+        tw.save(tensors, path, **kw)
+    elif fmt == "md5list":
+        md5list.dump(list(tensors.values()), path)
+    else:
+        {"safetensors": safetensors, "npz": npz, "ptth": ptth}[fmt].dump(tensors, path, **kw)
+    return path
+
+
+def read(path, fmt=None):
+    fmt = fmt or next(f for f, e in EXT.items() if str(path).endswith(e))
+    if fmt == "tensorwire":
+        return tw.load(path)
+    return {"safetensors": safetensors, "npz": npz, "md5list": md5list, "ptth": ptth}[fmt].load(
+        path
+    )
+
+
+# --------------------------------------------------------------------------------------
+# inspect
+
+
+@pytest.mark.parametrize("fmt", list(EXT))
+def test_inspect_every_format(fmt, tmp_path):
+    path = write(fmt, tmp_path / f"model{EXT[fmt]}")
+    p = run("inspect", path, ok=True)
+    assert f"format:     {fmt}" in p.stdout
+    names = [str(i) for i in range(3)] if fmt == "md5list" else list(COMMON)
+    for name, a in zip(names, COMMON.values()):
+        line = next(ln for ln in p.stdout.splitlines() if ln.startswith(name + " "))
+        assert a.dtype.name in line and "[" + ", ".join(map(str, a.shape)) + "]" in line
+
+    doc = json.loads(run("inspect", "--json", path, ok=True).stdout)
+    assert doc["format"] == fmt
+    shapes = sorted(tuple(t["shape"]) for t in doc["tensors"])
+    assert shapes == sorted(a.shape for a in COMMON.values())
+    assert doc["decoded_bytes"] == sum(a.nbytes for a in COMMON.values())
+    assert doc["file_bytes"] == path.stat().st_size
+
+
+def test_inspect_tensorwire_shows_codec_ratio_version_and_metadata(tmp_path):
+    z = {"zeros": np.zeros((256, 256), np.float32), "emb": np.ones(8, ml_dtypes.bfloat16)}
+    path = write("tensorwire", tmp_path / "m.tw", z, codec="zstd", metadata={"round": 7})
+    p = run("inspect", path, ok=True)
+    assert "version:    1." in p.stdout and '{"round": 7}' in p.stdout
+    zeros = next(ln for ln in p.stdout.splitlines() if ln.startswith("zeros"))
+    assert "zstd" in zeros and "[256, 256]" in zeros
+    doc = json.loads(run("inspect", "--json", path, ok=True).stdout)
+    assert doc["metadata"] == {"round": 7} and doc["version"].startswith("1.")
+    (zinfo,) = [t for t in doc["tensors"] if t["name"] == "zeros"]
+    assert (
+        zinfo["codec"].startswith("zstd") and zinfo["stored_bytes"] < 0.01 * zinfo["decoded_bytes"]
+    )
+    ratio = float(zeros.split()[-1])
+    assert ratio == pytest.approx(zinfo["stored_bytes"] / zinfo["decoded_bytes"], abs=1e-3)
+
+
+def test_inspect_npz_shows_compressed_sizes_and_sniffs_unknown_extensions(tmp_path):
+    path = write("npz", tmp_path / "m.npz", {"z": np.zeros(4096, np.float32)}, compressed=True)
+    doc = json.loads(run("inspect", "--json", path, ok=True).stdout)
+    assert doc["tensors"][0]["codec"] == "deflate"
+    assert doc["tensors"][0]["stored_bytes"] < 1000
+    for fmt in EXT:
+        odd = write(fmt, tmp_path / f"weights-{fmt}.bin")
+        assert json.loads(run("inspect", "--json", odd, ok=True).stdout)["format"] == fmt
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"hello world, not weights" * 3)
+    one_line_error(run("inspect", garbage), "cannot tell its format", "--from")
+
+
+# --------------------------------------------------------------------------------------
+# verify
+
+
+@pytest.mark.parametrize("fmt", list(EXT))
+def test_verify_good_files(fmt, tmp_path):
+    p = run("verify", write(fmt, tmp_path / f"m{EXT[fmt]}"), ok=True)
+    assert p.stdout.startswith("OK ") and "3 tensors" in p.stdout
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [
+        ("tensorwire", "tensor"),
+        ("md5list", "MD5"),
+        ("npz", "CRC"),
+    ],
+)
+def test_verify_catches_a_flipped_data_bit(fmt, message, tmp_path):
+    path = write(fmt, tmp_path / f"m{EXT[fmt]}")
+    data = bytearray(path.read_bytes())
+    needle = COMMON["encoder.layer.0.weight"].tobytes()[:16]
+    at = bytes(data).index(needle)
+    data[at + 5] ^= 0x10
+    path.write_bytes(bytes(data))
+    one_line_error(run("verify", path), message)
+
+
+@pytest.mark.parametrize("fmt", list(EXT))
+def test_verify_and_inspect_refuse_truncated_files(fmt, tmp_path):
+    path = write(fmt, tmp_path / f"m{EXT[fmt]}")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 7])
+    one_line_error(run("verify", path))
+    one_line_error(run("inspect", path))
+
+
+# --------------------------------------------------------------------------------------
+# convert
+
+
+@pytest.mark.parametrize(("src", "dst"), list(itertools.permutations(EXT, 2)))
+def test_convert_between_every_pair(src, dst, tmp_path):
+    a = write(src, tmp_path / f"in{EXT[src]}")
+    b = tmp_path / f"out{EXT[dst]}"
+    p = run("convert", a, b, ok=True)
+    assert f"-> {b} ({dst}" in p.stdout
+    got = read(b)
+    values = list(got.values()) if isinstance(got, dict) else got
+    # safetensors stores tensors by dtype size, so compare in dtype order (unique here)
+    values = sorted(values, key=lambda a: a.dtype.name)
+    want = sorted(COMMON.values(), key=lambda a: a.dtype.name)
+    assert [(v.dtype, v.shape, v.tobytes()) for v in values] == [
+        (w.dtype, w.shape, w.tobytes()) for w in want
+    ]
+    if "md5list" not in (src, dst):
+        assert set(got) == set(COMMON)
+    # and the diff command agrees that nothing changed
+    d = run("diff", a, b, ok=True)
+    assert "3 tensors: 3 same" in d.stdout
+
+
+def test_convert_with_codec_and_explicit_formats(tmp_path):
+    big = {"w": np.zeros((512, 512), np.float32), "b": np.arange(10, dtype=np.float32)}
+    src = write("safetensors", tmp_path / "in.safetensors", big, metadata={"epoch": "2"})
+    out = tmp_path / "out.data"
+    run("convert", src, out, "--to", "tw", "--codec", "shuffle+zstd", ok=True)
+    with tw.open(out) as r:
+        assert r.info("w").codec.startswith("shuffle+zstd")
+        assert r.metadata == {"epoch": "2"}
+    assert out.stat().st_size < src.stat().st_size / 20
+    back = tmp_path / "back.bin"
+    run("convert", out, back, "--from", "tensorwire", "--to", "safetensors", ok=True)
+    assert back.read_bytes() == src.read_bytes()  # exact round trip, metadata included
+    run("convert", src, tmp_path / "c.npz", "--codec", "deflate", ok=True)
+    assert npz.stored(Path(tmp_path / "c.npz").read_bytes())["w"][0] == "deflate"
+
+
+def test_convert_errors_are_one_clear_line(tmp_path):
+    bf = write("safetensors", tmp_path / "bf.safetensors", {"emb": np.ones(4, ml_dtypes.bfloat16)})
+    one_line_error(run("convert", bf, tmp_path / "x.ptth"), "'emb'", "float32, float64 and int32")
+    one_line_error(run("convert", bf, tmp_path / "x.npz"), "'emb'", "bfloat16")
+    one_line_error(run("convert", bf, tmp_path / "x.weird"), "unknown extension", "--to")
+    one_line_error(run("convert", bf, tmp_path / "x.safetensors", "--codec", "zstd"), "--codec")
+    one_line_error(run("convert", bf, tmp_path / "x.tw", "--codec", "nonsense:9"))
+    one_line_error(run("convert", tmp_path / "missing.tw", tmp_path / "y.tw"), "missing.tw")
+    assert not (tmp_path / "x.ptth").exists() and not (tmp_path / "y.tw").exists()
+
+
+def test_convert_notes_what_the_target_cannot_carry(tmp_path):
+    src = write("tensorwire", tmp_path / "m.tw", metadata={"k": 1})
+    p = run("convert", src, tmp_path / "m.md5list", ok=True)
+    assert "metadata dropped" in p.stderr and "names dropped" in p.stderr
+
+
+# --------------------------------------------------------------------------------------
+# diff
+
+
+def test_diff_reports_max_abs_and_relative_differences(tmp_path):
+    a = {
+        "w": np.array([1.0, 2.0, -4.0, 0.0], np.float32),
+        "same": np.arange(3.0),
+        "gone": np.ones(1),
+    }
+    b = {
+        "w": np.array([1.0, 2.5, -4.0, 0.0], np.float32),
+        "same": np.arange(3.0),
+        "new": np.ones(1),
+    }
+    pa = write("tensorwire", tmp_path / "a.tw", a)
+    pb = write("safetensors", tmp_path / "b.safetensors", b)
+    p = run("diff", pa, pb)
+    assert p.returncode == 1
+    rows = {ln.split()[0]: ln.split() for ln in p.stdout.splitlines() if ln.strip()}
+    assert rows["w"][1] == "different"
+    assert float(rows["w"][-2]) == pytest.approx(0.5)
+    assert float(rows["w"][-1]) == pytest.approx(0.2)  # 0.5 / max(|2|, |2.5|)
+    assert rows["same"][1] == "same"
+    assert "only in A" in " ".join(rows["gone"]) and "only in B" in " ".join(rows["new"])
+    # within tolerance: close, and exit 0
+    b2 = write(
+        "npz", tmp_path / "b2.npz", {k: v for k, v in b.items() if k != "new"} | {"gone": a["gone"]}
+    )
+    p = run("diff", pa, b2, "--atol", "0.6")
+    assert p.returncode == 0 and "close" in p.stdout
+
+
+def test_diff_a_lossy_codec_and_nan_handling(tmp_path):
+    w = RNG.standard_normal(1000).astype(np.float32)
+    w[3] = np.nan
+    pa = write("tensorwire", tmp_path / "a.tw", {"w": w})
+    half = w.astype(np.float16).astype(np.float32)
+    pb = write("tensorwire", tmp_path / "b.tw", {"w": half})
+    p = run("diff", pa, pb)
+    assert p.returncode == 1
+    cells = next(ln for ln in p.stdout.splitlines() if ln.startswith("w ")).split()
+    want_abs = float(np.nanmax(np.abs(w - half)))
+    assert float(cells[-2]) == pytest.approx(want_abs, rel=1e-5)
+    finite = ~np.isnan(w)
+    want_rel = np.max(np.abs(w - half)[finite] / np.maximum(np.abs(w), np.abs(half))[finite])
+    assert float(cells[-1]) == pytest.approx(float(want_rel), rel=1e-5)
+    assert 0 < want_rel < 0.01
+
+
+def test_diff_by_position_and_shape_mismatch(tmp_path):
+    arrays = list(COMMON.values())
+    pa = write("md5list", tmp_path / "a.md5list")
+    pb = write("ptth", tmp_path / "b.ptth")
+    p = run("diff", pa, pb, ok=True)
+    assert "matching by position" in p.stdout and "3 same" in p.stdout
+    pc = write(
+        "md5list", tmp_path / "c.md5list", {"x": arrays[0].T.copy(), "y": arrays[1], "z": arrays[2]}
+    )
+    p = run("diff", pa, pc)
+    assert p.returncode == 1 and "shape differs" in p.stdout
+
+
+def test_usage_errors_exit_2_without_traceback(tmp_path):
+    p = run("frobnicate")
+    assert p.returncode == 2 and "No such command" in p.stderr
+    p = run("inspect", "--from", "pickle", tmp_path / "x")
+    assert p.returncode == 2
+    assert run("--version", ok=True).stdout.startswith("tensorwire")

@@ -1,0 +1,182 @@
+"""End to end through a real nats-server (started here on a free loopback port, stopped
+after): payloads far above the server's 1 MiB message limit, in chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import tensorwire as tw
+
+nats = pytest.importorskip("nats")
+from tensorwire.transport import nats as twnats  # noqa: E402
+
+MiB = 1 << 20
+
+
+def require_server_binary() -> None:
+    """CI (`make test`) installs nats-server, so there its absence is a failure."""
+    if twnats.find_server_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail("nats-server is missing: `make nats-server` installs it")
+        pytest.skip("nats-server is not installed (`make nats-server`)")
+
+
+@pytest.fixture(scope="module")
+def server() -> Any:
+    require_server_binary()
+    with twnats.local_server() as url:
+        yield url
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=120))
+
+
+def test_20_mb_payload_through_the_1_mb_limit(server: str) -> None:
+    payload = np.random.default_rng(0).bytes(24 * MiB + 12345)
+
+    async def main() -> bytes:
+        sender = await nats.connect(server)
+        receiver = await nats.connect(server)
+        try:
+            assert sender.max_payload == MiB  # the server's default limit is in force
+            with pytest.raises(nats.errors.MaxPayloadError):
+                await sender.publish("too.big", payload[: 2 * MiB])
+            sub = await twnats.subscribe(receiver, "blobs")
+            await twnats.publish(sender, "blobs", payload)
+            return await sub.next_payload(timeout=60)
+        finally:
+            await sender.close()
+            await receiver.close()
+
+    assert run(main()) == payload
+
+
+def test_streamed_model_from_several_senders(server: str) -> None:
+    rng = np.random.default_rng(1)
+    models = [
+        {f"layer{i}.weight": rng.standard_normal((256, 1024), np.float32) for i in range(20)}
+        for _ in range(3)
+    ]  # 20 MiB each
+
+    async def main() -> list[bytes]:
+        receiver = await nats.connect(server)
+        senders = [await nats.connect(server) for _ in models]
+        try:
+            sub = await twnats.subscribe(receiver, "updates")
+            await asyncio.gather(
+                *(
+                    twnats.publish_tensors(nc, "updates", m, metadata={"client": i})
+                    for i, (nc, m) in enumerate(zip(senders, models))
+                )
+            )
+            return [await sub.next_payload(timeout=60) for _ in models]
+        finally:
+            for nc in [receiver, *senders]:
+                await nc.close()
+
+    blobs = run(main())
+    by_client = {tw.open(b).metadata["client"]: b for b in blobs}
+    assert sorted(by_client) == [0, 1, 2]
+    for i, m in enumerate(models):
+        assert by_client[i] == tw.encode(m, metadata={"client": i})
+        np.testing.assert_array_equal(tw.decode(by_client[i])["layer7.weight"], m["layer7.weight"])
+
+
+def test_bad_messages_do_not_stop_the_subscription(server: str) -> None:
+    payload = bytes(range(256)) * 10_000
+    errors: list[tw.TensorwireError] = []
+
+    async def main() -> bytes:
+        nc = await nats.connect(server)
+        try:
+            sub = await twnats.subscribe(nc, "mixed", on_error=lambda e, msg: errors.append(e))
+            await nc.publish("mixed", b"not a chunk")
+            pieces = list(tw.chunk(payload, 100_000))
+            corrupt = bytearray(pieces[0])
+            corrupt[-1] ^= 1
+            await nc.publish("mixed", bytes(corrupt))
+            for piece in pieces:
+                await nc.publish("mixed", piece)
+            return await sub.next_payload(timeout=30)
+        finally:
+            await nc.close()
+
+    assert run(main()) == payload
+    assert [type(e) for e in errors] == [tw.FormatError, tw.IntegrityError]
+
+
+def test_max_bytes_above_the_server_limit_is_refused(server: str) -> None:
+    async def main() -> None:
+        nc = await nats.connect(server)
+        try:
+            with pytest.raises(tw.InputError, match="max_payload"):
+                await twnats.publish(nc, "x", b"abc", max_bytes=2 * MiB)
+        finally:
+            await nc.close()
+
+    run(main())
+
+
+def test_local_server_with_a_smaller_limit() -> None:
+    require_server_binary()
+    payload = os.urandom(300_000)
+
+    async def main(url: str) -> bytes:
+        nc = await nats.connect(url)
+        try:
+            assert nc.max_payload == 64 * 1024
+            sub = await twnats.subscribe(nc, "small")
+            await twnats.publish(nc, "small", payload)
+            return await sub.next_payload(timeout=30)
+        finally:
+            await nc.close()
+
+    with twnats.local_server(max_payload=64 * 1024) as url:
+        assert run(main(url)) == payload
+
+
+def test_broker_rounds_example(server: str) -> None:
+    example = Path(__file__).parent.parent / "examples" / "broker_rounds.py"
+    args = [sys.executable, str(example), "--url", server, "--clients", "3", "--rounds", "2"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "identical to the same rounds run without a broker" in done.stdout
+
+
+def test_a_payload_completed_during_a_timeout_is_not_lost() -> None:
+    class Msg:
+        data = bytes(1 << 20)
+        subject = "s"
+
+    class Sub:
+        async def _gen(self) -> Any:
+            yield Msg()
+            await asyncio.sleep(3600)
+
+        @property
+        def messages(self) -> Any:
+            return self._gen()
+
+    class SlowReassembler:
+        def add(self, data: bytes) -> bytes:
+            import time
+
+            time.sleep(0.5)  # a big chunk being copied and verified on a worker thread
+            return b"the payload"
+
+    async def main() -> bytes:
+        sub = twnats.PayloadSubscription(Sub(), SlowReassembler(), lambda e, m: None)  # type: ignore[arg-type]
+        with pytest.raises(asyncio.TimeoutError):
+            await sub.next_payload(timeout=0.05)
+        return await sub.next_payload(timeout=5)
+
+    assert run(main()) == b"the payload"
