@@ -4,6 +4,7 @@
 //! `cargo test` exercises it directly. `docs/FORMAT.md` specifies the format.
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod chunk;
 pub mod codec;
 pub mod container;

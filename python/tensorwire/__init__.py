@@ -9,7 +9,16 @@
 from __future__ import annotations
 
 from . import formats, frameworks
+from ._aggregate import (
+    Aggregator,
+    MismatchError,
+    MismatchWarning,
+    UpdateInfo,
+    aggregate,
+    update_info,
+)
 from ._chunk import CHUNK_HEADER_LEN, Chunks, Reassembler, chunk, chunk_info, encode_chunks
+from ._client import ErrorFeedback, encode_update
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
@@ -17,6 +26,14 @@ from ._errors import CodecError, FormatError, InputError, IntegrityError, Tensor
 __all__ = [
     "CHUNK_HEADER_LEN",
     "FORMAT_VERSION",
+    "Aggregator",
+    "ErrorFeedback",
+    "MismatchError",
+    "MismatchWarning",
+    "UpdateInfo",
+    "aggregate",
+    "encode_update",
+    "update_info",
     "CodecError",
     "Chunks",
     "CodecSpec",

@@ -134,3 +134,42 @@ class Reassembler:
     def max_payload_bytes(self) -> int: ...
     @property
     def timeout(self) -> float: ...
+
+# -- aggregation (src/bindings/aggregate.rs) ---------------------------------------
+# (name, dtype name, shape)
+SpecArg = tuple[str, str, Sequence[int]]
+# (name, dtype name, shape, uint8 view of the bytes)
+ViewArg = tuple[str, str, Sequence[int], Buffer]
+# (payload or None, tensors or None, difference base id or None, weight)
+UpdateArg = tuple[Optional[Buffer], Optional[Sequence[ViewArg]], Optional[str], float]
+
+def aggregate(
+    template: Sequence[SpecArg],
+    base_id: Optional[str],
+    base: Optional[Sequence[Buffer]],
+    updates: Sequence[UpdateArg],
+    out: Sequence[Buffer],
+    clip_norm: Optional[float],
+    accumulate: str,
+    verify: bool,
+    skip: bool,
+) -> tuple[list[tuple[int, str]], list[int], list[float], list[float]]: ...
+def codec_needs_base(spec: str) -> bool: ...
+
+class Accumulator:
+    def __init__(
+        self,
+        template: Sequence[SpecArg],
+        base_id: Optional[str],
+        clip_norm: Optional[float],
+        accumulate: str,
+        verify: bool,
+    ) -> None: ...
+    def add(
+        self, update: UpdateArg, base: Optional[Sequence[Buffer]]
+    ) -> tuple[Optional[str], float, float]: ...
+    def finish_into(self, base: Optional[Sequence[Buffer]], out: Sequence[Buffer]) -> None: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def total_weight(self) -> float: ...

@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use crate::dtype::DType;
 use crate::error::Error;
 
+mod aggregate;
 mod chunk;
 mod container;
 
@@ -69,6 +70,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_RANK", crate::header::MAX_RANK)?;
     m.add("MAX_NAME_LEN", crate::header::MAX_NAME_LEN)?;
     container::register(m)?;
+    aggregate::register(m)?;
     chunk::register(m)?;
     Ok(())
 }

@@ -1,0 +1,2 @@
+"""A Flower app whose clients send tensorwire-encoded updates and whose server averages
+them with ``tw.aggregate``."""
