@@ -114,7 +114,6 @@ class Bench:
             row.note = f"{stage}: {type(e).__name__}: {e}"
             self.res.failures.append(f"{w.name} / {m.name} / {row.note}")
             self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
-        gc.collect()
         enc = row.gbps("encode")
         self.log(
             f"  {m.name:<28} {row.status:<6} size {row.size_ratio or 0:6.3f}  "

@@ -11,7 +11,6 @@ pages that an operation touches count as resident, as they do for the OS.
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import statistics
@@ -60,7 +59,6 @@ class PeakRSS:
 
     def run(self, fn: Callable[[], Any]) -> tuple[Any, float, Optional[int]]:
         """Call ``fn``; return (result, seconds, peak extra RSS in bytes or None)."""
-        gc.collect()
         ok = self.available and self._reset()
         before = self._status("VmRSS") if ok else None
         t0 = time.perf_counter()

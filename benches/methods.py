@@ -107,9 +107,13 @@ def blob_size(blob: Blob) -> int:
 
 
 # -- tensorwire ----------------------------------------------------------------------------
+#: Stages meant for float tensors: a pipeline with one is applied to float tensors only
+#: (other tensors stay raw), as a user would write it with a callable codec.
+_FLOAT_STAGES = ("f16", "bf16", "int8", "topk", "threshold", "delta", "zipnn")
+
+
 def _codec_arg(spec: str) -> Any:
-    """Lossy specs apply to float tensors only (ints stay raw), as a user would write it."""
-    if is_lossless(spec) or spec.startswith("xor"):
+    if not any(s.split(":")[0] in _FLOAT_STAGES for s in spec.split("+")):
         return spec
     return lambda name, a: spec if a.dtype.kind == "f" else "raw"
 

@@ -160,3 +160,32 @@ def test_exponent_fit() -> None:
     assert s.verdict(1.0) == "SUPER-linear"
     flat = scaling.ScalingSeries("z", xs, [1e-4 * x**0.5 for x in xs], expect="flat")
     assert flat.verdict(1.0) == "NOT flat"
+
+
+def _run_bench(tmp_path, *extra: str) -> int:
+    import bench
+
+    return bench.main(["--smoke", "--no-scaling", "--out", str(tmp_path), *extra])
+
+
+def test_smoke_run_writes_a_report_with_every_goal(tmp_path) -> None:
+    assert _run_bench(tmp_path, "--only", "bert-base") == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## DESIGN.md goals" in text
+    for goal in ("encode raw + checksums", "decode with full verification", "beat safetensors"):
+        assert goal in text
+    assert "| seed md5list |" in text and "| `tw raw` |" in text
+    assert (tmp_path / "throughput_bert-base.png").stat().st_size > 1000
+
+
+def test_a_method_that_breaks_its_round_trip_fails_the_run(tmp_path, monkeypatch) -> None:
+    def lossy_pickle(t):
+        t = {k: v.copy() for k, v in t.items()}
+        first = next(iter(t.values()))
+        first.reshape(-1)[0] += 1
+        return peers.pickle_encode(t)
+
+    broken = ("broken-pickle", lossy_pickle, peers.pickle_decode, "drops a bit")
+    monkeypatch.setattr(peers, "PEERS", [*peers.PEERS, broken])
+    assert _run_bench(tmp_path, "--only", "many-small") == 1
+    assert "broken-pickle" in (tmp_path / "report.md").read_text()
