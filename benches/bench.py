@@ -43,7 +43,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes (full: 1)")
     p.add_argument("--out", help="output directory (default benches/results; smoke: a temp dir)")
     p.add_argument("--repeats", type=int, help="timed runs per figure (default 5; smoke 2)")
-    p.add_argument("--budget", type=float, help="seconds of timed runs per figure (default 3)")
+    p.add_argument("--budget", type=float, help="seconds of timed runs per figure (default 2)")
     p.add_argument(
         "--no-install",
         action="store_true",
@@ -61,7 +61,8 @@ class Bench:
         self.args = args
         self.smoke = args.smoke
         self.repeats = args.repeats or (1 if self.smoke else 5)
-        self.budget = args.budget if args.budget is not None else (0.05 if self.smoke else 3.0)
+        self.budget = args.budget if args.budget is not None else (0.05 if self.smoke else 2.0)
+        self.t0 = time.perf_counter()
         self.rss = measure.PeakRSS()
         self.methods = methods.all_methods(tmpdir)
         self.available = {m.name: methods.method_availability(m) for m in self.methods}
@@ -76,7 +77,7 @@ class Bench:
         )
 
     def log(self, msg: str) -> None:
-        print(msg, flush=True)
+        print(f"[{time.perf_counter() - self.t0:6.1f}s] {msg}", flush=True)
 
     # -- one method on one workload -----------------------------------------------------
     def run_method(self, m: methods.Method, w: workloads.Workload) -> None:
@@ -221,7 +222,8 @@ class Bench:
             else:
                 top = [1, 4, 16, 64, 256, 1024, 2048]
                 sizes = sorted({max(1.0, round(x * s, 1)) for x in top})
-                counts, fit_b, fit_c = [10, 100, 1000, 10_000, 100_000], 16.0 * s, 1000.0
+                # fit above the CPU caches: smaller payloads are copied and hashed in cache
+                counts, fit_b, fit_c = [10, 100, 1000, 10_000, 100_000], max(16, 64 * s), 1000.0
             self.log(f"== scaling in bytes {sizes} MB")
             self.res.scaling_bytes_tensors = 16
             self.res.bytes_fit_from = fit_b

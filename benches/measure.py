@@ -90,12 +90,16 @@ def timed(
 ) -> tuple[Any, Timing]:
     """Warm up (keeping the result when ``keep``), then time up to ``repeats`` more calls.
 
-    Fewer runs are made when the warm-up shows they would exceed ``budget_s`` (at least
-    one timed run is always made); the run count is reported next to each figure.
+    Fewer runs are made when the warm-up shows they would exceed ``budget_s``: at least
+    one, except that an operation whose warm-up took over twice the budget (a slow peer
+    on a large workload) is not repeated and its warm-up time is the figure (runs = 0).
+    The run count is reported next to each figure.
     """
     result, warm, peak = rss.run(fn)
     if not keep:
         result = None
+    if warm > 2 * budget_s:
+        return result, Timing(warm, 0, warm, peak, [warm])
     n = max(1, min(repeats, int(budget_s / max(warm, 1e-9))))
     times = []
     for _ in range(n):

@@ -301,6 +301,7 @@ def _workload_table(res: Results, wl: str) -> list[str]:
         "encode GB/s",
         "decode GB/s",
         "decode no-verify GB/s",
+        "decode copy GB/s",
         "enc vs seed",
         "dec vs seed",
         "enc vs safetensors",
@@ -312,6 +313,7 @@ def _workload_table(res: Results, wl: str) -> list[str]:
     for r in rows:
         pd = r.primary_decode()
         nv = r.gbps("decode verify=False") if "decode verify=False" in r.decoders else None
+        cp = r.gbps("decode copy=True") if "decode copy=True" in r.decoders else None
         pt = r.decoders.get(pd) if pd else None
         body.append(
             [
@@ -320,6 +322,7 @@ def _workload_table(res: Results, wl: str) -> list[str]:
                 _fmt(r.gbps("encode")),
                 _fmt(dec(r)),
                 _fmt(nv),
+                _fmt(cp),
                 _ratio(r.gbps("encode"), base.gbps("encode") if base else None),
                 _ratio(dec(r), dec(base)),
                 _ratio(r.gbps("encode"), st.gbps("encode") if st else None),
@@ -345,7 +348,8 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         "Every figure below comes from this one process run, all methods on the same inputs. "
         "GB/s is 1e9 bytes of *raw tensor data* per second (so compressed formats are credited "
         "with the bytes they represent); each figure is the median of the timed runs after "
-        "one warm-up (runs column: encode/decode timed runs). Ratios > 1x mean faster than "
+        "one warm-up (runs column: encode/decode timed runs; 0 means the operation was so slow "
+        "that its warm-up time is the figure). Ratios > 1x mean faster than "
         "the reference (the first seed's pure-Python MD5 format, and safetensors)."
     )
     L.append("")
@@ -477,8 +481,8 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         "- `tw decode` verifies every checksum (`verify=True`, the default); "
         "`decode no-verify` is `verify=False` (header still validated; raw tensors are "
         "zero-copy views). The seed verifies its MD5; safetensors, pickle, np.load verify "
-        "nothing. `tw raw` also has a `copy=True` decoder, measured but not shown above "
-        "(see the scaling tables for copy vs zero-copy).",
+        "nothing. `decode copy` is `tw raw` with `copy=True, verify=True` (writable arrays "
+        "that own their memory).",
         "- zstd/lz4 over raw bytes carry no names, shapes or dtypes (the harness supplies "
         "them on decode); `py-zstd:3` compresses with `threads=-1` (all cores).",
         "- File methods (`tw save/load`, `safetensors file`) write to a temporary directory; "
