@@ -143,7 +143,7 @@ class Bench:
         blob = tw.encode(w.tensors)
         try:
             pieces, tc = measure.timed(
-                lambda: [bytes(p) for p in tw.chunk(blob, methods.CHUNK_BYTES)],
+                lambda: list(tw.chunk(blob, methods.CHUNK_BYTES)),
                 repeats=self.repeats,
                 budget_s=self.budget,
                 rss=self.rss,
