@@ -27,12 +27,13 @@ build: $(DEPS)
 demo: build
 	$(PY) examples/demo.py
 
-lint: $(DEPS)
+lint: build
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
 	ruff check python tests benches examples
 	ruff format --check python tests benches examples
+	python -m mypy.stubtest tensorwire._core
 
 test-rust:
 	cargo test --quiet

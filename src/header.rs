@@ -309,6 +309,14 @@ pub fn validate_entry(
     })
 }
 
+/// Check that user metadata is JSON within serde_json's nesting limit (128 levels), so
+/// every reader can load it without exhausting its stack.
+pub fn validate_metadata(json: &str) -> Result<()> {
+    serde_json::from_str::<Value>(json)
+        .map(|_| ())
+        .map_err(|e| Error::format(format!("metadata is not valid JSON: {e}")))
+}
+
 /// Check that `structure` is a valid tree over `count` tensors: every leaf index is
 /// in range and used exactly once, dict keys are unique strings, depth is bounded.
 pub fn validate_structure(structure: &Value, count: usize) -> Result<()> {

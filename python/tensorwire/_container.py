@@ -55,7 +55,7 @@ def _metadata_json(metadata: Any) -> str | None:
         return None
     try:
         return json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise InputError(f"metadata must be JSON-compatible: {e}") from e
 
 
@@ -153,12 +153,13 @@ class Reader:
             source = _map_file(source)
         self._source = source
         self._payload = _core.Payload(source)
+        entries = self._payload.entries()
         self._entries = [
-            TensorInfo(name, dtype, shape, codec, length, nbytes, h)
-            for name, dtype, shape, codec, _start, length, nbytes, h in self._payload.entries()
+            TensorInfo(n, d, sh, c, ln, nb, h) for n, d, sh, c, _, ln, nb, h in entries
         ]
-        self._starts = [e[4] for e in self._payload.entries()]
+        self._starts = [e[4] for e in entries]
         self._index = {e.name: i for i, e in enumerate(self._entries)}
+        self._readonly = memoryview(source).readonly
 
     # -- mapping-like access -------------------------------------------------------
     def keys(self) -> list[str]:
@@ -221,14 +222,21 @@ class Reader:
             self._payload.check_base(None if base_arrays is None else _base_id(base_arrays))
         out: list[np.ndarray | None] = [None] * len(indices)
         jobs = []
+        dtypes: dict[str, np.dtype] = {}
         for k, i in enumerate(indices):
             e = self._entries[i]
-            dtype = dtype_named(e.dtype, e.name)
+            dtype = dtypes.get(e.dtype)
+            if dtype is None:
+                dtype = dtypes[e.dtype] = dtype_named(e.dtype, e.name)
             if e.codec == "raw" and not copy:
-                count = e.nbytes // dtype.itemsize if dtype.itemsize else 0
-                a = np.frombuffer(self._source, dtype=dtype, count=count, offset=self._starts[i])
-                a = a.reshape(e.shape)
-                a.flags.writeable = False
+                a = np.frombuffer(
+                    self._source,
+                    dtype=dtype,
+                    count=e.nbytes // dtype.itemsize,
+                    offset=self._starts[i],
+                ).reshape(e.shape)
+                if not self._readonly:
+                    a.flags.writeable = False
                 out[k] = a
             else:
                 a = np.empty(e.shape, dtype=dtype)
@@ -282,8 +290,10 @@ def decode(blob: Any, *, base: Any = None, verify: bool = True, copy: bool = Fal
 
     Raw tensors come back as read-only views into ``blob`` (kept alive by the arrays)
     unless ``copy=True``. ``verify=False`` skips data checksums; the header is always
-    validated. ``base`` is required for delta payloads.
+    validated. ``base`` is required for delta payloads. For files use :func:`load`.
     """
+    if isinstance(blob, (str, os.PathLike)):
+        raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
     return Reader(blob).tensors(base=base, verify=verify, copy=copy)
 
 

@@ -3,7 +3,20 @@
 from collections.abc import Sequence
 from typing import Optional
 
-from typing_extensions import Buffer
+from typing_extensions import Buffer, final
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_HEADER_LEN",
+    "MAX_NAME_LEN",
+    "MAX_RANK",
+    "MAX_TENSORS",
+    "Payload",
+    "encode",
+    "save",
+    "__version__",
+    "tensors_id",
+]
 
 __version__: str
 FORMAT_VERSION: tuple[int, int]
@@ -13,16 +26,16 @@ MAX_RANK: int
 MAX_NAME_LEN: int
 
 # (name, dtype name, shape, uint8 view of the bytes, codec spec, base bytes or None)
-TensorArg = tuple[str, str, Sequence[int], Buffer, str, Optional[Buffer]]
+_TensorArg = tuple[str, str, Sequence[int], Buffer, str, Optional[Buffer]]
 
 def encode(
-    tensors: Sequence[TensorArg],
+    tensors: Sequence[_TensorArg],
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
     base_id: Optional[str] = None,
 ) -> bytes: ...
 def save(
-    tensors: Sequence[TensorArg],
+    tensors: Sequence[_TensorArg],
     path: str,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
@@ -30,8 +43,9 @@ def save(
 ) -> None: ...
 def tensors_id(tensors: Sequence[tuple[str, str, Sequence[int], Buffer]]) -> str: ...
 
+@final
 class Payload:
-    def __init__(self, buffer: Buffer) -> None: ...
+    def __new__(cls, buffer: Buffer) -> Payload: ...
     def entries(
         self,
     ) -> list[tuple[str, str, tuple[int, ...], str, int, int, int, str]]: ...

@@ -68,7 +68,10 @@ fn encode<'py>(
     let out = unsafe {
         std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut u8, len)
     };
-    py.detach(|| prepared.write_into(out));
+    py.detach(|| {
+        container::advise_huge_pages(out);
+        prepared.write_into(out)
+    });
     Ok(bytes)
 }
 
