@@ -29,8 +29,9 @@ import methods
 import peers
 import report
 import scaling
-import tensorwire as tw
 import workloads
+
+import tensorwire as tw
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Methods measured on every workload, so that every table has its references.

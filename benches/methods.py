@@ -20,8 +20,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import peers
-import tensorwire as tw
 from workloads import Workload
+
+import tensorwire as tw
 
 __all__ = [
     "CHUNK_BYTES",

@@ -335,6 +335,37 @@ def _workload_table(res: Results, wl: str) -> list[str]:
     return _table(header, body)
 
 
+def _headline(res: Results) -> list[str]:
+    """The README's table: BERT-base, tensorwire raw against the peers DESIGN.md names."""
+    wl = "bert-base"
+    tr = res.row(wl, "tw raw")
+    base = res.row(wl, BASELINE)
+    if tr is None:
+        return []
+    rows = []
+    for r in [tr, *(res.row(wl, n) for n in PEERS_TO_BEAT)]:
+        if r is None:
+            continue
+        pd = r.primary_decode() or "decode"
+        rows.append(
+            [
+                f"`{r.method}`" if r is tr else r.method,
+                _fmt(r.gbps("encode")),
+                _fmt(r.gbps(pd)),
+                _ratio(r.gbps("encode"), base.gbps("encode") if base else None),
+                _ratio(r.gbps(pd), base.gbps(base.primary_decode() or "decode") if base else None),
+            ]
+        )
+    out = ["## Headline", ""]
+    out.append(f"{res.workloads.get(wl, wl)}; tensorwire decode verifies every checksum.")
+    out.append("")
+    out += _table(
+        ["method", "encode GB/s", "decode GB/s", "encode vs seed", "decode vs seed"], rows
+    )
+    out.append("")
+    return out
+
+
 def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
     """Write ``report.md`` into ``out_dir``; return its path."""
     L: list[str] = []
@@ -372,6 +403,7 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         [[k, _fmt(v)] for k, v in res.refs.items() if k != "threads"],
     )
     L.append("")
+    L += _headline(res)
     L.append("## DESIGN.md goals")
     L.append("")
     L += _table(

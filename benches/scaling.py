@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-import tensorwire as tw
 from measure import PeakRSS, timed
+
+import tensorwire as tw
 
 __all__ = ["ScalingSeries", "fit_exponent", "scale_by_bytes", "scale_by_count"]
 
