@@ -52,6 +52,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     )
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling sweeps")
     p.add_argument("--only", help="comma-separated workloads to run (default: all)")
+    p.add_argument("--note", help="a line for the report's header (which build, conditions)")
     return p.parse_args(argv)
 
 
@@ -75,6 +76,7 @@ class Bench:
             started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             machine=measure.machine_info(),
             versions=versions,
+            note=args.note or "",
         )
 
     def log(self, msg: str) -> None:

@@ -59,6 +59,7 @@ TW_CODECS: list[tuple[str, str]] = [
     ("f16+zstd", "lossy"),
     ("bf16", "lossy"),
     ("bf16+zstd", "lossy"),
+    ("bf16+floatzip", "lossy"),
     ("int8", "lossy"),
     ("int8:channel", "lossy"),
     ("int8+zstd", "lossy"),

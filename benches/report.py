@@ -70,6 +70,7 @@ class Results:
     chunk_figures: dict[str, float] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    note: str = ""
 
     def row(self, workload: str, method: str) -> Optional[Row]:
         for r in self.rows:
@@ -375,6 +376,10 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         L.append("**SMOKE RUN: tiny sizes, figures are meaningless; checks round trips only.**")
         L.append("")
     L.append(f"Produced by `{res.args}` on {res.started} in {res.duration_s:.0f} s.")
+    if res.note:
+        L.append("")
+        L.append(f"**Note:** {res.note}")
+        L.append("")
     L.append(
         "Every figure below comes from this one process run, all methods on the same inputs. "
         "GB/s is 1e9 bytes of *raw tensor data* per second (so compressed formats are credited "
