@@ -44,7 +44,7 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes (full: 1)")
     p.add_argument("--out", help="output directory (default benches/results; smoke: a temp dir)")
     p.add_argument("--repeats", type=int, help="timed runs per figure (default 5; smoke 2)")
-    p.add_argument("--budget", type=float, help="seconds of timed runs per figure (default 2)")
+    p.add_argument("--budget", type=float, help="seconds of timed runs per figure (default 1)")
     p.add_argument(
         "--no-install",
         action="store_true",
@@ -63,7 +63,7 @@ class Bench:
         self.args = args
         self.smoke = args.smoke
         self.repeats = args.repeats or (1 if self.smoke else 5)
-        self.budget = args.budget if args.budget is not None else (0.05 if self.smoke else 2.0)
+        self.budget = args.budget if args.budget is not None else (0.05 if self.smoke else 1.0)
         self.t0 = time.perf_counter()
         self.rss = measure.PeakRSS()
         self.methods = methods.all_methods(tmpdir)
@@ -130,11 +130,18 @@ class Bench:
             return True
         if m.group not in w.groups:
             return False
+        if m.group == "lossy" and w.lossy_specs is not None and m.spec not in w.lossy_specs:
+            return False
         return w.only_specs is None or m.spec in w.only_specs or m.group == "peer"
 
     def run_workload(self, w: workloads.Workload) -> None:
         self.log(f"== {w.name}: {w.description}")
-        self.res.workloads[w.name] = w.description
+        desc = w.description
+        if w.only_specs is not None:
+            desc += "; tensorwire codecs measured here: " + ", ".join(sorted(w.only_specs))
+        if w.lossy_specs is not None:
+            desc += "; lossy codecs measured here: " + ", ".join(sorted(w.lossy_specs))
+        self.res.workloads[w.name] = desc
         for m in self.methods:
             if self.wants(m, w):
                 self.run_method(m, w)

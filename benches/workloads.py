@@ -52,6 +52,8 @@ class Workload:
     skip_slow_peers: bool = False
     #: when set, only these tensorwire codec specs are measured (peers still all run)
     only_specs: Optional[frozenset[str]] = None
+    #: when set, only these lossy specs are measured (every lossless one still is)
+    lossy_specs: Optional[frozenset[str]] = None
 
     @property
     def nbytes(self) -> int:
@@ -142,6 +144,8 @@ def many_small(count: int = 10_000, seed: int = 1) -> Workload:
         f"{count} small float32 tensors (8..4096 elements), {mb:.1f} MB",
         t,
         groups=frozenset({"peer", "lossless", "lossy"}),
+        # per-tensor overhead is the point here: a few representative codecs suffice
+        only_specs=frozenset({"raw", "lz4", "shuffle+zstd", "auto", "f16+zstd", "int8"}),
     )
 
 
@@ -223,4 +227,5 @@ def real_minilm(path: str, max_tensors: Optional[int] = None) -> Workload:
         f"all-MiniLM-L6-v2 trained weights ({REAL_MODEL_PACKAGE}), {len(t)} tensors, {mb:.1f} MB",
         t,
         groups=frozenset({"peer", "lossless", "lossy"}),
+        lossy_specs=frozenset({"f16", "f16+zstd", "bf16+floatzip", "int8", "int8:channel"}),
     )
