@@ -524,7 +524,14 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         "them on decode); `py-zstd:3` compresses with `threads=-1` (all cores).",
         "- File methods (`tw save/load`, `safetensors file`) write to a temporary directory; "
         "loads hit the page cache, so they measure the format, not the disk.",
-        "- The `tw` rows are driven through the public Python API only.",
+        "- The `tw` rows are driven through the public Python API only. `bert-base` measures "
+        "every codec of the table (`TW_CODECS` in `benches/methods.py`); the other workloads "
+        "measure the subsets named under them, to keep a full run near 10 minutes on 2 cores.",
+        "- Lossy rows pass only when every element is within the error bound composed from "
+        "each stage's documented bound (`error_bound` in `benches/methods.py`); lossy "
+        "stages apply to float tensors, other tensors stay raw.",
+        '- "per core" figures divide by the cores this process may use (rayon and '
+        "blake3 use all of them).",
     ]
     L.append("")
     path = os.path.join(out_dir, "report.md")
