@@ -138,13 +138,17 @@ def evaluate_goals(res: Results) -> list[Goal]:
     flat = next((s for s in res.scaling_bytes if s.expect == "flat"), None)
     if flat is not None and len(flat.xs) >= 2:
         k = flat.exponent(res.bytes_fit_from)
+        spread = flat.spread(res.bytes_fit_from)
+        in_fit = [t for x, t in zip(flat.xs, flat.seconds) if x >= res.bytes_fit_from]
         goals.append(
             Goal(
                 "zero-copy decode time independent of payload size",
-                f"exponent < {0.2}",
-                f"time ~ bytes^{k:.2f} ({_fmt(min(flat.xs), 0)}..{_fmt(max(flat.xs), 0)} MB)",
+                "exponent < 0.2, or slowest/fastest < 2",
+                f"time ~ bytes^{k:.2f}, slowest/fastest {spread:.2f} over "
+                f"{_fmt(res.bytes_fit_from, 0)}..{_fmt(max(flat.xs), 0)} MB "
+                f"({_fmt(min(in_fit) * 1e3, 3)}..{_fmt(max(in_fit) * 1e3, 3)} ms)",
                 f"{k:.2f}",
-                _verdict(k < 0.2),
+                _verdict(flat.verdict(res.bytes_fit_from) == "flat"),
             )
         )
     # 3. verified decode >= 80% of blake3 multi-threaded
@@ -514,7 +518,9 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         "(VmHWM) is reset through `/proc/self/clear_refs` before the call and read after; the "
         "figure is the peak minus the RSS before the call, so it is the extra resident memory "
         "the operation needed, output included. Pages of a memory-mapped file count once "
-        "touched (`tw.load` with verification reads every page).",
+        "touched (`tw.load` with verification reads every page). glibc `malloc_trim(0)` "
+        "runs before each call; memory an allocator reuses from earlier calls without "
+        "growing RSS can still make a figure low (0 MB means no growth was seen).",
         "- `tw decode` verifies every checksum (`verify=True`, the default); "
         "`decode no-verify` is `verify=False` (header still validated; raw tensors are "
         "zero-copy views). The seed verifies its MD5; safetensors, pickle, np.load verify "

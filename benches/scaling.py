@@ -18,9 +18,11 @@ import tensorwire as tw
 
 __all__ = ["ScalingSeries", "fit_exponent", "scale_by_bytes", "scale_by_count"]
 
-#: Linear cost: exponent within this band; flat: exponent below FLAT_MAX.
+#: Linear cost: exponent within this band. Flat: exponent below FLAT_MAX, or the slowest
+#: point within FLAT_SPREAD of the fastest (sub-ms timings jitter more than they grow).
 LINEAR_BAND = (0.8, 1.2)
 FLAT_MAX = 0.2
+FLAT_SPREAD = 2.0
 
 
 @dataclass
@@ -36,12 +38,17 @@ class ScalingSeries:
         pts = [(x, t) for x, t in zip(self.xs, self.seconds) if x >= fit_from]
         return fit_exponent([p[0] for p in pts], [p[1] for p in pts])
 
+    def spread(self, fit_from: float) -> float:
+        """Slowest over fastest time in the fitted range (1.0 is perfectly flat)."""
+        ts = [t for x, t in zip(self.xs, self.seconds) if x >= fit_from]
+        return max(ts) / min(ts) if ts and min(ts) > 0 else float("inf")
+
     def verdict(self, fit_from: float) -> str:
         k = self.exponent(fit_from)
         if math.isnan(k):
             return "too few points"
         if self.expect == "flat":
-            return "flat" if k < FLAT_MAX else "NOT flat"
+            return "flat" if k < FLAT_MAX or self.spread(fit_from) < FLAT_SPREAD else "NOT flat"
         lo, hi = LINEAR_BAND
         return "linear" if lo <= k <= hi else ("sub-linear" if k < lo else "SUPER-linear")
 
