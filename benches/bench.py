@@ -56,6 +56,19 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _shown_args(argv: list[str]) -> list[str]:
+    """The command line for the report, without the --note text (shown on its own)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--note":
+            skip = True
+        elif not a.startswith("--note="):
+            out.append(a)
+    return out
+
+
 class Bench:
     """Runs every (workload, method) pair and collects a report.Results."""
 
@@ -71,7 +84,9 @@ class Bench:
         versions = {"tensorwire": tw.__version__}
         versions.update(peers.peer_versions())
         self.res = report.Results(
-            args=" ".join(["python benches/bench.py", *map(shlex.quote, sys.argv[1:])]),
+            args=" ".join(
+                ["python benches/bench.py", *map(shlex.quote, _shown_args(sys.argv[1:]))]
+            ),
             smoke=self.smoke,
             started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             machine=measure.machine_info(),
