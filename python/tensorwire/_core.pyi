@@ -6,6 +6,7 @@ from typing import Any, Optional
 from typing_extensions import Buffer, final
 
 __all__ = [
+    "Accumulator",
     "CHUNK_HEADER_LEN",
     "Chunks",
     "EncodedChunks",
@@ -17,8 +18,10 @@ __all__ = [
     "Payload",
     "Reassembler",
     "__version__",
+    "aggregate",
     "chunk",
     "chunk_info",
+    "codec_needs_base",
     "encode",
     "encode_chunks",
     "save",
@@ -137,17 +140,17 @@ class Reassembler:
 
 # -- aggregation (src/bindings/aggregate.rs) ---------------------------------------
 # (name, dtype name, shape)
-SpecArg = tuple[str, str, Sequence[int]]
+_SpecArg = tuple[str, str, Sequence[int]]
 # (name, dtype name, shape, uint8 view of the bytes)
-ViewArg = tuple[str, str, Sequence[int], Buffer]
+_ViewArg = tuple[str, str, Sequence[int], Buffer]
 # (payload or None, tensors or None, difference base id or None, weight)
-UpdateArg = tuple[Optional[Buffer], Optional[Sequence[ViewArg]], Optional[str], float]
+_UpdateArg = tuple[Optional[Buffer], Optional[Sequence[_ViewArg]], Optional[str], float]
 
 def aggregate(
-    template: Sequence[SpecArg],
+    template: Sequence[_SpecArg],
     base_id: Optional[str],
     base: Optional[Sequence[Buffer]],
-    updates: Sequence[UpdateArg],
+    updates: Sequence[_UpdateArg],
     out: Sequence[Buffer],
     clip_norm: Optional[float],
     accumulate: str,
@@ -156,17 +159,18 @@ def aggregate(
 ) -> tuple[list[tuple[int, str]], list[int], list[float], list[float]]: ...
 def codec_needs_base(spec: str) -> bool: ...
 
+@final
 class Accumulator:
-    def __init__(
-        self,
-        template: Sequence[SpecArg],
+    def __new__(
+        cls,
+        template: Sequence[_SpecArg],
         base_id: Optional[str],
         clip_norm: Optional[float],
         accumulate: str,
         verify: bool,
-    ) -> None: ...
+    ) -> Accumulator: ...
     def add(
-        self, update: UpdateArg, base: Optional[Sequence[Buffer]]
+        self, update: _UpdateArg, base: Optional[Sequence[Buffer]]
     ) -> tuple[Optional[str], float, float]: ...
     def finish_into(self, base: Optional[Sequence[Buffer]], out: Sequence[Buffer]) -> None: ...
     @property
