@@ -312,15 +312,8 @@ impl Round {
 }
 
 /// Prefix an error with the update it concerns.
-fn about_update(u: usize, e: Error) -> Error {
-    let tag = |m: String| format!("update {u}: {m}");
-    match e {
-        Error::Format(m) => Error::Format(tag(m)),
-        Error::Integrity(m) => Error::Integrity(tag(m)),
-        Error::Codec(m) => Error::Codec(tag(m)),
-        Error::Input(m) => Error::Input(tag(m)),
-        io @ Error::Io { .. } => io,
-    }
+pub(crate) fn about_update(u: usize, e: Error) -> Error {
+    e.context(format_args!("update {u}"))
 }
 
 impl Source<'_> {

@@ -129,14 +129,7 @@ pub fn advise_huge_pages(buf: &mut [u8]) {
 
 /// Prefix an error's message with the tensor it concerns.
 fn about(name: &str, e: Error) -> Error {
-    let tag = |m: String| format!("tensor {name:?}: {m}");
-    match e {
-        Error::Format(m) => Error::Format(tag(m)),
-        Error::Integrity(m) => Error::Integrity(tag(m)),
-        Error::Codec(m) => Error::Codec(tag(m)),
-        Error::Input(m) => Error::Input(tag(m)),
-        io @ Error::Io { .. } => io,
-    }
+    e.context(format_args!("tensor {name:?}"))
 }
 
 /// Validate the inputs, run their codecs in parallel, and lay the payload out.

@@ -48,4 +48,20 @@ impl Error {
     pub fn input(msg: impl Into<String>) -> Self {
         Error::Input(msg.into())
     }
+
+    /// The same kind of error with its message rewritten by `f` (I/O errors keep theirs).
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> Self {
+        match self {
+            Error::Format(m) => Error::Format(f(m)),
+            Error::Integrity(m) => Error::Integrity(f(m)),
+            Error::Codec(m) => Error::Codec(f(m)),
+            Error::Input(m) => Error::Input(f(m)),
+            io @ Error::Io { .. } => io,
+        }
+    }
+
+    /// The same error with `what: ` in front of its message, e.g. `tensor "w": ...`.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        self.map_message(|m| format!("{what}: {m}"))
+    }
 }

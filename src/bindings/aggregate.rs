@@ -10,8 +10,8 @@ use pyo3::prelude::*;
 
 use super::{bytes_of, bytes_of_mut, dtype_of, to_py, InputError};
 use crate::aggregate::{
-    aggregate as average, Accumulator as CoreAccumulator, Contribution, Kind, Options, Precision,
-    Round, Source, TensorSpec, TensorView,
+    about_update, aggregate as average, Accumulator as CoreAccumulator, Contribution, Kind,
+    Options, Precision, Round, Source, TensorSpec, TensorView,
 };
 use crate::container::{self, Layout};
 use crate::error::Error;
@@ -136,21 +136,12 @@ fn parse_all(updates: &[Borrowed<'_>]) -> crate::error::Result<Vec<Option<Layout
         .par_iter()
         .enumerate()
         .map(|(u, b)| match b.payload {
-            Some(buf) => container::parse(buf).map(Some).map_err(|e| prefix(u, e)),
+            Some(buf) => container::parse(buf)
+                .map(Some)
+                .map_err(|e| about_update(u, e)),
             None => Ok(None),
         })
         .collect()
-}
-
-fn prefix(u: usize, e: Error) -> Error {
-    let tag = |m: String| format!("update {u}: {m}");
-    match e {
-        Error::Format(m) => Error::Format(tag(m)),
-        Error::Integrity(m) => Error::Integrity(tag(m)),
-        Error::Codec(m) => Error::Codec(tag(m)),
-        Error::Input(m) => Error::Input(tag(m)),
-        io @ Error::Io { .. } => io,
-    }
 }
 
 fn source_of<'a>(b: &'a Borrowed<'a>, layout: &'a Option<Layout>) -> Source<'a> {
@@ -231,13 +222,7 @@ fn renumber(e: Error, accepted: &[usize]) -> Error {
         }
         m
     };
-    match e {
-        Error::Format(m) => Error::Format(fix(m)),
-        Error::Integrity(m) => Error::Integrity(fix(m)),
-        Error::Codec(m) => Error::Codec(fix(m)),
-        Error::Input(m) => Error::Input(fix(m)),
-        io @ Error::Io { .. } => io,
-    }
+    e.map_message(fix)
 }
 
 /// Running sums of a round's updates, added one at a time (see `tensorwire.Aggregator`).
