@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_array, byte_view, dtype_named
+from ._arrays import as_array, byte_view, dtype_name, dtype_named
 from ._container import _base_id
 from ._errors import InputError, TensorwireError
 from ._structure import flatten, unflatten
@@ -122,7 +122,7 @@ def _prepare(i: int, update: Any, weight: Any) -> _Update:
     tensors = []
     for name, x in leaves:
         a = as_array(x, name)
-        tensors.append((name, a.dtype.name, a.shape, byte_view(a)))
+        tensors.append((name, dtype_name(a.dtype), a.shape, byte_view(a)))
     specs = [(t[0], t[1], tuple(t[2])) for t in tensors]
     return _Update((None, tensors, None, weight), None, [n for n, *_ in tensors], structure, specs)
 
@@ -160,7 +160,7 @@ def _template(base: Any, first: _Update | None) -> _Template:
     if base is not None:
         leaves, structure = flatten(base)
         arrays = {name: as_array(x, name) for name, x in leaves}
-        specs = [(n, a.dtype.name, tuple(a.shape)) for n, a in arrays.items()]
+        specs = [(n, dtype_name(a.dtype), tuple(a.shape)) for n, a in arrays.items()]
         views = [byte_view(a) for a in arrays.values()]
         return _Template(specs, structure, _base_id(arrays), views, arrays)
     if first is None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import InputError
 
-__all__ = ["as_array", "byte_view", "dtype_named"]
+__all__ = ["as_array", "byte_view", "dtype_name", "dtype_named"]
 
 _STANDARD = frozenset(
     "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
@@ -25,6 +25,18 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
     _EXTRA = {}
 
 SUPPORTED = _STANDARD | frozenset(_EXTRA)
+
+
+_NAMES: dict[np.dtype, str] = {}
+
+
+def dtype_name(dt: np.dtype) -> str:
+    """``dt.name``, cached: numpy computes it in Python on every access, which costs more
+    than the rest of encoding a small tensor."""
+    name = _NAMES.get(dt)
+    if name is None:
+        name = _NAMES[dt] = dt.name
+    return name
 
 
 def dtype_named(name: str, tensor: str) -> np.dtype:
@@ -60,7 +72,7 @@ def as_array(x: Any, name: str) -> np.ndarray:
             f"__dlpack__), got {type(x).__name__}"
         )
     dt = a.dtype
-    if dt.name not in SUPPORTED or dt.fields is not None:
+    if dtype_name(dt) not in SUPPORTED or dt.fields is not None:
         hint = ""
         if dt.kind in "OUSV":
             hint = " (object, string and structured dtypes are refused: tensorwire never pickles)"

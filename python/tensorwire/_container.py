@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_array, byte_view, dtype_named
+from ._arrays import as_array, byte_view, dtype_name, dtype_named
 from ._errors import FormatError, InputError
 from ._structure import flatten, unflatten
 
@@ -65,7 +65,9 @@ def _arrays_by_name(tensors: Any) -> dict[str, np.ndarray]:
 
 
 def _base_id(base: Mapping[str, np.ndarray]) -> str:
-    return _core.tensors_id([(n, a.dtype.name, a.shape, byte_view(a)) for n, a in base.items()])
+    return _core.tensors_id(
+        [(n, dtype_name(a.dtype), a.shape, byte_view(a)) for n, a in base.items()]
+    )
 
 
 def _tensor_args(
@@ -86,7 +88,14 @@ def _tensor_args(
                 )
         spec = _codec_for(codec, name, a)
         args.append(
-            (name, a.dtype.name, a.shape, byte_view(a), spec, None if b is None else byte_view(b))
+            (
+                name,
+                dtype_name(a.dtype),
+                a.shape,
+                byte_view(a),
+                spec,
+                None if b is None else byte_view(b),
+            )
         )
     base_id = _base_id(base_arrays) if base_arrays is not None else None
     return args, structure, base_id
