@@ -4,6 +4,7 @@
     python benches/bench.py              # full run, writes benches/results/
     python benches/bench.py --scale 0.1  # the same at a tenth of the sizes
     python benches/bench.py --smoke      # tiny sizes, every method, round-trip checks (<1 min)
+    python benches/bench.py --only federated   # FedAvg and bytes per round (issue #7) only
 
 Exits non-zero when an available method raises or fails its round-trip check. Goals not
 met are reported, not failures. See benches/README-style notes in the report itself.

@@ -8,6 +8,9 @@ peak RSS over the RSS with the payloads loaded, as ratios tw / numpy.
 
     python benches/bench_aggregate.py --hidden 768 --updates 50     # full BERT-base
     python benches/bench_aggregate.py --hidden 384 --updates 50     # 1/4 size
+
+``benches/bench.py`` calls :func:`compare` and :func:`round_bytes` (bytes of a simulated
+round against Flower's ``np.save`` per array) for the report's federated section.
 """
 
 from __future__ import annotations
