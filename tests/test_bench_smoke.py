@@ -189,3 +189,39 @@ def test_a_method_that_breaks_its_round_trip_fails_the_run(tmp_path, monkeypatch
     monkeypatch.setattr(peers, "PEERS", [*peers.PEERS, broken])
     assert _run_bench(tmp_path, "--only", "many-small") == 1
     assert "broken-pickle" in (tmp_path / "report.md").read_text()
+
+
+def test_federated_smoke_reports_aggregation_and_bytes_per_round(tmp_path) -> None:
+    assert _run_bench(tmp_path, "--only", "federated") == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Federated round (issue #7)" in text
+    for goal in ("tw.aggregate time vs numpy loop", "tw.aggregate peak RSS vs numpy loop"):
+        for codec in ("`raw`", "`shuffle+zstd`"):
+            assert any(goal in line and codec in line for line in text.splitlines())
+    rows = [line for line in text.splitlines() if "issue #7" in line and line.startswith("|")]
+    assert sum("bytes per round vs Flower" in line for line in rows) == 2
+    assert len(rows) == 6 and not any("NOT MEASURED" in line for line in rows)
+
+
+def test_a_wrong_aggregate_fails_the_run(tmp_path, monkeypatch) -> None:
+    import bench_aggregate
+
+    real = bench_aggregate.tw.aggregate
+
+    def off_by_a_bit(updates, weights=None, **kw):
+        out = real(updates, weights, **kw)
+        first = next(iter(out))
+        out[first] = out[first] + 1e-3
+        return out
+
+    monkeypatch.setattr(bench_aggregate.tw, "aggregate", off_by_a_bit)
+    assert _run_bench(tmp_path, "--only", "federated") == 1
+    assert "tw.aggregate differs from numpy" in (tmp_path / "report.md").read_text()
+
+
+def test_round_bytes_counts_flower_default_per_array() -> None:
+    import bench_aggregate
+
+    t = {"a": np.zeros((3, 4), np.float32), "b": np.ones(5, np.float64)}
+    assert bench_aggregate.npsave_bytes(t) == sum(len(b) for b in peers.npsave_encode(t))
+    assert bench_aggregate.npsave_bytes(t) > 12 * 4 + 5 * 8
