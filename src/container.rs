@@ -7,6 +7,7 @@
 //! tensor bytes (O(tensors)); [`Layout::verify`] and [`Layout::decode_into`] do the
 //! per-tensor work, in parallel.
 
+use std::borrow::Cow;
 use std::io::{Seek, SeekFrom, Write};
 
 use rayon::prelude::*;
@@ -74,7 +75,7 @@ impl Stored<'_> {
 
 /// A payload laid out and ready to be written.
 pub struct Prepared<'a> {
-    pub(crate) header: Header,
+    pub(crate) header: Header<'a>,
     pub(crate) stored: Vec<Stored<'a>>,
     pub(crate) header_len: usize,
     pub(crate) data_len: u64,
@@ -224,13 +225,13 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     for (t, (pipeline, s)) in inputs.iter().zip(encoded) {
         let length = s.bytes().len() as u64;
         tensors.push(TensorEntry {
-            name: t.name.to_owned(),
-            dtype: t.dtype.name().to_owned(),
+            name: Cow::Borrowed(t.name),
+            dtype: Cow::Borrowed(t.dtype.name()),
             shape: t.shape.to_vec(),
-            codec: pipeline.to_string(),
+            codec: Cow::Owned(pipeline.to_string()),
             offset,
             length,
-            hash: hex32(&[0; 32]),
+            hash: Cow::Owned(hex32(&[0; 32])),
         });
         stored.push(s);
         offset = align_up(offset + length).expect("payload below 2^64 bytes");
@@ -265,7 +266,7 @@ impl Prepared<'_> {
     /// Write the header into `out[..PREAMBLE_LEN + header_len]` now that the hashes are known.
     pub(crate) fn finish_header(&mut self, hashes: &[[u8; 32]], out: &mut [u8]) {
         for (entry, h) in self.header.tensors.iter_mut().zip(hashes) {
-            entry.hash = hex32(h);
+            entry.hash = Cow::Owned(hex32(h));
         }
         let json = serialize(&self.header);
         assert!(
@@ -413,19 +414,19 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
             header.tensors.len()
         )));
     }
-    let mut names = std::collections::HashSet::with_capacity(header.tensors.len());
     let mut entries = Vec::with_capacity(header.tensors.len());
     let mut min_offset = 0u64;
-    for t in &header.tensors {
-        if !names.insert(t.name.as_str()) {
-            return Err(Error::format(format!(
-                "tensor name {:?} appears twice",
-                t.name
-            )));
-        }
-        let e = validate_entry(t, data_start, pre.data_len, min_offset)?;
-        min_offset = t.offset + t.length;
-        entries.push(e);
+    for t in header.tensors {
+        let end = t.offset.saturating_add(t.length);
+        entries.push(validate_entry(t, data_start, pre.data_len, min_offset)?);
+        min_offset = end;
+    }
+    let mut names = std::collections::HashSet::with_capacity(entries.len());
+    if let Some(e) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
+        return Err(Error::format(format!(
+            "tensor name {:?} appears twice",
+            e.name
+        )));
     }
     if min_offset != pre.data_len {
         return Err(Error::format(format!(

@@ -41,7 +41,8 @@ pub enum DType {
     F8E5M2,
 }
 
-const ALL: [DType; 17] = [
+/// Every dtype, in declaration order ([`DType::index`] is the position here).
+pub(crate) const ALL: [DType; 17] = [
     DType::Bool,
     DType::I8,
     DType::I16,
@@ -62,6 +63,14 @@ const ALL: [DType; 17] = [
 ];
 
 impl DType {
+    /// Every dtype, in declaration order.
+    pub const ALL: [DType; 17] = ALL;
+
+    /// This dtype's position in [`DType::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in headers (numpy's `dtype.name`).
     pub fn name(self) -> &'static str {
         match self {
@@ -129,6 +138,9 @@ mod tests {
             assert_eq!(DType::parse(d.name()).unwrap(), d);
         }
         assert!(DType::parse("object").is_err());
+        for (i, d) in DType::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
         assert!(DType::parse("").is_err());
     }
 }

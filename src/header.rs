@@ -2,6 +2,8 @@
 //!
 //! `docs/FORMAT.md` is the specification; this module is its executable form.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -115,30 +117,36 @@ impl Preamble {
     }
 }
 
-/// One tensor's entry in the header, as stored.
+/// One tensor's entry in the header, as stored. Strings borrow from the header text
+/// when they hold no JSON escapes (parsing 10,000 entries allocates little).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TensorEntry {
+pub struct TensorEntry<'a> {
     /// Unique name (the flattened path for nested structures).
-    pub name: String,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
     /// Element type of the decoded tensor.
-    pub dtype: String,
+    #[serde(borrow)]
+    pub dtype: Cow<'a, str>,
     /// Decoded shape, C order.
     pub shape: Vec<u64>,
     /// Codec pipeline that produced the stored bytes (`"raw"`: they are the tensor bytes).
-    pub codec: String,
+    #[serde(borrow)]
+    pub codec: Cow<'a, str>,
     /// Offset of the stored bytes from the start of the data section.
     pub offset: u64,
     /// Length of the stored bytes.
     pub length: u64,
     /// blake3 of the stored bytes, lowercase hex.
-    pub hash: String,
+    #[serde(borrow)]
+    pub hash: Cow<'a, str>,
 }
 
 /// The JSON header.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Header {
+pub struct Header<'a> {
     /// Tensors in storage order.
-    pub tensors: Vec<TensorEntry>,
+    #[serde(borrow)]
+    pub tensors: Vec<TensorEntry<'a>>,
     /// How the tensors nest (see FORMAT.md); absent: a flat mapping by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub structure: Option<Box<RawValue>>,
@@ -190,20 +198,31 @@ pub fn nbytes(dtype: DType, shape: &[u64]) -> Option<usize> {
 
 /// Parse a 64-character lowercase hex digest.
 pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    let b = s.as_bytes();
-    if b.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let hi = (pair[0] as char).to_digit(16)?;
-        let lo = (pair[1] as char).to_digit(16)?;
-        if pair.iter().any(|c| c.is_ascii_uppercase()) {
-            return None;
+    // Digit values by byte, 0xFF for anything that is not a lowercase hex digit; the
+    // loop has no data-dependent branch (hashes are random, so branches mispredict).
+    const VALUE: [u8; 256] = {
+        let mut t = [0xFFu8; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
         }
-        out[i] = (hi * 16 + lo) as u8;
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
+    let b: &[u8; 64] = s.as_bytes().try_into().ok()?;
+    let mut out = [0u8; 32];
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = (VALUE[pair[0] as usize], VALUE[pair[1] as usize]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    (bad & 0xF0 == 0).then_some(out)
 }
 
 /// Lowercase hex of a digest.
@@ -222,7 +241,7 @@ pub fn hex32(h: &[u8; 32]) -> String {
 /// `data_start` is the absolute offset of the data section; `data_len` its length;
 /// `min_offset` the first offset this entry may use (end of the previous one).
 pub fn validate_entry(
-    e: &TensorEntry,
+    e: TensorEntry<'_>,
     data_start: usize,
     data_len: u64,
     min_offset: u64,
@@ -298,9 +317,9 @@ pub fn validate_entry(
     // data_start + offset + length <= buffer length was established by the caller
     // (data_start + data_len == buffer length), so these conversions cannot truncate.
     Ok(Entry {
-        name: e.name.clone(),
+        name: e.name.into_owned(),
         dtype,
-        shape: e.shape.clone(),
+        shape: e.shape,
         pipeline,
         start: data_start + e.offset as usize,
         length: e.length as usize,

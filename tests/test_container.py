@@ -357,3 +357,21 @@ def test_offsets_beyond_4_gib():
     assert same(r.get("tail", verify=True), tail)
     assert r["big"].shape == big.shape and r["big"][-1] == 0
     del blob, r
+
+
+def test_subclasses_and_layouts_that_need_normalising_mix_in_one_payload(tmp_path):
+    a = np.arange(24, dtype=np.float32).reshape(4, 6)
+    mm = np.memmap(tmp_path / "m.bin", dtype=np.float32, mode="w+", shape=(4, 6))
+    mm[:] = a
+    tensors = {
+        "memmap": mm,  # an ndarray subclass: read in place
+        "strided": a[:, ::2],  # the rest go through the Python layer's normaliser
+        "fortran": np.asfortranarray(a),
+        "big_endian": a.astype(">f4"),
+        "plain": a,
+        "scalar": np.float64(2.5),
+    }
+    out = tw.decode(tw.encode(tensors))
+    for k, v in tensors.items():
+        want = np.asarray(v)
+        assert out[k].dtype == want.dtype.newbyteorder("<") and np.array_equal(out[k], want), k

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._errors import InputError
 
-__all__ = ["as_array", "byte_view", "dtype_name", "dtype_named"]
+__all__ = ["NUMPY_DTYPES", "SUPPORTED", "as_array", "byte_view", "dtype_name", "dtype_named"]
 
 _STANDARD = frozenset(
     "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
@@ -25,6 +25,18 @@ except ImportError:  # pragma: no cover - exercised only without ml_dtypes
     _EXTRA = {}
 
 SUPPORTED = _STANDARD | frozenset(_EXTRA)
+
+#: The numpy dtype of every dtype name a payload can carry here (little-endian; the
+#: ml_dtypes ones only when it is installed). The Rust layer reads this table once, to
+#: recognise arrays it can borrow and to make the arrays it decodes.
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    # np.dtype("<f4") is numpy's own float32 descriptor on little-endian machines
+    **{
+        name: np.dtype(name if name == "bool" else "<" + np.dtype(name).str[1:])
+        for name in sorted(_STANDARD)
+    },
+    **_EXTRA,
+}
 
 
 _NAMES: dict[np.dtype, str] = {}

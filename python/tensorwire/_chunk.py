@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from . import _core
-from ._container import CodecSpec, _metadata_json, _tensor_args
+from ._container import CodecSpec, _encode_args, _metadata_json
 from ._core import CHUNK_HEADER_LEN, Reassembler
 
 __all__ = ["CHUNK_HEADER_LEN", "Chunks", "Reassembler", "chunk", "chunk_info", "encode_chunks"]
@@ -86,10 +86,18 @@ def encode_chunks(
     ``tw.encode(tensors, codec=..., metadata=..., base=...)``. Do not modify the tensors
     while iterating: the receiver would reject the payload as corrupt.
     """
-    args, structure, base_id = _tensor_args(tensors, codec, base)
+    a = _encode_args(tensors, codec, base)
     return Chunks(
         _core.encode_chunks(
-            args, max_bytes, structure, _metadata_json(metadata), base_id, payload_id
+            a.names,
+            a.leaves,
+            a.codecs,
+            max_bytes,
+            a.bases,
+            a.structure,
+            _metadata_json(metadata),
+            a.base_id,
+            payload_id,
         )
     )
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_array, byte_view, dtype_name, dtype_named
+from ._arrays import as_array
 from ._errors import FormatError, InputError
 from ._structure import flatten, unflatten
 
@@ -65,40 +65,46 @@ def _arrays_by_name(tensors: Any) -> dict[str, np.ndarray]:
 
 
 def _base_id(base: Mapping[str, np.ndarray]) -> str:
-    return _core.tensors_id(
-        [(n, dtype_name(a.dtype), a.shape, byte_view(a)) for n, a in base.items()]
-    )
+    return _core.tensors_id(list(base), list(base.values()))
 
 
-def _tensor_args(
-    tensors: Any, codec: CodecSpec, base: Any
-) -> tuple[list[tuple[Any, ...]], str | None, str | None]:
+class _EncodeArgs(NamedTuple):
+    """What the Rust encoders take: names, leaves (arrays are read in place; anything
+    else goes through :func:`~tensorwire._arrays.as_array`), codec spec(s), bases."""
+
+    names: list[str]
+    leaves: list[Any]
+    codecs: str | list[str]
+    bases: list[np.ndarray | None] | None
+    structure: str | None
+    base_id: str | None
+
+
+def _encode_args(tensors: Any, codec: CodecSpec, base: Any) -> _EncodeArgs:
     leaves, structure = flatten(tensors)
-    base_arrays = _arrays_by_name(base) if base is not None else None
-    args = []
-    for name, x in leaves:
-        a = as_array(x, name)
-        b = None
-        if base_arrays is not None:
-            b = base_arrays.get(name)
-            if b is not None and (b.shape != a.shape or b.dtype != a.dtype):
+    names = [n for n, _ in leaves]
+    values = [x for _, x in leaves]
+    codecs: str | list[str]
+    if isinstance(codec, str):
+        codecs = codec
+    else:
+        values = [as_array(x, n) for n, x in leaves]
+        codecs = [_codec_for(codec, n, a) for n, a in zip(names, values)]
+    if base is None:
+        return _EncodeArgs(names, values, codecs, None, structure, None)
+    base_arrays = _arrays_by_name(base)
+    bases: list[np.ndarray | None] = []
+    for name, x in zip(names, values):
+        b = base_arrays.get(name)
+        if b is not None:
+            a = as_array(x, name)
+            if b.shape != a.shape or b.dtype != a.dtype:
                 raise InputError(
                     f"tensor {name!r}: base is {b.dtype}{list(b.shape)}, "
                     f"tensor is {a.dtype}{list(a.shape)}"
                 )
-        spec = _codec_for(codec, name, a)
-        args.append(
-            (
-                name,
-                dtype_name(a.dtype),
-                a.shape,
-                byte_view(a),
-                spec,
-                None if b is None else byte_view(b),
-            )
-        )
-    base_id = _base_id(base_arrays) if base_arrays is not None else None
-    return args, structure, base_id
+        bases.append(b)
+    return _EncodeArgs(names, values, codecs, bases, structure, _base_id(base_arrays))
 
 
 def encode(
@@ -117,8 +123,10 @@ def encode(
     ``(name, array) -> spec``. ``metadata`` is any JSON-compatible value. ``base`` holds
     the tensors a delta codec encodes against. Returns ``bytes``, written in place.
     """
-    args, structure, base_id = _tensor_args(tensors, codec, base)
-    return _core.encode(args, structure, _metadata_json(metadata), base_id)
+    a = _encode_args(tensors, codec, base)
+    return _core.encode(
+        a.names, a.leaves, a.codecs, a.bases, a.structure, _metadata_json(metadata), a.base_id
+    )
 
 
 def save(
@@ -134,8 +142,17 @@ def save(
     Raw tensors stream from memory to disk; the payload is never held a second time.
     Options as for :func:`encode`.
     """
-    args, structure, base_id = _tensor_args(tensors, codec, base)
-    _core.save(args, os.fspath(path), structure, _metadata_json(metadata), base_id)
+    a = _encode_args(tensors, codec, base)
+    _core.save(
+        a.names,
+        a.leaves,
+        a.codecs,
+        os.fspath(path),
+        a.bases,
+        a.structure,
+        _metadata_json(metadata),
+        a.base_id,
+    )
 
 
 def _map_file(path: PathLike) -> mmap.mmap:
@@ -162,31 +179,33 @@ class Reader:
             source = _map_file(source)
         self._source = source
         self._payload = _core.Payload(source)
-        entries = self._payload.entries()
-        self._entries = [
-            TensorInfo(n, d, sh, c, ln, nb, h) for n, d, sh, c, _, ln, nb, h in entries
-        ]
-        self._starts = [e[4] for e in entries]
-        self._index = {e.name: i for i, e in enumerate(self._entries)}
-        self._readonly = memoryview(source).readonly
+        self._names: list[str] = self._payload.names()
+        self._infos: list[TensorInfo] | None = None
+        self._index: dict[str, int] | None = None
 
     # -- mapping-like access -------------------------------------------------------
     def keys(self) -> list[str]:
         """Tensor names, in storage order."""
-        return [e.name for e in self._entries]
+        return list(self._names)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._index
+        return name in self._name_index()
 
     def info(self, name: str) -> TensorInfo:
         """Name, dtype, shape, codec, stored size, decoded size and hash of one tensor."""
-        return self._entries[self._lookup(name)]
+        i = self._lookup(name)
+        if self._infos is None:
+            self._infos = [
+                TensorInfo(n, d, sh, c, ln, nb, h)
+                for n, d, sh, c, _, ln, nb, h in self._payload.entries()
+            ]
+        return self._infos[i]
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.get(name)
@@ -218,45 +237,27 @@ class Reader:
         self._payload.verify(None)
 
     # -- reading tensors -------------------------------------------------------------
+    def _name_index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {n: i for i, n in enumerate(self._names)}
+        return self._index
+
     def _lookup(self, name: str) -> int:
         try:
-            return self._index[name]
+            return self._name_index()[name]
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this payload") from None
 
-    def _read(self, indices: list[int], *, base: Any, verify: bool, copy: bool) -> list[np.ndarray]:
-        base_arrays = None
+    def _read(
+        self, indices: list[int] | None, *, base: Any, verify: bool, copy: bool
+    ) -> list[np.ndarray]:
+        bases = None
         if self._payload.base_id is not None:
-            base_arrays = _arrays_by_name(base) if base is not None else None
-            self._payload.check_base(None if base_arrays is None else _base_id(base_arrays))
-        out: list[np.ndarray | None] = [None] * len(indices)
-        jobs = []
-        dtypes: dict[str, np.dtype] = {}
-        for k, i in enumerate(indices):
-            e = self._entries[i]
-            dtype = dtypes.get(e.dtype)
-            if dtype is None:
-                dtype = dtypes[e.dtype] = dtype_named(e.dtype, e.name)
-            if e.codec == "raw" and not copy:
-                a = np.frombuffer(
-                    self._source,
-                    dtype=dtype,
-                    count=e.nbytes // dtype.itemsize,
-                    offset=self._starts[i],
-                ).reshape(e.shape)
-                if not self._readonly:
-                    a.flags.writeable = False
-                out[k] = a
-            else:
-                a = np.empty(e.shape, dtype=dtype)
-                b = None if base_arrays is None else base_arrays.get(e.name)
-                jobs.append((i, byte_view(a), None if b is None else byte_view(b)))
-                out[k] = a
-        if verify:
-            self._payload.verify(None if len(indices) == len(self._entries) else indices)
-        if jobs:
-            self._payload.decode_into(jobs, False)
-        return out  # type: ignore[return-value]
+            base_arrays = _arrays_by_name(base) if base is not None else {}
+            self._payload.check_base(None if base is None else _base_id(base_arrays))
+            names = self._names if indices is None else [self._names[i] for i in indices]
+            bases = [base_arrays.get(n) for n in names]
+        return self._payload.arrays(indices, bases, verify, copy)
 
     def get(
         self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False
@@ -266,8 +267,8 @@ class Reader:
 
     def tensors(self, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
         """Every tensor, in the structure that was encoded."""
-        arrays = self._read(list(range(len(self._entries))), base=base, verify=verify, copy=copy)
-        return unflatten(self._payload.structure, self.keys(), arrays)
+        arrays = self._read(None, base=base, verify=verify, copy=copy)
+        return unflatten(self._payload.structure, self._names, arrays)
 
     # -- lifetime --------------------------------------------------------------------
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """Type stubs of the Rust extension module (hand-written; see src/bindings/)."""
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
+import numpy as np
 from typing_extensions import Buffer, final
 
 __all__ = [
@@ -35,23 +36,29 @@ MAX_TENSORS: int
 MAX_RANK: int
 MAX_NAME_LEN: int
 
-# (name, dtype name, shape, uint8 view of the bytes, codec spec, base bytes or None)
-_TensorArg = tuple[str, str, Sequence[int], Buffer, str, Optional[Buffer]]
-
+# Encoders take names, the tensors (C-contiguous arrays are read in place; anything
+# else goes through tensorwire._arrays.as_array), one codec spec or one per tensor, and
+# for deltas the base arrays aligned with the tensors (None where a tensor has none).
 def encode(
-    tensors: Sequence[_TensorArg],
+    names: list[str],
+    tensors: list[Any],
+    codecs: Union[str, list[str]],
+    bases: Optional[list[Optional[np.ndarray]]] = None,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
     base_id: Optional[str] = None,
 ) -> bytes: ...
 def save(
-    tensors: Sequence[_TensorArg],
+    names: list[str],
+    tensors: list[Any],
+    codecs: Union[str, list[str]],
     path: str,
+    bases: Optional[list[Optional[np.ndarray]]] = None,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
     base_id: Optional[str] = None,
 ) -> None: ...
-def tensors_id(tensors: Sequence[tuple[str, str, Sequence[int], Buffer]]) -> str: ...
+def tensors_id(names: list[str], tensors: list[Any]) -> str: ...
 
 @final
 class Payload:
@@ -70,9 +77,14 @@ class Payload:
     @property
     def version(self) -> tuple[int, int]: ...
     def verify(self, indices: Optional[Sequence[int]] = None) -> None: ...
-    def decode_into(
-        self, jobs: Sequence[tuple[int, Buffer, Optional[Buffer]]], verify: bool
-    ) -> None: ...
+    def names(self) -> list[str]: ...
+    def arrays(
+        self,
+        indices: Optional[Sequence[int]] = None,
+        bases: Optional[Sequence[Optional[np.ndarray]]] = None,
+        verify: bool = True,
+        copy: bool = False,
+    ) -> list[np.ndarray]: ...
     def check_base(self, base_id: Optional[str]) -> None: ...
 
 # -- chunk framing (src/bindings/chunk.rs) ---------------------------------------------
@@ -104,8 +116,11 @@ class EncodedChunks:
 
 def chunk(blob: Buffer, max_bytes: int, payload_id: Optional[bytes] = None) -> Chunks: ...
 def encode_chunks(
-    tensors: Sequence[_TensorArg],
+    names: list[str],
+    tensors: list[Any],
+    codecs: Union[str, list[str]],
     max_bytes: int,
+    bases: Optional[list[Optional[np.ndarray]]] = None,
     structure: Optional[str] = None,
     metadata: Optional[str] = None,
     base_id: Optional[str] = None,

@@ -6,13 +6,17 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from ._errors import InputError
 
 __all__ = ["flatten", "unflatten"]
 
 
 def _is_leaf(x: Any) -> bool:
-    return not isinstance(x, (Mapping, list, tuple))
+    # arrays first: isinstance against the Mapping ABC costs more than the rest of
+    # handing a small tensor to the encoder
+    return type(x) is np.ndarray or not isinstance(x, (Mapping, list, tuple))
 
 
 def flatten(tensors: Any) -> tuple[list[tuple[str, Any]], str | None]:

@@ -13,9 +13,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::container::{inputs_of, TensorArg};
+use super::arrays::Tensors;
 use super::{bytes_of, to_py, InputError};
 use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
 use crate::container::{self, EncodeOptions};
@@ -150,7 +150,7 @@ struct EncodedChunks {
     payload_id: PayloadId,
     count: u32,
     total: u64,
-    _tensors: Vec<TensorArg>,
+    _tensors: Tensors,
 }
 
 #[pymethods]
@@ -198,11 +198,15 @@ impl EncodedChunks {
 
 /// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload.
 #[pyfunction]
-#[pyo3(signature = (tensors, max_bytes, structure=None, metadata=None, base_id=None, payload_id=None))]
-fn encode_chunks(
-    py: Python<'_>,
-    tensors: Vec<TensorArg>,
+#[pyo3(signature = (names, tensors, codecs, max_bytes, bases=None, structure=None, metadata=None, base_id=None, payload_id=None))]
+#[allow(clippy::too_many_arguments)]
+fn encode_chunks<'py>(
+    py: Python<'py>,
+    names: &Bound<'py, PyList>,
+    tensors: &Bound<'py, PyList>,
+    codecs: &Bound<'py, PyAny>,
     max_bytes: i128,
+    bases: Option<&Bound<'py, PyList>>,
     structure: Option<String>,
     metadata: Option<String>,
     base_id: Option<String>,
@@ -210,7 +214,8 @@ fn encode_chunks(
 ) -> PyResult<EncodedChunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
-    let inputs = inputs_of(&tensors)?;
+    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let inputs = held.inputs(py);
     let opts = EncodeOptions {
         structure: structure.as_deref(),
         metadata: metadata.as_deref(),
@@ -223,16 +228,16 @@ fn encode_chunks(
         })
         .map_err(to_py)?;
     drop(inputs);
-    // SAFETY: the stream borrows only the tensors' bytes, which live in Python buffers
-    // that the `PyBuffer`s in `tensors` keep alive and in place; they are stored in the
-    // same object, which drops the stream first.
+    // SAFETY: the stream borrows only the tensors' bytes, which live in numpy arrays
+    // that `held` keeps alive and in place; it is stored in the same object, which drops
+    // the stream first.
     let stream = unsafe { std::mem::transmute::<ChunkStream<'_>, ChunkStream<'static>>(stream) };
     Ok(EncodedChunks {
         payload_id: stream.payload_id(),
         count: stream.geometry().count,
         total: stream.total_len(),
         stream: Mutex::new(stream),
-        _tensors: tensors,
+        _tensors: held,
     })
 }
 

@@ -3,51 +3,31 @@
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::{bytes_of, bytes_of_mut, dtype_of, to_py, InputError, IntegrityError};
-use crate::container::{self, EncodeOptions, Layout, TensorInput};
+use super::arrays::{array_bytes, new_array, DescrCache, Tensors};
+use super::{bytes_of, to_py, InputError, IntegrityError};
+use crate::container::{self, EncodeOptions, Layout};
 use crate::header::{hex32, parse_hex32};
 
-/// One tensor as the Python layer hands it over:
-/// (name, dtype name, shape, uint8 view of its C-contiguous bytes, codec spec, base bytes).
-pub(super) type TensorArg = (
-    String,
-    String,
-    Vec<u64>,
-    PyBuffer<u8>,
-    String,
-    Option<PyBuffer<u8>>,
-);
-
-/// Borrow the inputs as core `TensorInput`s.
-pub(super) fn inputs_of(tensors: &[TensorArg]) -> PyResult<Vec<TensorInput<'_>>> {
-    tensors
-        .iter()
-        .map(|(name, dtype, shape, data, codec, base)| {
-            Ok(TensorInput {
-                name,
-                dtype: dtype_of(dtype, name)?,
-                shape,
-                data: bytes_of(data)?,
-                codec,
-                base: base.as_ref().map(bytes_of).transpose()?,
-            })
-        })
-        .collect()
-}
-
 /// Encode tensors into a new `bytes` object, written in place (no intermediate copy).
+/// `names[i]` names `tensors[i]`; `codecs` is one spec or one per tensor; `bases`, for
+/// delta codecs, is aligned with the tensors (None where a tensor has no base).
 #[pyfunction]
-#[pyo3(signature = (tensors, structure=None, metadata=None, base_id=None))]
+#[pyo3(signature = (names, tensors, codecs, bases=None, structure=None, metadata=None, base_id=None))]
+#[allow(clippy::too_many_arguments)]
 fn encode<'py>(
     py: Python<'py>,
-    tensors: Vec<TensorArg>,
+    names: &Bound<'py, PyList>,
+    tensors: &Bound<'py, PyList>,
+    codecs: &Bound<'py, PyAny>,
+    bases: Option<&Bound<'py, PyList>>,
     structure: Option<String>,
     metadata: Option<String>,
     base_id: Option<String>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let inputs = inputs_of(&tensors)?;
+    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let inputs = held.inputs(py);
     let opts = EncodeOptions {
         structure: structure.as_deref(),
         metadata: metadata.as_deref(),
@@ -78,16 +58,21 @@ fn encode<'py>(
 /// Encode tensors straight into the file at `path` (written to a temporary file
 /// beside it, then renamed, so readers never see a partial file).
 #[pyfunction]
-#[pyo3(signature = (tensors, path, structure=None, metadata=None, base_id=None))]
-fn save(
-    py: Python<'_>,
-    tensors: Vec<TensorArg>,
+#[pyo3(signature = (names, tensors, codecs, path, bases=None, structure=None, metadata=None, base_id=None))]
+#[allow(clippy::too_many_arguments)]
+fn save<'py>(
+    py: Python<'py>,
+    names: &Bound<'py, PyList>,
+    tensors: &Bound<'py, PyList>,
+    codecs: &Bound<'py, PyAny>,
     path: std::path::PathBuf,
+    bases: Option<&Bound<'py, PyList>>,
     structure: Option<String>,
     metadata: Option<String>,
     base_id: Option<String>,
 ) -> PyResult<()> {
-    let inputs = inputs_of(&tensors)?;
+    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let inputs = held.inputs(py);
     let opts = EncodeOptions {
         structure: structure.as_deref(),
         metadata: metadata.as_deref(),
@@ -99,19 +84,17 @@ fn save(
 
 /// The id of a set of tensors (see FORMAT.md, "Base id"): what a delta's header records.
 #[pyfunction]
-fn tensors_id(
-    py: Python<'_>,
-    tensors: Vec<(String, String, Vec<u64>, PyBuffer<u8>)>,
+fn tensors_id<'py>(
+    py: Python<'py>,
+    names: &Bound<'py, PyList>,
+    tensors: &Bound<'py, PyList>,
 ) -> PyResult<String> {
-    let mut parts = Vec::with_capacity(tensors.len());
-    for (name, dtype, shape, data) in &tensors {
-        parts.push((
-            name.as_str(),
-            dtype_of(dtype, name)?,
-            shape.as_slice(),
-            bytes_of(data)?,
-        ));
-    }
+    let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
+    let parts: Vec<_> = held
+        .inputs(py)
+        .iter()
+        .map(|t| (t.name, t.dtype, t.shape, t.data))
+        .collect();
     Ok(hex32(&py.detach(|| container::tensors_id(&parts))))
 }
 
@@ -200,32 +183,79 @@ impl Payload {
             .map_err(to_py)
     }
 
-    /// Decode tensors into caller-allocated writable buffers, in parallel with the GIL
-    /// released. `jobs` holds (index, output buffer, base bytes or None).
-    fn decode_into(
-        &self,
-        py: Python<'_>,
-        jobs: Vec<(usize, PyBuffer<u8>, Option<PyBuffer<u8>>)>,
+    /// Tensor names, in storage order.
+    fn names(&self) -> Vec<&str> {
+        self.layout
+            .entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect()
+    }
+
+    /// The tensors at `indices` (all of them when None) as numpy arrays: raw tensors as
+    /// read-only views of the payload (unless `copy`), the others decoded into new
+    /// arrays, in parallel with the GIL released, after checking the checksums when
+    /// `verify`. `bases`, for delta payloads, is aligned with `indices`.
+    #[pyo3(signature = (indices=None, bases=None, verify=true, copy=false))]
+    fn arrays<'py>(
+        slf: &Bound<'py, Self>,
+        indices: Option<Vec<usize>>,
+        bases: Option<Vec<Option<Bound<'py, PyAny>>>>,
         verify: bool,
-    ) -> PyResult<()> {
-        let data = bytes_of(&self.buf)?;
-        let n = self.layout.entries.len();
-        let mut work = Vec::with_capacity(jobs.len());
-        let mut seen = std::collections::HashSet::with_capacity(jobs.len());
-        for (i, out, base) in &jobs {
-            if *i >= n {
-                return Err(PyValueError::new_err(format!("no tensor at index {i}")));
-            }
-            let out = bytes_of_mut(out)?;
-            if !seen.insert(out.as_ptr() as usize) && !out.is_empty() {
-                return Err(PyValueError::new_err(
-                    "the same output buffer is given twice",
-                ));
-            }
-            work.push((*i, out, base.as_ref().map(bytes_of).transpose()?));
+        copy: bool,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let py = slf.py();
+        let this = slf.get();
+        let layout = &this.layout;
+        let data = bytes_of(&this.buf)?;
+        let n = layout.entries.len();
+        if let Some(bad) = indices.iter().flatten().find(|&&i| i >= n) {
+            return Err(PyValueError::new_err(format!("no tensor at index {bad}")));
         }
-        py.detach(|| self.layout.decode_many(data, work, verify))
-            .map_err(to_py)
+        let count = indices.as_ref().map_or(n, Vec::len);
+        if bases.as_ref().is_some_and(|b| b.len() != count) {
+            return Err(PyValueError::new_err(
+                "one base (or None) per tensor is needed",
+            ));
+        }
+        let base_bytes = bases
+            .iter()
+            .flatten()
+            .map(|b| b.as_ref().map(array_bytes).transpose())
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut descrs = DescrCache::default();
+        let mut out = Vec::with_capacity(count);
+        let mut jobs = Vec::new();
+        for k in 0..count {
+            let i = indices.as_ref().map_or(k, |ix| ix[k]);
+            let e = &layout.entries[i];
+            let descr = descrs.get(py, e.dtype, &e.name)?;
+            if e.pipeline.is_raw() && !copy {
+                // SAFETY: parse() checked that the stored bytes lie inside `data`, which
+                // the buffer held by `slf` keeps alive and in place as long as `slf`
+                // lives; the view holds `slf` as its base.
+                let view = unsafe { data.as_ptr().add(e.start) };
+                let (arr, _) = unsafe {
+                    new_array(py, descr, &e.shape, Some((view, slf.clone().into_any())))
+                }?;
+                out.push(arr);
+            } else {
+                // SAFETY: numpy allocated the array (at least one byte) for exactly
+                // `e.nbytes` bytes; nobody else sees it before this call returns.
+                let (arr, ptr) = unsafe { new_array(py, descr, &e.shape, None) }?;
+                let target = unsafe { std::slice::from_raw_parts_mut(ptr, e.nbytes) };
+                jobs.push((i, target, base_bytes.get(k).copied().flatten()));
+                out.push(arr);
+            }
+        }
+        py.detach(|| {
+            if verify {
+                layout.verify(data, indices.as_deref())?;
+            }
+            layout.decode_many(data, jobs, false)
+        })
+        .map_err(to_py)?;
+        Ok(out)
     }
 
     /// The expected base id, checked against `base_id`: an IntegrityError if they differ.

@@ -12,6 +12,7 @@ use crate::dtype::DType;
 use crate::error::Error;
 
 mod aggregate;
+mod arrays;
 mod chunk;
 mod container;
 

@@ -1,0 +1,320 @@
+//! numpy arrays across the boundary, through rust-numpy's bindings of numpy's C API.
+//!
+//! In: a tensor is used as it is when it already is a C-contiguous numpy array of a
+//! dtype tensorwire stores; anything else (torch tensors, big-endian or strided arrays,
+//! scalars) first goes through the Python layer's normaliser,
+//! `tensorwire._arrays.as_array`. Its bytes are then borrowed in place, never copied.
+//!
+//! Out: raw tensors become read-only arrays viewing the payload, whose base is the
+//! object that holds the payload's buffer; decoded tensors are written into arrays that
+//! numpy allocates here. Either costs one array object per tensor and no Python code.
+
+use std::ffi::c_int;
+use std::ptr;
+
+use numpy::npyffi::{self, npy_intp, NpyTypes, PY_ARRAY_API};
+use numpy::{PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString};
+
+use super::InputError;
+use crate::container::TensorInput;
+use crate::dtype::DType;
+
+/// numpy's dtype for each [`DType`] (by [`DType::index`]); `None` where numpy has none
+/// here (bfloat16 and float8 without `ml_dtypes`).
+struct Dtypes([Option<Py<PyArrayDescr>>; DType::ALL.len()]);
+
+static DTYPES: PyOnceLock<Dtypes> = PyOnceLock::new();
+
+/// The table, read once from `tensorwire._arrays.NUMPY_DTYPES` (name -> numpy dtype).
+fn dtypes(py: Python<'_>) -> PyResult<&'static Dtypes> {
+    DTYPES.get_or_try_init(py, || {
+        let table = py
+            .import("tensorwire._arrays")?
+            .getattr("NUMPY_DTYPES")?
+            .cast_into::<PyDict>()?;
+        let mut out: [Option<Py<PyArrayDescr>>; DType::ALL.len()] = Default::default();
+        for (name, dt) in table.iter() {
+            let name = name.cast::<PyString>()?.to_str()?.to_owned();
+            let d = DType::parse(&name).map_err(super::to_py)?;
+            out[d.index()] = Some(dt.cast_into::<PyArrayDescr>()?.unbind());
+        }
+        Ok(Dtypes(out))
+    })
+}
+
+/// The start of an array's memory.
+///
+/// # Safety
+/// `a` must point to a live array object.
+unsafe fn data_ptr(a: *mut npyffi::PyArrayObject) -> *const u8 {
+    unsafe { (*a).fields.data as *const u8 }
+}
+
+/// numpy dtypes by [`DType`], looked up once per call.
+#[derive(Default)]
+pub(super) struct DescrCache<'py>([Option<Bound<'py, PyArrayDescr>>; DType::ALL.len()]);
+
+impl<'py> DescrCache<'py> {
+    /// The numpy dtype of `dtype`, or an error naming the tensor when numpy lacks it.
+    pub(super) fn get(
+        &mut self,
+        py: Python<'py>,
+        dtype: DType,
+        tensor: &str,
+    ) -> PyResult<&Bound<'py, PyArrayDescr>> {
+        let slot = &mut self.0[dtype.index()];
+        if slot.is_none() {
+            match &dtypes(py)?.0[dtype.index()] {
+                Some(d) => *slot = Some(d.bind(py).clone()),
+                None => {
+                    return Err(InputError::new_err(format!(
+                        "tensor {tensor:?} has dtype {dtype}: install ml_dtypes to read it"
+                    )))
+                }
+            }
+        }
+        Ok(slot.as_ref().expect("filled above"))
+    }
+}
+
+/// The [`DType`] stored for an array of numpy dtype `descr`, if tensorwire stores it
+/// as it is (native little-endian byte order).
+fn dtype_of(py: Python<'_>, descr: &Bound<'_, PyArrayDescr>) -> PyResult<Option<DType>> {
+    let table = dtypes(py)?;
+    // numpy reuses its builtin descriptors, so identity almost always decides.
+    let known = || {
+        table
+            .0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((i, d.as_ref()?)))
+    };
+    if let Some((i, _)) = known().find(|(_, d)| d.as_ptr() == descr.as_ptr()) {
+        return Ok(Some(DType::ALL[i]));
+    }
+    Ok(known()
+        .find(|(_, d)| d.bind(py).is_equiv_to(descr))
+        .map(|(i, _)| DType::ALL[i]))
+}
+
+/// `obj` as an array tensorwire can borrow: C-contiguous, of a stored dtype.
+fn as_stored<'py>(
+    obj: &Bound<'py, PyAny>,
+) -> PyResult<Option<(Bound<'py, PyUntypedArray>, DType)>> {
+    let Ok(a) = obj.cast::<PyUntypedArray>() else {
+        return Ok(None);
+    };
+    if !a.is_c_contiguous() {
+        return Ok(None);
+    }
+    Ok(dtype_of(obj.py(), &a.dtype())?.map(|d| (a.clone(), d)))
+}
+
+/// The bytes of `obj`, a C-contiguous array of a stored dtype (what the Python layer
+/// hands over as a delta's base). The slice is valid while `obj` lives.
+pub(super) fn array_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
+    let Some((a, dtype)) = as_stored(obj)? else {
+        return Err(InputError::new_err(
+            "expected a C-contiguous numpy array of a stored dtype",
+        ));
+    };
+    let len = nbytes_of(&a, dtype);
+    if len == 0 {
+        return Ok(&[]);
+    }
+    // SAFETY: C-contiguous and `len` bytes long; `obj` keeps the array alive, and numpy
+    // refuses to resize an array that others reference.
+    Ok(unsafe { std::slice::from_raw_parts(data_ptr(a.as_array_ptr()), len) })
+}
+
+/// One tensor to encode, held so its bytes stay in place.
+struct Held {
+    name: String,
+    array: Py<PyUntypedArray>,
+    dtype: DType,
+    shape: Vec<u64>,
+    nbytes: usize,
+    base: Option<(Py<PyUntypedArray>, usize)>,
+}
+
+/// The tensors of one encode: names, arrays (normalised where needed) and codec specs,
+/// held for as long as the core borrows their bytes.
+pub(super) struct Tensors {
+    held: Vec<Held>,
+    codecs: Codecs,
+}
+
+/// One codec spec for every tensor, or one per tensor.
+enum Codecs {
+    One(String),
+    Each(Vec<String>),
+}
+
+/// The `len` bytes of a held C-contiguous array.
+fn bytes_of_array<'a>(py: Python<'_>, a: &'a Py<PyUntypedArray>, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the array is C-contiguous and `len` bytes long (checked when it was
+    // taken); the reference held keeps it alive, and numpy refuses to resize an array
+    // that others reference, so the memory stays in place while borrowed.
+    unsafe {
+        let data = data_ptr(a.bind(py).as_array_ptr());
+        std::slice::from_raw_parts(data, len)
+    }
+}
+
+fn nbytes_of(a: &Bound<'_, PyUntypedArray>, dtype: DType) -> usize {
+    a.len() * dtype.itemsize()
+}
+
+/// Take one leaf: as it is when possible, else through `tensorwire._arrays.as_array`.
+fn take<'py>(
+    normalise: &Bound<'py, PyAny>,
+    name: &str,
+    leaf: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyUntypedArray>, DType)> {
+    if let Some(got) = as_stored(leaf)? {
+        return Ok(got);
+    }
+    let a = normalise.call1((leaf, name))?;
+    as_stored(&a)?.ok_or_else(|| {
+        InputError::new_err(format!(
+            "tensor {name:?}: cannot be stored as {}",
+            a.repr().map_or_else(|_| "given".into(), |r| r.to_string())
+        ))
+    })
+}
+
+impl Tensors {
+    /// Take `names[i]` -> `leaves[i]`, with `codecs` (a str for all, or a list of str)
+    /// and optional `bases` (a list aligned with the leaves, None where a tensor has
+    /// no base).
+    pub(super) fn take(
+        names: &Bound<'_, PyList>,
+        leaves: &Bound<'_, PyList>,
+        codecs: &Bound<'_, PyAny>,
+        bases: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<Self> {
+        let py = names.py();
+        let n = names.len();
+        if leaves.len() != n || bases.is_some_and(|b| b.len() != n) {
+            return Err(InputError::new_err(
+                "names, tensors and bases differ in length",
+            ));
+        }
+        let codecs = match codecs.cast::<PyString>() {
+            Ok(s) => Codecs::One(s.to_str()?.to_owned()),
+            Err(_) => {
+                let each: Vec<String> = codecs.extract()?;
+                if each.len() != n {
+                    return Err(InputError::new_err("one codec spec per tensor is needed"));
+                }
+                Codecs::Each(each)
+            }
+        };
+        let normalise = py.import("tensorwire._arrays")?.getattr("as_array")?;
+        let mut held = Vec::with_capacity(n);
+        for (i, (name, leaf)) in names.iter().zip(leaves.iter()).enumerate() {
+            let name = name
+                .cast::<PyString>()
+                .map_err(|_| {
+                    InputError::new_err(format!(
+                        "tensor names must be str, got {}",
+                        name.get_type()
+                            .name()
+                            .map_or_else(|_| "?".into(), |t| t.to_string())
+                    ))
+                })?
+                .to_str()?
+                .to_owned();
+            let (array, dtype) = take(&normalise, &name, &leaf)?;
+            let shape = array.shape().iter().map(|&d| d as u64).collect();
+            let base = match bases.map(|b| b.get_item(i)).transpose()? {
+                Some(b) if !b.is_none() => {
+                    let (b, d) = take(&normalise, &name, &b)?;
+                    let len = nbytes_of(&b, d);
+                    Some((b.unbind(), len))
+                }
+                _ => None,
+            };
+            held.push(Held {
+                name,
+                nbytes: nbytes_of(&array, dtype),
+                array: array.unbind(),
+                dtype,
+                shape,
+                base,
+            });
+        }
+        Ok(Tensors { held, codecs })
+    }
+
+    /// The tensors as the core takes them, borrowing from `self`.
+    pub(super) fn inputs(&self, py: Python<'_>) -> Vec<TensorInput<'_>> {
+        self.held
+            .iter()
+            .enumerate()
+            .map(|(i, h)| TensorInput {
+                name: &h.name,
+                dtype: h.dtype,
+                shape: &h.shape,
+                data: bytes_of_array(py, &h.array, h.nbytes),
+                codec: match &self.codecs {
+                    Codecs::One(c) => c,
+                    Codecs::Each(v) => &v[i],
+                },
+                base: h.base.as_ref().map(|(b, len)| bytes_of_array(py, b, *len)),
+            })
+            .collect()
+    }
+}
+
+/// A new C-ordered array of `descr` and `shape`. With `view = Some((data, owner))` it
+/// is a read-only view of `data`, which `owner` keeps alive; with `None` numpy
+/// allocates it (writable, uninitialised) and the pointer to its memory is returned.
+///
+/// # Safety
+/// For a view, `data` must point to `shape`'s size times the itemsize of valid bytes
+/// that live, unchanged in place, as long as `owner` does.
+pub(super) unsafe fn new_array<'py>(
+    py: Python<'py>,
+    descr: &Bound<'py, PyArrayDescr>,
+    shape: &[u64],
+    view: Option<(*const u8, Bound<'py, PyAny>)>,
+) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
+    // Header validation bounded every dimension by isize::MAX and the rank by 64.
+    let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
+    let data = view.as_ref().map_or(ptr::null_mut(), |(p, _)| *p as *mut _);
+    // SAFETY: the type object and the descriptor come from numpy; NewFromDescr steals
+    // the descriptor reference handed over; flags 0 means C order and, for a view,
+    // read-only.
+    let arr = unsafe {
+        let subtype = npyffi::get_type_object(py, NpyTypes::PyArray_Type);
+        let obj = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            subtype,
+            descr.clone().into_dtype_ptr(),
+            dims.len() as c_int,
+            dims.as_mut_ptr(),
+            ptr::null_mut(),
+            data,
+            0,
+            ptr::null_mut(),
+        );
+        Bound::from_owned_ptr_or_err(py, obj)?
+    };
+    let array_ptr = arr.as_ptr() as *mut npyffi::PyArrayObject;
+    if let Some((_, owner)) = view {
+        // SAFETY: a fresh array without a base; SetBaseObject steals the reference.
+        if unsafe { PY_ARRAY_API.PyArray_SetBaseObject(py, array_ptr, owner.into_ptr()) } < 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    // SAFETY: a live array object.
+    let data = unsafe { data_ptr(array_ptr) } as *mut u8;
+    Ok((arr, data))
+}
