@@ -16,7 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::arrays::Tensors;
-use super::{bytes_of, to_py, InputError};
+use super::{bytes_of, new_bytes, to_py, InputError};
 use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
 use crate::container::{self, EncodeOptions};
 use crate::error::Error;
@@ -26,20 +26,6 @@ use crate::stream::ChunkStream;
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while the state is being changed halfway; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A new, uninitialised `bytes` object of `len` bytes and a pointer to its contents.
-/// The caller must write every byte before the object is seen by anyone else.
-fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *mut u8)> {
-    let size = isize::try_from(len).map_err(|_| InputError::new_err("payload too large"))?;
-    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
-    // bytes; it is filled completely before it is returned to Python.
-    unsafe {
-        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
-        let obj = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
-        let ptr = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
-        Ok((obj.unbind(), ptr))
-    }
 }
 
 /// Make a new `bytes` of `len` bytes (taking the GIL for the allocation only) and fill it.

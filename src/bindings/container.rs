@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::arrays::{array_bytes, new_array, DescrCache, Tensors};
-use super::{bytes_of, to_py, InputError, IntegrityError};
+use super::{bytes_of, new_bytes, to_py, InputError, IntegrityError};
 use crate::container::{self, EncodeOptions, Layout};
 use crate::header::{hex32, parse_hex32};
 
@@ -37,22 +37,11 @@ fn encode<'py>(
         .detach(|| container::prepare(&inputs, &opts))
         .map_err(to_py)?;
     let len = prepared.total_len();
-    let size = isize::try_from(len).map_err(|_| InputError::new_err("payload too large"))?;
-    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
-    // bytes, which we fill completely before anyone else can see it.
-    let bytes = unsafe {
-        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
-        Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>()
-    };
+    let (bytes, ptr) = new_bytes(py, len)?;
     // SAFETY: the object is fresh, unshared, and exactly `len` bytes long.
-    let out = unsafe {
-        std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut u8, len)
-    };
-    py.detach(|| {
-        container::advise_huge_pages(out);
-        prepared.write_into(out)
-    });
-    Ok(bytes)
+    let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+    py.detach(|| prepared.write_into(out));
+    Ok(bytes.into_bound(py))
 }
 
 /// Encode tensors straight into the file at `path` (written to a temporary file

@@ -7,6 +7,7 @@
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::dtype::DType;
 use crate::error::Error;
@@ -29,6 +30,23 @@ pub(crate) fn to_py(e: Error) -> PyErr {
         Error::Codec(m) => CodecError::new_err(m),
         Error::Input(m) => InputError::new_err(m),
         io @ Error::Io { .. } => TensorwireError::new_err(io.to_string()),
+    }
+}
+
+/// A new, uninitialised `bytes` object of `len` bytes and a pointer to its contents.
+/// The caller must write every byte before the object is seen by anyone else. Large
+/// objects are backed by transparent huge pages where the kernel allows (one page
+/// fault per 2 MiB instead of per 4 KiB).
+pub(crate) fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *mut u8)> {
+    let size = isize::try_from(len).map_err(|_| InputError::new_err("payload too large"))?;
+    // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
+    // bytes; the caller fills it completely before it is returned to Python.
+    unsafe {
+        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let obj = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+        let ptr = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
+        crate::container::advise_huge_pages(std::slice::from_raw_parts_mut(ptr, len));
+        Ok((obj.unbind(), ptr))
     }
 }
 
