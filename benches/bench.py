@@ -38,10 +38,13 @@ import tensorwire as tw
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
-#: Federated aggregation at scale 1: BERT-base-shaped at hidden 384 (1/4 of BERT-base's
-#: 438 MB, 110 MB) x 20 updates (2.2 GB of raw payloads), so that payloads and both
-#: methods fit in memory on a small machine and the pair of runs takes well under 2 minutes.
-FED_HIDDEN, FED_UPDATES = 384, 20
+#: Federated aggregation at scale 1: 50 updates of a BERT-base-shaped model at hidden 384
+#: (1/4 of BERT-base's 438 MB, 110 MB; 5.5 GB of raw payloads), so that a round's payloads
+#: fit in memory for every method, which all take them as a list...
+FED_HIDDEN, FED_UPDATES = 384, 50
+#: ...and the same 50 updates of the full BERT-base (hidden 768) received one at a time,
+#: tw.Aggregator against the numpy loop (one payload in memory at a time).
+FED_STREAM_HIDDEN, FED_STREAM_CODECS = 768, ("raw",)
 FED_CODECS = ("raw", "shuffle+zstd")
 #: Bytes per round: hidden 192 (28 MB model), 10 clients; ratios do not depend on size.
 FED_ROUND_HIDDEN, FED_CLIENTS = 192, 10
@@ -231,6 +234,19 @@ class Bench:
                 )
         except Exception as e:
             self.res.failures.append(f"federated / aggregate / {type(e).__name__}: {e}")
+            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
+        hidden_s = 16 if self.smoke else max(32, int(FED_STREAM_HIDDEN * s**0.5) // 32 * 32)
+        self.log(f"== federated aggregation, streaming: {updates} updates, hidden {hidden_s}")
+        try:
+            st = bench_aggregate.compare_stream(hidden_s, updates, list(FED_STREAM_CODECS))
+            self.res.aggregation_stream = st
+            for r in st["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
+                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's"
+                )
+        except Exception as e:
+            self.res.failures.append(f"federated / stream / {type(e).__name__}: {e}")
             self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
         hidden_b = 16 if self.smoke else max(32, int(FED_ROUND_HIDDEN * s**0.5) // 32 * 32)
         clients = 2 if self.smoke else FED_CLIENTS

@@ -1,7 +1,10 @@
-"""FedAvg of N updates of a BERT-base-shaped model: tw.aggregate vs a numpy loop.
+"""FedAvg of N updates of a BERT-base-shaped model: tw.aggregate vs a numpy loop and Flower.
 
-The numpy loop is what a server writes today: ``tw.decode`` each update, then
-``acc[k] += w * update[k]`` per tensor, then divide. Each method runs in its own
+The numpy loop is what a server writes by hand: ``tw.decode`` each update, then
+``acc[k] += w * update[k]`` per tensor, then divide. Flower's own aggregations are run on
+Flower's own payloads (``np.save`` per array): ``aggregate_arrayrecords`` (what
+``flwr.serverapp.strategy.FedAvg`` calls) and ``aggregate_inplace`` (the legacy
+``flwr.server.strategy.FedAvg`` default). Each method runs in its own
 subprocess (so peak RSS is its own) over the same payloads, read from files into memory
 before the clock starts; reported: best wall time of ``--repeat`` runs and the growth of
 peak RSS over the RSS with the payloads loaded, as ratios tw / numpy.
@@ -65,16 +68,49 @@ def bert_shaped(hidden: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 import tensorwire as tw
 
 method, listing, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
 spec = json.loads(open(listing).read())
-payloads = [open(p, "rb").read() for p in spec["paths"]]
 weights = spec["weights"]
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
-before = rss()
+
+if method.startswith("flower"):
+    # Flower's wire state: one np.save'd Array per tensor, as ArrayRecord holds them.
+    from flwr.common import Array, ArrayRecord, MetricRecord, RecordDict
+
+    def flower_arrays(path):
+        blob = open(path, "rb").read()
+        out, pos = {}, 0
+        for name, dtype, shape, n in json.loads(open(path + ".json").read()):
+            out[name] = Array(dtype=dtype, shape=tuple(shape), stype="numpy.ndarray",
+                              data=blob[pos:pos + n])
+            pos += n
+        return out
+
+    payloads = [flower_arrays(p) for p in spec["flower_paths"]]
+else:
+    payloads = [open(p, "rb").read() for p in spec["paths"]]
+# Warm up what each method imports or starts once (Flower's modules, tensorwire's
+# thread pool and allocator arenas), so the peak below is the aggregation's own.
+warm = tw.encode({"w": np.ones(4096, np.float32)})
+tw.aggregate([warm, warm]); tw.decode(warm)
+if method.startswith("flower"):
+    from flwr.common import Code, FitRes, Parameters, Status
+    from flwr.server.strategy.aggregate import aggregate_inplace
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+del warm
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+# The kernel's resident high-water mark, reset here (Linux): loading the payloads can
+# briefly hold more than it keeps, and that is not the aggregation's memory.
+open("/proc/self/clear_refs", "w").write("5")
+before = status("VmRSS")
 
 def numpy_loop():
     acc = None
@@ -93,17 +129,139 @@ def numpy_loop():
 def tensorwire():
     return tw.aggregate(payloads, weights)
 
-run = {"numpy": numpy_loop, "tensorwire": tensorwire}[method]
+def flower_fedavg():
+    # flwr.serverapp.strategy.FedAvg's aggregation (Flower's message API)
+    records = [
+        RecordDict({"arrays": ArrayRecord(p), "metrics": MetricRecord({"n": int(w)})})
+        for p, w in zip(payloads, weights)
+    ]
+    out = aggregate_arrayrecords(records, "n")
+    return {k: v.numpy() for k, v in out.items()}
+
+def flower_legacy():
+    # flwr.server.strategy.FedAvg(inplace=True), the legacy default: aggregate_inplace
+    results = [
+        (None, FitRes(Status(Code.OK, ""), Parameters([a.data for a in p.values()],
+                      "numpy.ndarray"), int(w), {}))
+        for p, w in zip(payloads, weights)
+    ]
+    return dict(zip(payloads[0], aggregate_inplace(results)))
+
+run = {"numpy": numpy_loop, "tensorwire": tensorwire, "flower_fedavg": flower_fedavg,
+       "flower_legacy": flower_legacy}[method]
 best, out = float("inf"), None
 for _ in range(repeat):
     out = None
     t = time.perf_counter()
     out = run()
     best = min(best, time.perf_counter() - t)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-check = float(sum(float(v.astype(np.float64).sum()) for v in out.values()))
+peak = status("VmHWM")
+check = float(sum(float(np.asarray(v).astype(np.float64).sum()) for v in out.values()))
 print(json.dumps({"seconds": best, "peak_growth": peak - before, "checksum": check}))
 """
+
+#: The methods compared, in the order they run: label -> what it is.
+METHODS = {
+    "numpy": "numpy loop over `tw.decode`d updates",
+    "tensorwire": "`tw.aggregate`",
+    "flower_fedavg": "Flower FedAvg (`aggregate_arrayrecords`, np.save Arrays)",
+    "flower_legacy": "Flower legacy FedAvg (`aggregate_inplace`, np.save Parameters)",
+}
+
+
+STREAM_CHILD = r"""
+import json, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[5])
+import tensorwire as tw
+from bench_aggregate import bert_shaped, update_weights
+
+method, hidden, updates, codec = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+base, noise = bert_shaped(hidden), bert_shaped(hidden, seed=1)
+buf = {k: np.empty_like(v) for k, v in base.items()}
+weights = update_weights(updates)
+warm = tw.encode({"w": np.ones(4096, np.float32)})
+tw.aggregate([warm, warm]); tw.decode(warm); del warm
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+
+class NumpyLoop:
+    def __init__(self):
+        self.acc, self.total = None, 0.0
+    def add(self, payload, w):
+        update = tw.decode(payload)
+        if self.acc is None:
+            self.acc = {k: np.zeros(v.shape, np.float32) for k, v in update.items()}
+        for k, v in update.items():
+            self.acc[k] += w * v
+        self.total += w
+    def result(self):
+        for v in self.acc.values():
+            v /= self.total
+        return self.acc
+
+agg = tw.Aggregator() if method == "tensorwire" else NumpyLoop()
+seconds, peak, before = 0.0, 0, None
+for i, w in enumerate(weights):
+    # the update a client sends, made in place (untimed)
+    for k, v in buf.items():
+        np.multiply(noise[k], 0.05 * (i + 1), out=v)
+        v += base[k]
+    payload = tw.encode(buf, codec=codec)
+    if before is None:
+        before = status("VmRSS")  # one payload in flight: what both methods start from
+    open("/proc/self/clear_refs", "w").write("5")
+    t = time.perf_counter()
+    agg.add(payload, w)
+    seconds += time.perf_counter() - t
+    peak = max(peak, status("VmHWM"))
+    del payload
+t = time.perf_counter()
+out = agg.result()
+seconds += time.perf_counter() - t
+peak = max(peak, status("VmHWM"))
+check = float(sum(float(np.asarray(v).astype(np.float64).sum()) for v in out.values()))
+print(json.dumps({"seconds": seconds, "peak_growth": peak - before, "checksum": check}))
+"""
+
+
+def compare_stream(hidden: int, updates: int, codecs: list[str]) -> dict:
+    """A server receiving ``updates`` BERT-shaped updates one at a time: ``tw.Aggregator``
+    (``add`` per update) against the numpy loop, each in its own subprocess.
+
+    Each update is made and encoded in the child just before it is added (untimed), so
+    only one payload is ever in memory and full-size models fit; time is the sum of the
+    ``add`` calls and the final ``result``; peak growth is over the RSS with the first
+    payload in flight (reset before every ``add``).
+    """
+    model_bytes = sum(v.nbytes for v in bert_shaped(hidden).values())
+    out: dict = {"hidden": hidden, "model_mb": model_bytes / 1e6, "updates": updates, "runs": []}
+    here = os.path.dirname(os.path.abspath(__file__))
+    for codec in codecs:
+        row: dict = {"codec": codec}
+        for method in ("numpy", "tensorwire"):
+            args = [method, str(hidden), str(updates), codec, here]
+            r = subprocess.run(
+                [sys.executable, "-c", STREAM_CHILD, *args],
+                capture_output=True,
+                text=True,
+            )
+            if r.returncode != 0:
+                raise RuntimeError(f"{method} streaming subprocess failed: {r.stderr[-2000:]}")
+            row[method] = json.loads(r.stdout)
+        n, t = row["numpy"], row["tensorwire"]
+        assert abs(n["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(n["checksum"])), (
+            f"{codec}: checksums differ: numpy {n['checksum']}, tw {t['checksum']}"
+        )
+        row["speedup"] = n["seconds"] / t["seconds"]
+        row["memory_ratio"] = t["peak_growth"] / max(1, n["peak_growth"])
+        row["numpy_peak_models"] = n["peak_growth"] / model_bytes
+        row["tensorwire_peak_models"] = t["peak_growth"] / model_bytes
+        out["runs"].append(row)
+    return out
 
 
 def update_weights(n: int) -> list[float]:
@@ -158,10 +316,34 @@ def write_updates(
     return paths
 
 
-def run_method(method: str, paths: list[str], weights: list[float], repeat: int) -> dict:
-    """Run one method ("numpy" or "tensorwire") in its own subprocess (own peak RSS)."""
+def write_flower_updates(
+    base: dict[str, np.ndarray], noise: dict[str, np.ndarray], n: int, directory: str
+) -> list[str]:
+    """The same ``n`` updates as Flower sends them (``np.save`` per array): one file of
+    the concatenated bytes per update, its index (name, dtype, shape, length) beside it."""
+    paths = []
+    for i in range(n):
+        update = {k: v + (0.05 * (i + 1)) * noise[k] for k, v in base.items()}
+        blobs = peers.npsave_encode(update)
+        p = Path(directory) / f"u{i}.flwr"
+        p.write_bytes(b"".join(blobs))
+        index = [
+            [k, str(v.dtype), list(v.shape), len(b)] for (k, v), b in zip(update.items(), blobs)
+        ]
+        Path(str(p) + ".json").write_text(json.dumps(index))
+        paths.append(str(p))
+        del update, blobs
+    return paths
+
+
+def run_method(
+    method: str, paths: list[str], weights: list[float], repeat: int, flower_paths: list[str]
+) -> dict:
+    """Run one of :data:`METHODS` in its own subprocess (own peak RSS)."""
     listing = Path(paths[0]).parent / "listing.json"
-    listing.write_text(json.dumps({"paths": paths, "weights": weights}))
+    listing.write_text(
+        json.dumps({"paths": paths, "flower_paths": flower_paths, "weights": weights})
+    )
     r = subprocess.run(
         [sys.executable, "-c", CHILD, method, str(listing), str(repeat)],
         capture_output=True,
@@ -173,12 +355,16 @@ def run_method(method: str, paths: list[str], weights: list[float], repeat: int)
 
 
 def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
-    """tw.aggregate against the numpy loop over ``updates`` BERT-shaped updates per codec.
+    """tw.aggregate against the numpy loop and Flower's two FedAvg aggregations over
+    ``updates`` BERT-shaped updates.
 
-    Each codec's row: payload MB, both methods' best seconds and peak-RSS growth,
-    ``speedup`` (numpy / tw time), ``memory_ratio`` (tw / numpy peak growth) and the
-    largest difference of tw.aggregate against the float64 numpy reference on the first
-    updates (an AssertionError when beyond float32 tolerance).
+    Each codec's row: payload MB, every method's best seconds and peak-RSS growth,
+    ``speedup`` (numpy / tw time), ``memory_ratio`` (tw / numpy peak growth), the same
+    against each Flower method (``vs``), and the largest difference of tw.aggregate
+    against the float64 numpy reference on the first updates (an AssertionError when
+    beyond float32 tolerance). Flower's methods read Flower's own payloads (np.save per
+    array), which do not depend on the tensorwire codec: they run once and appear in
+    every row.
     """
     base = bert_shaped(hidden)
     model_bytes = sum(v.nbytes for v in base.values())
@@ -189,9 +375,14 @@ def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
         "hidden": hidden,
         "model_mb": model_bytes / 1e6,
         "updates": updates,
+        "methods": METHODS,
         "runs": [],
     }
     with tempfile.TemporaryDirectory(prefix="tw-bench-agg-") as tmp:
+        flower_dir = Path(tmp) / "flower"
+        flower_dir.mkdir()
+        flower_paths = write_flower_updates(base, noise, updates, str(flower_dir))
+        flower: dict = {}
         for codec in codecs:
             paths = write_updates(base, noise, updates, codec, tmp)
             row: dict = {
@@ -200,15 +391,31 @@ def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
             }
             k = min(updates, 4)
             row["max_abs_diff"] = check_matches_numpy(paths[:k], weights[:k])
-            for method in ("numpy", "tensorwire"):
-                row[method] = run_method(method, paths, weights, repeat)
-            n, t = row["numpy"], row["tensorwire"]
-            assert abs(n["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(n["checksum"])), (
-                f"{codec}: checksums differ: numpy {n['checksum']}, tw {t['checksum']}"
-            )
-            row["speedup"] = n["seconds"] / t["seconds"]
-            row["memory_ratio"] = t["peak_growth"] / max(1, n["peak_growth"])
-            row["numpy_peak_models"] = n["peak_growth"] / model_bytes
+            for method in METHODS:
+                if method.startswith("flower") and method in flower:
+                    row[method] = flower[method]
+                    continue
+                row[method] = run_method(method, paths, weights, repeat, flower_paths)
+                if method.startswith("flower"):
+                    flower[method] = row[method]
+            t = row["tensorwire"]
+            for method in METHODS:
+                m = row[method]
+                assert abs(m["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(t["checksum"])), (
+                    f"{codec}: checksums differ: {method} {m['checksum']}, tw {t['checksum']}"
+                )
+            row["vs"] = {
+                method: {
+                    "speedup": row[method]["seconds"] / t["seconds"],
+                    "memory_ratio": t["peak_growth"] / max(1, row[method]["peak_growth"]),
+                    "peak_models": row[method]["peak_growth"] / model_bytes,
+                }
+                for method in METHODS
+                if method != "tensorwire"
+            }
+            row["speedup"] = row["vs"]["numpy"]["speedup"]
+            row["memory_ratio"] = row["vs"]["numpy"]["memory_ratio"]
+            row["numpy_peak_models"] = row["vs"]["numpy"]["peak_models"]
             row["tensorwire_peak_models"] = t["peak_growth"] / model_bytes
             results["runs"].append(row)
             for p in paths:
@@ -278,17 +485,39 @@ def main() -> None:
     ap.add_argument("--updates", type=int, default=50)
     ap.add_argument("--codecs", default="raw,shuffle+zstd")
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--stream",
+        action="store_true",
+        help="updates made one at a time, tw.Aggregator vs the numpy loop (full size fits)",
+    )
     args = ap.parse_args()
+    if args.stream:
+        st = compare_stream(args.hidden, args.updates, args.codecs.split(","))
+        for row in st["runs"]:
+            print(
+                f"{row['codec']}: numpy {row['numpy']['seconds']:.2f} s, tensorwire "
+                f"{row['tensorwire']['seconds']:.2f} s ({row['speedup']:.2f}x); peak growth "
+                f"numpy {row['numpy_peak_models']:.2f} models, tw "
+                f"{row['tensorwire_peak_models']:.2f} (ratio {row['memory_ratio']:.2f})",
+                flush=True,
+            )
+        print(json.dumps(st, indent=1))
+        return
     results = compare(args.hidden, args.updates, args.codecs.split(","), args.repeat)
     for row in results["runs"]:
-        n, t = row["numpy"], row["tensorwire"]
+        t = row["tensorwire"]
         print(
-            f"{row['codec']:>14}: numpy {n['seconds']:.2f}s, tensorwire {t['seconds']:.2f}s "
-            f"({row['speedup']:.1f}x); peak growth numpy {row['numpy_peak_models']:.2f} "
-            f"models, tensorwire {row['tensorwire_peak_models']:.2f} models "
-            f"(ratio {row['memory_ratio']:.2f})",
+            f"{row['codec']}: tensorwire {t['seconds']:.2f} s, peak growth "
+            f"{row['tensorwire_peak_models']:.2f} models",
             flush=True,
         )
+        for method, v in row["vs"].items():
+            print(
+                f"  vs {METHODS[method]}: {row[method]['seconds']:.2f} s "
+                f"(tw {v['speedup']:.1f}x faster), peak {v['peak_models']:.2f} models "
+                f"(tw / it {v['memory_ratio']:.2f})",
+                flush=True,
+            )
     print(json.dumps(results, indent=1))
 
 
