@@ -183,25 +183,33 @@ class Bench:
         if not (hasattr(tw, "chunk") and hasattr(tw, "Reassembler")):
             return
         blob = tw.encode(w.tensors)
+        # Both write every byte into fresh memory, whose page faults vary a lot from run
+        # to run on a VM: a larger budget buys more runs for the median.
+        budget = 3 * self.budget
         try:
             pieces, tc = measure.timed(
                 lambda: list(tw.chunk(blob, methods.CHUNK_BYTES)),
                 repeats=self.repeats,
-                budget_s=self.budget,
+                budget_s=budget,
                 rss=self.rss,
             )
 
-            def reassemble() -> Any:
-                r = tw.Reassembler()
+            def reassemble(verify: bool = True) -> Any:
+                r = tw.Reassembler(verify=verify)
                 got = None
                 for p in pieces:
                     got = r.add(p) or got
                 return got
 
             whole, tr = measure.timed(
-                reassemble, repeats=self.repeats, budget_s=self.budget, rss=self.rss
+                reassemble, repeats=self.repeats, budget_s=budget, rss=self.rss
             )
-            if whole is None or bytes(whole) != blob:
+            # verify=False leaves the tensor checksums to tw.decode, which checks them by
+            # default: the receiver then hashes once, not twice
+            unverified, tu = measure.timed(
+                lambda: reassemble(False), repeats=self.repeats, budget_s=budget, rss=self.rss
+            )
+            if any(x is None or bytes(x) != blob for x in (whole, unverified)):
                 raise methods.RoundTripError("reassembled payload differs from the encoded one")
         except Exception as e:
             self.res.failures.append(f"{w.name} / chunk alone / {type(e).__name__}: {e}")
@@ -211,6 +219,7 @@ class Bench:
             "pieces": float(len(pieces)),
             "chunk GB/s": len(blob) / tc.median_s / 1e9,
             "reassemble GB/s": len(blob) / tr.median_s / 1e9,
+            "reassemble verify=False GB/s": len(blob) / tu.median_s / 1e9,
         }
 
     # -- federated round: aggregation and bytes per round ------------------------------

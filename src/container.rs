@@ -110,13 +110,13 @@ fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
 /// `madvise` mode). A fresh multi-megabyte output buffer then takes one page fault per
 /// 2 MiB instead of one per 4 KiB; writing 438 MB otherwise spends most of its time in
 /// the fault handler. Purely advisory: failures are ignored.
-pub fn advise_huge_pages(buf: &mut [u8]) {
+pub fn advise_huge_pages<T>(buf: &mut [T]) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
         let start = buf.as_mut_ptr() as usize;
         let first = (start + HUGE - 1) & !(HUGE - 1);
-        let end = (start + buf.len()) & !(HUGE - 1);
+        let end = (start + std::mem::size_of_val(buf)) & !(HUGE - 1);
         if end > first {
             // SAFETY: the range lies inside `buf`; MADV_HUGEPAGE never changes contents.
             unsafe {

@@ -366,16 +366,23 @@ def test_error_feedback_and_encode_update_refuse_bad_input():
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, sys
     import numpy as np
     import tensorwire as tw
 
+    def status(field):
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
     paths = json.loads(sys.argv[1])
     payloads = [open(p, "rb").read() for p in paths]
-    rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096
-    before = rss()
+    # The kernel's high-water mark, reset now: ru_maxrss would also count what this
+    # process inherited from its parent at fork (Linux carries it over exec).
+    open("/proc/self/clear_refs", "w").write("5")
+    before = status("VmRSS")
     out = tw.aggregate(payloads)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     value = float(out["t0"][0])
     print(json.dumps({"before": before, "peak": peak, "value": value}))
     """

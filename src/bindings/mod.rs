@@ -45,7 +45,10 @@ pub(crate) fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *m
         let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
         let obj = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
         let ptr = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
-        crate::container::advise_huge_pages(std::slice::from_raw_parts_mut(ptr, len));
+        crate::container::advise_huge_pages(std::slice::from_raw_parts_mut(
+            ptr as *mut std::mem::MaybeUninit<u8>,
+            len,
+        ));
         Ok((obj.unbind(), ptr))
     }
 }

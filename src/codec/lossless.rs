@@ -127,7 +127,11 @@ pub(crate) fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
 
 /// Append the LZ4 block of `src` to `out`.
 pub(crate) fn lz4_compress(src: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&lz4_flex::block::compress(src));
+    let at = out.len();
+    out.resize(at + lz4_flex::block::get_maximum_output_size(src.len()), 0);
+    let n = lz4_flex::block::compress_into(src, &mut out[at..])
+        .expect("the output has the maximum compressed size");
+    out.truncate(at + n);
 }
 
 /// Decompress the LZ4 block `src` into `dst`; returns the number of bytes written.
@@ -373,13 +377,19 @@ mod tests {
 
     #[test]
     fn shuffle_round_trip() {
-        let data: Vec<u8> = (0..251u32).map(|i| (i * 7) as u8).collect();
-        for width in [1, 2, 4, 8] {
+        let data: Vec<u8> = (0..2051u32).map(|i| (i * 7 + i / 5) as u8).collect();
+        for width in [1, 2, 3, 4, 8, 16] {
             let len = data.len() / width * width;
             let src = &data[..len];
             let mut s = vec![0; len];
             let mut back = vec![0; len];
             shuffle(src, width, &mut s);
+            let n = len / width;
+            for (i, e) in src.chunks_exact(width).enumerate() {
+                for (k, &b) in e.iter().enumerate() {
+                    assert_eq!(s[k * n + i], b, "width {width}, element {i}, byte {k}");
+                }
+            }
             unshuffle(&s, width, &mut back);
             assert_eq!(back, src);
         }

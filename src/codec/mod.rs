@@ -39,6 +39,33 @@ use sparse::Keep;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Input bytes per block when encoding (the last block of a tensor may be shorter).
 pub const BLOCK_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// Block-sized buffers that this thread's block encodes reuse, so that encoding a
+    /// large tensor does not fault in fresh memory for every stage of every block (at
+    /// most a few per thread are kept).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zero-filled buffer of `len` bytes, from this thread's pool when it has one.
+fn scratch(len: usize) -> Vec<u8> {
+    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0);
+    v
+}
+
+/// Give an owned stage buffer back to this thread's pool.
+fn recycle(b: Cow<'_, [u8]>) {
+    if let Cow::Owned(v) = b {
+        SCRATCH.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(v);
+            }
+        });
+    }
+}
 /// Largest number of scalars per block a decoder accepts (bounds its scratch memory).
 pub const MAX_BLOCK_SCALARS: usize = 1 << 21;
 /// First bytes of every non-raw stored tensor.
@@ -539,7 +566,6 @@ struct Plan<'p> {
 }
 
 /// One block's stored bytes and, for sparse pipelines, how many entries it keeps.
-type EncodedBlock = (Vec<u8>, u32);
 
 impl<'p> Plan<'p> {
     fn new(pipe: &'p Pipeline, dtype: DType, shape: &[u64], nbytes: usize) -> Result<Self> {
@@ -611,12 +637,12 @@ impl<'p> Plan<'p> {
         let new = &data[a..b];
         match (self.pipe.slot(1), base) {
             (Some(Stage::Delta), Some(base)) => {
-                let mut v = vec![0u8; b - a];
+                let mut v = scratch(b - a);
                 with_float!(self.scalar, T => delta::subtract::<T>(new, &base[a..b], &mut v, lo))?;
                 Ok(Cow::Owned(v))
             }
             (Some(Stage::Xor), Some(base)) => {
-                let mut v = vec![0u8; b - a];
+                let mut v = scratch(b - a);
                 delta::xor_into(new, &base[a..b], &mut v);
                 Ok(Cow::Owned(v))
             }
@@ -730,36 +756,53 @@ impl<'p> Plan<'p> {
         let block = (BLOCK_BYTES / self.s).max(1);
         let keep = self.keep_rule(data, base, block)?;
         let scales = self.int8_scales(data, base, keep, block)?;
-        let blocks: Vec<EncodedBlock> = (0..self.blocks(block))
-            .into_par_iter()
-            .map(|b| {
-                let (lo, hi) = (b * block, ((b + 1) * block).min(self.n));
-                self.encode_block(lo, hi, data, base, keep, &scales)
-            })
-            .collect::<Result<_>>()?;
+        let nblocks = self.blocks(block);
         let sparse = self.sparse().is_some();
         let entry = if sparse { 8 } else { 4 };
-        let body: usize = blocks.iter().map(|b| b.0.len()).sum();
-        let mut out = Vec::with_capacity(8 + 4 * scales.len() + entry * blocks.len() + body);
+        let table_at = 8 + 4 * scales.len();
+        let data_at = table_at + entry * nblocks;
+        // Room for the tensor stored as it is: most pipelines need less, the rest grow.
+        let mut out = Vec::with_capacity(data_at + data.len() + data.len() / 64);
+        // fresh memory for the whole tensor: fault it in 2 MiB pages, not 4 KiB ones
+        crate::container::advise_huge_pages(out.spare_capacity_mut());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&(block as u32).to_le_bytes());
         for s in &scales {
             out.extend_from_slice(&s.to_le_bytes());
         }
-        for (bytes, count) in &blocks {
-            let len = u32::try_from(bytes.len())
-                .map_err(|_| Error::codec("an encoded block exceeds 4 GiB"))?;
-            out.extend_from_slice(&len.to_le_bytes());
-            if sparse {
-                out.extend_from_slice(&count.to_le_bytes());
+        out.resize(data_at, 0); // the block table, filled in below
+                                // Blocks are encoded in parallel a wave at a time and appended in order; the
+                                // waves reuse their buffers, so fresh memory is one wave's, not the tensor's.
+        let wave = 4 * rayon::current_num_threads().max(1);
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        for first in (0..nblocks).step_by(wave) {
+            let last = (first + wave).min(nblocks);
+            buffers.resize_with(last - first, Vec::new);
+            let counts: Vec<u32> = buffers
+                .par_iter_mut()
+                .zip(first..last)
+                .map(|(buf, b)| {
+                    let (lo, hi) = (b * block, ((b + 1) * block).min(self.n));
+                    buf.clear();
+                    self.encode_block(lo, hi, data, base, keep, &scales, buf)
+                })
+                .collect::<Result<_>>()?;
+            for ((buf, count), b) in buffers.iter().zip(counts).zip(first..last) {
+                let len = u32::try_from(buf.len())
+                    .map_err(|_| Error::codec("an encoded block exceeds 4 GiB"))?;
+                let at = table_at + entry * b;
+                out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                if sparse {
+                    out[at + 4..at + 8].copy_from_slice(&count.to_le_bytes());
+                }
+                out.extend_from_slice(buf);
             }
-        }
-        for (bytes, _) in &blocks {
-            out.extend_from_slice(bytes);
         }
         Ok(out)
     }
 
+    /// Encode scalars `lo..hi` into `out` (empty); returns the number of values kept.
+    #[allow(clippy::too_many_arguments)]
     fn encode_block(
         &self,
         lo: usize,
@@ -768,13 +811,14 @@ impl<'p> Plan<'p> {
         base: Option<&[u8]>,
         keep: Keep,
         scales: &[f32],
-    ) -> Result<EncodedBlock> {
+        out: &mut Vec<u8>,
+    ) -> Result<u32> {
         let s = self.s;
         let staged = self.staged(lo, hi, data, base)?;
         // Sparse: the kept entries' local indices and their scalars.
         let mut indices: Vec<u32> = Vec::new();
         let values: Cow<[u8]> = if self.sparse().is_some() {
-            let mut v = Vec::new();
+            let mut v = scratch(0);
             with_float!(self.scalar, T => {
                 for (i, c) in staged.chunks_exact(s).enumerate() {
                     if keep.keeps(T::read(c)) {
@@ -784,6 +828,7 @@ impl<'p> Plan<'p> {
                 }
                 Ok(())
             })?;
+            recycle(staged);
             Cow::Owned(v)
         } else {
             staged
@@ -792,19 +837,21 @@ impl<'p> Plan<'p> {
         // Quantizer.
         let quantized: Cow<[u8]> = match self.pipe.slot(3) {
             Some(Stage::F16) => {
-                let mut o = vec![0u8; count * 2];
+                let mut o = scratch(count * 2);
                 with_float!(self.scalar, T => quant::to_f16::<T>(&values, &mut o, lo))?;
+                recycle(values);
                 Cow::Owned(o)
             }
             Some(Stage::BF16) => {
-                let mut o = vec![0u8; count * 2];
+                let mut o = scratch(count * 2);
                 with_float!(self.scalar, T => quant::to_bf16::<T>(&values, &mut o, lo))?;
+                recycle(values);
                 Cow::Owned(o)
             }
             Some(Stage::Int8 {
                 stochastic_seed, ..
             }) => {
-                let mut o = vec![0u8; count];
+                let mut o = scratch(count);
                 if self.sparse().is_some() {
                     with_float!(self.scalar, T => {
                         for ((c, o), &i) in values.chunks_exact(s).zip(o.iter_mut()).zip(&indices) {
@@ -822,46 +869,50 @@ impl<'p> Plan<'p> {
                         })?;
                     }
                 }
+                recycle(values);
                 Cow::Owned(o)
             }
             _ => values,
         };
         // Layout.
-        let laid: Cow<[u8]> = match self.pipe.slot(4) {
-            Some(Stage::Shuffle) => {
-                let mut o = vec![0u8; quantized.len()];
-                lossless::shuffle(&quantized, self.q, &mut o);
-                Cow::Owned(o)
+        // Sparse indices, then the laid-out values: the block itself, or the input of the
+        // compressor. The last stage writes straight into `out`.
+        let compressor = self.pipe.slot(5);
+        let sparse = self.sparse().is_some();
+        let layout = self.pipe.slot(4);
+        let mut pre = scratch(0);
+        if compressor.is_none() || sparse || layout.is_some() {
+            let target = if compressor.is_none() {
+                &mut *out
+            } else {
+                &mut pre
+            };
+            if sparse {
+                sparse::write_indices(&indices, target);
             }
-            Some(Stage::FloatZip) => {
-                let mut o = Vec::new();
-                lossless::floatzip_encode(&quantized, self.q, &mut o)?;
-                Cow::Owned(o)
+            match layout {
+                Some(Stage::Shuffle) => {
+                    let at = target.len();
+                    target.resize(at + quantized.len(), 0);
+                    lossless::shuffle(&quantized, self.q, &mut target[at..]);
+                }
+                Some(Stage::FloatZip) => lossless::floatzip_encode(&quantized, self.q, target)?,
+                _ => target.extend_from_slice(&quantized),
             }
-            _ => quantized,
-        };
-        let inner: Cow<[u8]> = if self.sparse().is_some() {
-            let mut v = Vec::with_capacity(count * 2 + laid.len());
-            sparse::write_indices(&indices, &mut v);
-            v.extend_from_slice(&laid);
-            Cow::Owned(v)
+        }
+        let inner: &[u8] = if compressor.is_some() && !sparse && layout.is_none() {
+            &quantized
         } else {
-            laid
+            &pre
         };
-        let out = match self.pipe.slot(5) {
-            Some(Stage::Zstd(level)) => {
-                let mut o = Vec::new();
-                lossless::zstd_compress(&inner, level, &mut o)?;
-                o
-            }
-            Some(Stage::Lz4) => {
-                let mut o = Vec::new();
-                lossless::lz4_compress(&inner, &mut o);
-                o
-            }
-            _ => inner.into_owned(),
-        };
-        Ok((out, count as u32))
+        match compressor {
+            Some(Stage::Zstd(level)) => lossless::zstd_compress(inner, level, out)?,
+            Some(Stage::Lz4) => lossless::lz4_compress(inner, out),
+            _ => {}
+        }
+        recycle(quantized);
+        recycle(Cow::Owned(pre));
+        Ok(count as u32)
     }
 
     fn decode(&self, stored: &[u8], base: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
@@ -969,12 +1020,12 @@ impl<'p> Plan<'p> {
             }
             return self.apply_base(out, base);
         }
-        let mut scratch = Vec::new();
+        let mut decompressed = scratch(0);
         let inner: &[u8] = match self.pipe.slot(5) {
             Some(_) => {
-                scratch.resize(if sparse { count * (5 + q) } else { m * q }, 0);
-                let n = self.decompress(src, &mut scratch)?;
-                &scratch[..n]
+                decompressed.resize(if sparse { count * (5 + q) } else { m * q }, 0);
+                let n = self.decompress(src, &mut decompressed)?;
+                &decompressed[..n]
             }
             None => src,
         };
@@ -988,21 +1039,25 @@ impl<'p> Plan<'p> {
         if !(quantized || sparse) {
             // Undo the layout straight into `out`.
             self.unlayout(values_src, out)?;
+            recycle(Cow::Owned(decompressed));
             return self.apply_base(out, base);
         }
-        let mut qvals = vec![0u8; nvals * q];
+        let mut qvals = scratch(nvals * q);
         self.unlayout(values_src, &mut qvals)?;
         if sparse {
-            let mut vals = vec![0u8; count * s];
+            let mut vals = scratch(count * s);
             self.dequantize(&qvals, &mut vals, lo, Some(&indices), scales)?;
             out.fill(0);
             for (v, &i) in vals.chunks_exact(s).zip(&indices) {
                 let i = i as usize;
                 out[i * s..(i + 1) * s].copy_from_slice(v);
             }
+            recycle(Cow::Owned(vals));
         } else {
             self.dequantize(&qvals, out, lo, None, scales)?;
         }
+        recycle(Cow::Owned(qvals));
+        recycle(Cow::Owned(decompressed));
         self.apply_base(out, base)
     }
 
