@@ -565,8 +565,6 @@ struct Plan<'p> {
     nchan: usize,
 }
 
-/// One block's stored bytes and, for sparse pipelines, how many entries it keeps.
-
 impl<'p> Plan<'p> {
     fn new(pipe: &'p Pipeline, dtype: DType, shape: &[u64], nbytes: usize) -> Result<Self> {
         let scalar = scalar_of(dtype);
