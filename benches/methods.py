@@ -189,7 +189,7 @@ def _io_methods(tmpdir: str) -> list[Method]:
             tw_save,
             {"decode": tw_load, "decode verify=False": tw_load_noverify},
             spec="raw",
-            description="tw.save to a file, tw.load (mmap) from it",
+            description="tw.save to a file (synced to disk, then renamed), tw.load (mmap)",
             requires=("save", "load"),
         ),
         Method(
