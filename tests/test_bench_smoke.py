@@ -195,12 +195,18 @@ def test_federated_smoke_reports_aggregation_and_bytes_per_round(tmp_path) -> No
     assert _run_bench(tmp_path, "--only", "federated") == 0
     text = (tmp_path / "report.md").read_text()
     assert "## Federated round (issue #7)" in text
-    for goal in ("tw.aggregate time vs numpy loop", "tw.aggregate peak RSS vs numpy loop"):
-        for codec in ("`raw`", "`shuffle+zstd`"):
-            assert any(goal in line and codec in line for line in text.splitlines())
+    peers = ("numpy loop", "Flower FedAvg", "Flower legacy FedAvg")
+    for what in ("time", "peak RSS"):
+        for peer in peers:
+            for codec in ("`raw`", "`shuffle+zstd`"):
+                goal = f"tw.aggregate {what} vs {peer}"
+                assert any(goal in line and codec in line for line in text.splitlines()), goal
+        stream = f"tw.Aggregator {what} vs numpy loop"
+        assert any(stream in line and "one at a time" in line for line in text.splitlines())
     rows = [line for line in text.splitlines() if "issue #7" in line and line.startswith("|")]
     assert sum("bytes per round vs Flower" in line for line in rows) == 2
-    assert len(rows) == 6 and not any("NOT MEASURED" in line for line in rows)
+    # 3 peers x 2 codecs x (time, memory) + streaming (time, memory) + 2 byte counts
+    assert len(rows) == 16 and not any("NOT MEASURED" in line for line in rows)
 
 
 def test_a_wrong_aggregate_fails_the_run(tmp_path, monkeypatch) -> None:

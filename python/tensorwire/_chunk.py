@@ -86,20 +86,8 @@ def encode_chunks(
     ``tw.encode(tensors, codec=..., metadata=..., base=...)``. Do not modify the tensors
     while iterating: the receiver would reject the payload as corrupt.
     """
-    a = _encode_args(tensors, codec, base)
-    return Chunks(
-        _core.encode_chunks(
-            a.names,
-            a.leaves,
-            a.codecs,
-            max_bytes,
-            a.bases,
-            a.structure,
-            _metadata_json(metadata),
-            a.base_id,
-            payload_id,
-        )
-    )
+    args = _encode_args(tensors, codec, base)
+    return Chunks(_core.encode_chunks(args, max_bytes, _metadata_json(metadata), payload_id))
 
 
 def chunk_info(piece: Any) -> dict[str, Any]:

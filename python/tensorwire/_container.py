@@ -123,10 +123,7 @@ def encode(
     ``(name, array) -> spec``. ``metadata`` is any JSON-compatible value. ``base`` holds
     the tensors a delta codec encodes against. Returns ``bytes``, written in place.
     """
-    a = _encode_args(tensors, codec, base)
-    return _core.encode(
-        a.names, a.leaves, a.codecs, a.bases, a.structure, _metadata_json(metadata), a.base_id
-    )
+    return _core.encode(_encode_args(tensors, codec, base), _metadata_json(metadata))
 
 
 def save(
@@ -142,17 +139,7 @@ def save(
     Raw tensors stream from memory to disk; the payload is never held a second time.
     Options as for :func:`encode`.
     """
-    a = _encode_args(tensors, codec, base)
-    _core.save(
-        a.names,
-        a.leaves,
-        a.codecs,
-        os.fspath(path),
-        a.bases,
-        a.structure,
-        _metadata_json(metadata),
-        a.base_id,
-    )
+    _core.save(_encode_args(tensors, codec, base), os.fspath(path), _metadata_json(metadata))
 
 
 def _map_file(path: PathLike) -> mmap.mmap:

@@ -1,7 +1,7 @@
 """Type stubs of the Rust extension module (hand-written; see src/bindings/)."""
 
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any, Optional, Protocol, Union
 
 import numpy as np
 from typing_extensions import Buffer, final
@@ -36,28 +36,21 @@ MAX_TENSORS: int
 MAX_RANK: int
 MAX_NAME_LEN: int
 
-# Encoders take names, the tensors (C-contiguous arrays are read in place; anything
-# else goes through tensorwire._arrays.as_array), one codec spec or one per tensor, and
-# for deltas the base arrays aligned with the tensors (None where a tensor has none).
-def encode(
-    names: list[str],
-    tensors: list[Any],
-    codecs: Union[str, list[str]],
-    bases: Optional[list[Optional[np.ndarray]]] = None,
-    structure: Optional[str] = None,
-    metadata: Optional[str] = None,
-    base_id: Optional[str] = None,
-) -> bytes: ...
-def save(
-    names: list[str],
-    tensors: list[Any],
-    codecs: Union[str, list[str]],
-    path: str,
-    bases: Optional[list[Optional[np.ndarray]]] = None,
-    structure: Optional[str] = None,
-    metadata: Optional[str] = None,
-    base_id: Optional[str] = None,
-) -> None: ...
+class _EncodeArgs(Protocol):
+    """What the encoders take (tensorwire._container._EncodeArgs): names, the tensors
+    (C-contiguous arrays are read in place; anything else goes through
+    tensorwire._arrays.as_array), one codec spec or one per tensor, the bases of delta
+    codecs aligned with the tensors, the structure JSON and the base id."""
+
+    names: list[str]
+    leaves: list[Any]
+    codecs: Union[str, list[str]]
+    bases: Optional[list[Optional[np.ndarray]]]
+    structure: Optional[str]
+    base_id: Optional[str]
+
+def encode(args: _EncodeArgs, metadata: Optional[str] = None) -> bytes: ...
+def save(args: _EncodeArgs, path: str, metadata: Optional[str] = None) -> None: ...
 def tensors_id(names: list[str], tensors: list[Any]) -> str: ...
 
 @final
@@ -116,14 +109,9 @@ class EncodedChunks:
 
 def chunk(blob: Buffer, max_bytes: int, payload_id: Optional[bytes] = None) -> Chunks: ...
 def encode_chunks(
-    names: list[str],
-    tensors: list[Any],
-    codecs: Union[str, list[str]],
+    args: _EncodeArgs,
     max_bytes: int,
-    bases: Optional[list[Optional[np.ndarray]]] = None,
-    structure: Optional[str] = None,
     metadata: Optional[str] = None,
-    base_id: Optional[str] = None,
     payload_id: Optional[bytes] = None,
 ) -> EncodedChunks: ...
 def chunk_info(chunk: Buffer) -> dict[str, Any]: ...

@@ -13,12 +13,13 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict};
 
 use super::arrays::Tensors;
+use super::container::EncodeArgs;
 use super::{bytes_of, new_bytes, to_py, InputError};
 use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
-use crate::container::{self, EncodeOptions};
+use crate::container;
 use crate::error::Error;
 use crate::reassemble::{self, Limits, PayloadBuffer, WhenFull};
 use crate::stream::ChunkStream;
@@ -184,29 +185,19 @@ impl EncodedChunks {
 
 /// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload.
 #[pyfunction]
-#[pyo3(signature = (names, tensors, codecs, max_bytes, bases=None, structure=None, metadata=None, base_id=None, payload_id=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (args, max_bytes, metadata=None, payload_id=None))]
 fn encode_chunks<'py>(
     py: Python<'py>,
-    names: &Bound<'py, PyList>,
-    tensors: &Bound<'py, PyList>,
-    codecs: &Bound<'py, PyAny>,
+    args: EncodeArgs<'py>,
     max_bytes: i128,
-    bases: Option<&Bound<'py, PyList>>,
-    structure: Option<String>,
-    metadata: Option<String>,
-    base_id: Option<String>,
+    metadata: Option<&str>,
     payload_id: Option<&[u8]>,
 ) -> PyResult<EncodedChunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
-    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let held = args.tensors()?;
     let inputs = held.inputs(py);
-    let opts = EncodeOptions {
-        structure: structure.as_deref(),
-        metadata: metadata.as_deref(),
-        base_id: base_id.as_deref(),
-    };
+    let opts = args.options(metadata);
     let stream = py
         .detach(|| {
             let prepared = container::prepare(&inputs, &opts)?;

@@ -10,29 +10,46 @@ use super::{bytes_of, new_bytes, to_py, InputError, IntegrityError};
 use crate::container::{self, EncodeOptions, Layout};
 use crate::header::{hex32, parse_hex32};
 
+/// What every encoder takes from the Python layer, its `_EncodeArgs`: tensor names, the
+/// tensors, one codec spec or one per tensor, for delta codecs the bases aligned with the
+/// tensors (None where a tensor has none), the structure JSON and the base id.
+#[derive(FromPyObject)]
+pub(super) struct EncodeArgs<'py> {
+    names: Bound<'py, PyList>,
+    leaves: Bound<'py, PyList>,
+    codecs: Bound<'py, PyAny>,
+    bases: Option<Bound<'py, PyList>>,
+    structure: Option<String>,
+    base_id: Option<String>,
+}
+
+impl EncodeArgs<'_> {
+    /// The tensors, held for as long as the core borrows their bytes.
+    pub(super) fn tensors(&self) -> PyResult<Tensors> {
+        Tensors::take(&self.names, &self.leaves, &self.codecs, self.bases.as_ref())
+    }
+
+    /// The payload-wide options, with the user metadata's JSON.
+    pub(super) fn options<'a>(&'a self, metadata: Option<&'a str>) -> EncodeOptions<'a> {
+        EncodeOptions {
+            structure: self.structure.as_deref(),
+            metadata,
+            base_id: self.base_id.as_deref(),
+        }
+    }
+}
+
 /// Encode tensors into a new `bytes` object, written in place (no intermediate copy).
-/// `names[i]` names `tensors[i]`; `codecs` is one spec or one per tensor; `bases`, for
-/// delta codecs, is aligned with the tensors (None where a tensor has no base).
 #[pyfunction]
-#[pyo3(signature = (names, tensors, codecs, bases=None, structure=None, metadata=None, base_id=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (args, metadata=None))]
 fn encode<'py>(
     py: Python<'py>,
-    names: &Bound<'py, PyList>,
-    tensors: &Bound<'py, PyList>,
-    codecs: &Bound<'py, PyAny>,
-    bases: Option<&Bound<'py, PyList>>,
-    structure: Option<String>,
-    metadata: Option<String>,
-    base_id: Option<String>,
+    args: EncodeArgs<'py>,
+    metadata: Option<&str>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let held = args.tensors()?;
     let inputs = held.inputs(py);
-    let opts = EncodeOptions {
-        structure: structure.as_deref(),
-        metadata: metadata.as_deref(),
-        base_id: base_id.as_deref(),
-    };
+    let opts = args.options(metadata);
     let prepared = py
         .detach(|| container::prepare(&inputs, &opts))
         .map_err(to_py)?;
@@ -47,26 +64,16 @@ fn encode<'py>(
 /// Encode tensors straight into the file at `path` (written to a temporary file
 /// beside it, then renamed, so readers never see a partial file).
 #[pyfunction]
-#[pyo3(signature = (names, tensors, codecs, path, bases=None, structure=None, metadata=None, base_id=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (args, path, metadata=None))]
 fn save<'py>(
     py: Python<'py>,
-    names: &Bound<'py, PyList>,
-    tensors: &Bound<'py, PyList>,
-    codecs: &Bound<'py, PyAny>,
+    args: EncodeArgs<'py>,
     path: std::path::PathBuf,
-    bases: Option<&Bound<'py, PyList>>,
-    structure: Option<String>,
-    metadata: Option<String>,
-    base_id: Option<String>,
+    metadata: Option<&str>,
 ) -> PyResult<()> {
-    let held = Tensors::take(names, tensors, codecs, bases)?;
+    let held = args.tensors()?;
     let inputs = held.inputs(py);
-    let opts = EncodeOptions {
-        structure: structure.as_deref(),
-        metadata: metadata.as_deref(),
-        base_id: base_id.as_deref(),
-    };
+    let opts = args.options(metadata);
     py.detach(|| crate::file::save_atomic(&inputs, &opts, &path))
         .map_err(to_py)
 }
