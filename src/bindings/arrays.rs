@@ -53,30 +53,17 @@ unsafe fn data_ptr(a: *mut npyffi::PyArrayObject) -> *const u8 {
     unsafe { (*a).fields.data as *const u8 }
 }
 
-/// numpy dtypes by [`DType`], looked up once per call.
-#[derive(Default)]
-pub(super) struct DescrCache<'py>([Option<Bound<'py, PyArrayDescr>>; DType::ALL.len()]);
-
-impl<'py> DescrCache<'py> {
-    /// The numpy dtype of `dtype`, or an error naming the tensor when numpy lacks it.
-    pub(super) fn get(
-        &mut self,
-        py: Python<'py>,
-        dtype: DType,
-        tensor: &str,
-    ) -> PyResult<&Bound<'py, PyArrayDescr>> {
-        let slot = &mut self.0[dtype.index()];
-        if slot.is_none() {
-            match &dtypes(py)?.0[dtype.index()] {
-                Some(d) => *slot = Some(d.bind(py).clone()),
-                None => {
-                    return Err(InputError::new_err(format!(
-                        "tensor {tensor:?} has dtype {dtype}: install ml_dtypes to read it"
-                    )))
-                }
-            }
-        }
-        Ok(slot.as_ref().expect("filled above"))
+/// The numpy dtype of `dtype`, or an error naming the tensor when numpy lacks it.
+pub(super) fn descr_of<'py>(
+    py: Python<'py>,
+    dtype: DType,
+    tensor: &str,
+) -> PyResult<Bound<'py, PyArrayDescr>> {
+    match &dtypes(py)?.0[dtype.index()] {
+        Some(d) => Ok(d.bind(py).clone()),
+        None => Err(InputError::new_err(format!(
+            "tensor {tensor:?} has dtype {dtype}: install ml_dtypes to read it"
+        ))),
     }
 }
 

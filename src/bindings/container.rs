@@ -5,7 +5,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use super::arrays::{array_bytes, new_array, DescrCache, Tensors};
+use super::arrays::{array_bytes, descr_of, new_array, Tensors};
 use super::{bytes_of, new_bytes, to_py, InputError, IntegrityError};
 use crate::container::{self, EncodeOptions, Layout};
 use crate::header::{hex32, parse_hex32};
@@ -219,26 +219,25 @@ impl Payload {
             .flatten()
             .map(|b| b.as_ref().map(array_bytes).transpose())
             .collect::<PyResult<Vec<_>>>()?;
-        let mut descrs = DescrCache::default();
         let mut out = Vec::with_capacity(count);
         let mut jobs = Vec::new();
         for k in 0..count {
             let i = indices.as_ref().map_or(k, |ix| ix[k]);
             let e = &layout.entries[i];
-            let descr = descrs.get(py, e.dtype, &e.name)?;
+            let descr = descr_of(py, e.dtype, &e.name)?;
             if e.pipeline.is_raw() && !copy {
                 // SAFETY: parse() checked that the stored bytes lie inside `data`, which
                 // the buffer held by `slf` keeps alive and in place as long as `slf`
                 // lives; the view holds `slf` as its base.
                 let view = unsafe { data.as_ptr().add(e.start) };
                 let (arr, _) = unsafe {
-                    new_array(py, descr, &e.shape, Some((view, slf.clone().into_any())))
+                    new_array(py, &descr, &e.shape, Some((view, slf.clone().into_any())))
                 }?;
                 out.push(arr);
             } else {
                 // SAFETY: numpy allocated the array (at least one byte) for exactly
                 // `e.nbytes` bytes; nobody else sees it before this call returns.
-                let (arr, ptr) = unsafe { new_array(py, descr, &e.shape, None) }?;
+                let (arr, ptr) = unsafe { new_array(py, &descr, &e.shape, None) }?;
                 let target = unsafe { std::slice::from_raw_parts_mut(ptr, e.nbytes) };
                 jobs.push((i, target, base_bytes.get(k).copied().flatten()));
                 out.push(arr);
