@@ -287,6 +287,37 @@ def evaluate_goals(res: Results) -> list[Goal]:
     return goals
 
 
+def _aggregation_goals(
+    api: str,
+    against: str,
+    tw_run: dict,
+    peer_run: dict,
+    speedup: float,
+    memory_ratio: float,
+    tw_models: float,
+    peer_models: float,
+) -> list[Goal]:
+    """Issue #7's two aggregation goals (time, peak memory) of ``api`` against one peer;
+    ``against`` names the peer and the workload."""
+    return [
+        Goal(
+            f"{api} time vs {against}",
+            ">= 3x faster",
+            f"tw {tw_run['seconds']:.3g} s vs {peer_run['seconds']:.3g} s",
+            f"{speedup:.2f}x faster",
+            _verdict(speedup >= 3),
+        ),
+        Goal(
+            f"{api} peak RSS vs {against}",
+            "<= 0.25x",
+            f"growth tw {tw_run['peak_growth'] / 1e6:.0f} MB ({tw_models:.2f} models) vs "
+            f"{peer_run['peak_growth'] / 1e6:.0f} MB ({peer_models:.2f} models)",
+            f"{memory_ratio:.2f}x",
+            _verdict(memory_ratio <= 0.25),
+        ),
+    ]
+
+
 def _federated_goals(res: Results) -> list[Goal]:
     """Issue #7: aggregation time and peak memory against the numpy loop; bytes per round."""
     goals: list[Goal] = []
@@ -303,53 +334,29 @@ def _federated_goals(res: Results) -> list[Goal]:
         )
     for r in agg.get("runs", []):
         what = f"{agg['updates']} updates of {agg['model_mb']:.3g} MB, `{r['codec']}`"
-        t = r["tensorwire"]
         for method, v in r.get("vs", {}).items():
-            m = r[method]
-            peer = agg["methods"][method]
-            goals.append(
-                Goal(
-                    f"tw.aggregate time vs {peer} ({what}; issue #7)",
-                    ">= 3x faster",
-                    f"tw {t['seconds']:.3g} s vs {m['seconds']:.3g} s",
-                    f"{v['speedup']:.2f}x faster",
-                    _verdict(v["speedup"] >= 3),
-                )
-            )
-            goals.append(
-                Goal(
-                    f"tw.aggregate peak RSS vs {peer} ({what}; issue #7)",
-                    "<= 0.25x",
-                    f"growth tw {t['peak_growth'] / 1e6:.0f} MB "
-                    f"({r['tensorwire_peak_models']:.2f} models) vs "
-                    f"{m['peak_growth'] / 1e6:.0f} MB ({v['peak_models']:.2f} models)",
-                    f"{v['memory_ratio']:.2f}x",
-                    _verdict(v["memory_ratio"] <= 0.25),
-                )
+            goals += _aggregation_goals(
+                "tw.aggregate",
+                f"{agg['methods'][method]} ({what}; issue #7)",
+                r["tensorwire"],
+                r[method],
+                v["speedup"],
+                v["memory_ratio"],
+                r["tensorwire_peak_models"],
+                v["peak_models"],
             )
     st = res.aggregation_stream
     for r in st.get("runs", []):
         what = f"{st['updates']} updates of {st['model_mb']:.3g} MB one at a time, `{r['codec']}`"
-        n, t = r["numpy"], r["tensorwire"]
-        goals.append(
-            Goal(
-                f"tw.Aggregator time vs numpy loop ({what}; issue #7)",
-                ">= 3x faster",
-                f"tw {t['seconds']:.3g} s vs numpy {n['seconds']:.3g} s",
-                f"{r['speedup']:.2f}x faster",
-                _verdict(r["speedup"] >= 3),
-            )
-        )
-        goals.append(
-            Goal(
-                f"tw.Aggregator peak RSS vs numpy loop ({what}; issue #7)",
-                "<= 0.25x",
-                f"growth tw {t['peak_growth'] / 1e6:.0f} MB "
-                f"({r['tensorwire_peak_models']:.2f} models) vs numpy "
-                f"{n['peak_growth'] / 1e6:.0f} MB ({r['numpy_peak_models']:.2f} models)",
-                f"{r['memory_ratio']:.2f}x",
-                _verdict(r["memory_ratio"] <= 0.25),
-            )
+        goals += _aggregation_goals(
+            "tw.Aggregator",
+            f"numpy loop ({what}; issue #7)",
+            r["tensorwire"],
+            r["numpy"],
+            r["speedup"],
+            r["memory_ratio"],
+            r["tensorwire_peak_models"],
+            r["numpy_peak_models"],
         )
     rb = res.round_bytes
     for codec, v in rb.get("codecs", {}).items():
