@@ -100,6 +100,19 @@ fn as_stored<'py>(
     Ok(dtype_of(obj.py(), &a.dtype())?.map(|d| (a.clone(), d)))
 }
 
+/// The first `len` bytes of `a`'s memory.
+///
+/// # Safety
+/// `a` must be C-contiguous and hold at least `len` bytes, and the caller must keep a
+/// reference to it for `'a` (numpy refuses to resize an array that others reference, so
+/// the memory then stays in place).
+unsafe fn memory_of<'a>(a: &Bound<'_, PyUntypedArray>, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    unsafe { std::slice::from_raw_parts(data_ptr(a.as_array_ptr()), len) }
+}
+
 /// The bytes of `obj`, a C-contiguous array of a stored dtype (what the Python layer
 /// hands over as a delta's base). The slice is valid while `obj` lives.
 pub(super) fn array_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
@@ -108,13 +121,8 @@ pub(super) fn array_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
             "expected a C-contiguous numpy array of a stored dtype",
         ));
     };
-    let len = nbytes_of(&a, dtype);
-    if len == 0 {
-        return Ok(&[]);
-    }
-    // SAFETY: C-contiguous and `len` bytes long; `obj` keeps the array alive, and numpy
-    // refuses to resize an array that others reference.
-    Ok(unsafe { std::slice::from_raw_parts(data_ptr(a.as_array_ptr()), len) })
+    // SAFETY: checked C-contiguous; `obj` is borrowed for 'a.
+    Ok(unsafe { memory_of(&a, nbytes_of(&a, dtype)) })
 }
 
 /// One tensor to encode, held so its bytes stay in place.
@@ -142,16 +150,9 @@ enum Codecs {
 
 /// The `len` bytes of a held C-contiguous array.
 fn bytes_of_array<'a>(py: Python<'_>, a: &'a Py<PyUntypedArray>, len: usize) -> &'a [u8] {
-    if len == 0 {
-        return &[];
-    }
-    // SAFETY: the array is C-contiguous and `len` bytes long (checked when it was
-    // taken); the reference held keeps it alive, and numpy refuses to resize an array
-    // that others reference, so the memory stays in place while borrowed.
-    unsafe {
-        let data = data_ptr(a.bind(py).as_array_ptr());
-        std::slice::from_raw_parts(data, len)
-    }
+    // SAFETY: C-contiguous and `len` bytes long (checked when it was taken); the
+    // reference held in `a` lives for 'a.
+    unsafe { memory_of(a.bind(py), len) }
 }
 
 fn nbytes_of(a: &Bound<'_, PyUntypedArray>, dtype: DType) -> usize {

@@ -40,32 +40,6 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// Input bytes per block when encoding (the last block of a tensor may be shorter).
 pub const BLOCK_BYTES: usize = 1 << 20;
 
-thread_local! {
-    /// Block-sized buffers that this thread's block encodes reuse, so that encoding a
-    /// large tensor does not fault in fresh memory for every stage of every block (at
-    /// most a few per thread are kept).
-    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A zero-filled buffer of `len` bytes, from this thread's pool when it has one.
-fn scratch(len: usize) -> Vec<u8> {
-    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-    v.clear();
-    v.resize(len, 0);
-    v
-}
-
-/// Give an owned stage buffer back to this thread's pool.
-fn recycle(b: Cow<'_, [u8]>) {
-    if let Cow::Owned(v) = b {
-        SCRATCH.with(|p| {
-            let mut pool = p.borrow_mut();
-            if pool.len() < 4 {
-                pool.push(v);
-            }
-        });
-    }
-}
 /// Largest number of scalars per block a decoder accepts (bounds its scratch memory).
 pub const MAX_BLOCK_SCALARS: usize = 1 << 21;
 /// First bytes of every non-raw stored tensor.
@@ -549,6 +523,33 @@ impl Pipeline {
     }
 }
 
+thread_local! {
+    /// Block-sized buffers that this thread's block encodes reuse, so that encoding a
+    /// large tensor does not fault in fresh memory for every stage of every block (at
+    /// most a few per thread are kept).
+    static SCRATCH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zero-filled buffer of `len` bytes, from this thread's pool when it has one.
+fn scratch(len: usize) -> Vec<u8> {
+    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0);
+    v
+}
+
+/// Give an owned stage buffer back to this thread's pool.
+fn recycle(b: Cow<'_, [u8]>) {
+    if let Cow::Owned(v) = b {
+        SCRATCH.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(v);
+            }
+        });
+    }
+}
+
 /// Everything about one tensor that the block coder needs.
 struct Plan<'p> {
     pipe: &'p Pipeline,
@@ -768,9 +769,10 @@ impl<'p> Plan<'p> {
         for s in &scales {
             out.extend_from_slice(&s.to_le_bytes());
         }
-        out.resize(data_at, 0); // the block table, filled in below
-                                // Blocks are encoded in parallel a wave at a time and appended in order; the
-                                // waves reuse their buffers, so fresh memory is one wave's, not the tensor's.
+        // The block table, filled in below. Blocks are encoded in parallel a wave at a
+        // time and appended in order; the waves reuse their buffers, so fresh memory is
+        // one wave's, not the tensor's.
+        out.resize(data_at, 0);
         let wave = 4 * rayon::current_num_threads().max(1);
         let mut buffers: Vec<Vec<u8>> = Vec::new();
         for first in (0..nblocks).step_by(wave) {
@@ -812,10 +814,11 @@ impl<'p> Plan<'p> {
         out: &mut Vec<u8>,
     ) -> Result<u32> {
         let s = self.s;
+        let sparse = self.sparse().is_some();
         let staged = self.staged(lo, hi, data, base)?;
         // Sparse: the kept entries' local indices and their scalars.
         let mut indices: Vec<u32> = Vec::new();
-        let values: Cow<[u8]> = if self.sparse().is_some() {
+        let values: Cow<[u8]> = if sparse {
             let mut v = scratch(0);
             with_float!(self.scalar, T => {
                 for (i, c) in staged.chunks_exact(s).enumerate() {
@@ -850,7 +853,7 @@ impl<'p> Plan<'p> {
                 stochastic_seed, ..
             }) => {
                 let mut o = scratch(count);
-                if self.sparse().is_some() {
+                if sparse {
                     with_float!(self.scalar, T => {
                         for ((c, o), &i) in values.chunks_exact(s).zip(o.iter_mut()).zip(&indices) {
                             let g = lo + i as usize;
@@ -876,7 +879,6 @@ impl<'p> Plan<'p> {
         // Sparse indices, then the laid-out values: the block itself, or the input of the
         // compressor. The last stage writes straight into `out`.
         let compressor = self.pipe.slot(5);
-        let sparse = self.sparse().is_some();
         let layout = self.pipe.slot(4);
         let mut pre = scratch(0);
         if compressor.is_none() || sparse || layout.is_some() {
