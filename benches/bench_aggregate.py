@@ -94,8 +94,8 @@ else:
     payloads = [open(p, "rb").read() for p in spec["paths"]]
 # Warm up what each method imports or starts once (Flower's modules, tensorwire's
 # thread pool and allocator arenas), so the peak below is the aggregation's own.
-warm = tw.encode({"w": np.ones(4096, np.float32)})
-tw.aggregate([warm, warm]); tw.decode(warm)
+warm = [tw.encode({"w": np.ones(4096, np.float32)}, metadata=i) for i in range(2)]
+tw.aggregate(warm); tw.decode(warm[0])
 if method.startswith("flower"):
     from flwr.common import Code, FitRes, Parameters, Status
     from flwr.server.strategy.aggregate import aggregate_inplace
@@ -180,8 +180,8 @@ method, hidden, updates, codec = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 base, noise = bert_shaped(hidden), bert_shaped(hidden, seed=1)
 buf = {k: np.empty_like(v) for k, v in base.items()}
 weights = update_weights(updates)
-warm = tw.encode({"w": np.ones(4096, np.float32)})
-tw.aggregate([warm, warm]); tw.decode(warm); del warm
+warm = [tw.encode({"w": np.ones(4096, np.float32)}, metadata=i) for i in range(2)]
+tw.aggregate(warm); tw.decode(warm[0]); del warm
 
 def status(field):
     for line in open("/proc/self/status"):

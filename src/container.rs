@@ -17,18 +17,11 @@ use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::header::{
-    align_up, hex32, nbytes, parse_hex32, validate_entry, validate_metadata, validate_structure,
-    Entry, Header, Preamble, TensorEntry, ALIGN, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
+    align_up, hex32, json_depth, nbytes, parse_hex32, validate_entry, validate_metadata, Entry,
+    Header, Preamble, TensorEntry, ALIGN, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
     VERSION_MINOR,
 };
-
-/// Tensors at least this large are copied and hashed by several threads (two passes,
-/// both parallel); smaller ones are copied and hashed in one pass by one thread.
-const PARALLEL_TENSOR_BYTES: usize = 64 << 20;
-/// Block size of the one-pass copy-and-hash: the copied block is hashed while in cache.
-const COPY_BLOCK: usize = 256 << 10;
-/// Hash with blake3's multi-threaded tree mode above this size.
-const RAYON_HASH_BYTES: usize = 1 << 20;
+use crate::memory::{copy_and_hash, hash};
 
 /// One tensor handed to [`prepare`]: little-endian, C-contiguous bytes.
 #[derive(Debug, Clone, Copy)]
@@ -81,53 +74,6 @@ pub struct Prepared<'a> {
     pub(crate) data_len: u64,
 }
 
-fn hash(data: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    if data.len() >= RAYON_HASH_BYTES {
-        h.update_rayon(data);
-    } else {
-        h.update(data);
-    }
-    *h.finalize().as_bytes()
-}
-
-fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
-    if src.len() >= PARALLEL_TENSOR_BYTES {
-        dst.par_chunks_mut(COPY_BLOCK * 4)
-            .zip(src.par_chunks(COPY_BLOCK * 4))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        return hash(dst);
-    }
-    let mut h = blake3::Hasher::new();
-    for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
-        d.copy_from_slice(s);
-        h.update(d);
-    }
-    *h.finalize().as_bytes()
-}
-
-/// Ask the kernel to back `buf` with transparent huge pages where it can (Linux, THP in
-/// `madvise` mode). A fresh multi-megabyte output buffer then takes one page fault per
-/// 2 MiB instead of one per 4 KiB; writing 438 MB otherwise spends most of its time in
-/// the fault handler. Purely advisory: failures are ignored.
-pub fn advise_huge_pages<T>(buf: &mut [T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_mut_ptr() as usize;
-        let first = (start + HUGE - 1) & !(HUGE - 1);
-        let end = (start + std::mem::size_of_val(buf)) & !(HUGE - 1);
-        if end > first {
-            // SAFETY: the range lies inside `buf`; MADV_HUGEPAGE never changes contents.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
-}
-
 /// Prefix an error's message with the tensor it concerns.
 fn about(name: &str, e: Error) -> Error {
     e.context(format_args!("tensor {name:?}"))
@@ -173,9 +119,7 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     }
     let structure = match opts.structure {
         Some(s) => {
-            let v: serde_json::Value = serde_json::from_str(s)
-                .map_err(|e| Error::input(format!("structure is not valid JSON: {e}")))?;
-            validate_structure(&v, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
+            crate::structure::validate(s, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
             Some(RawValue::from_string(s.to_owned()).expect("validated JSON"))
         }
         None => None,
@@ -348,8 +292,48 @@ impl Prepared<'_> {
     }
 }
 
-/// One tensor to decode: its index, the output buffer, and the base bytes for deltas.
-pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<&'a [u8]>);
+/// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
+pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<TensorView<'a>>);
+
+/// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
+/// shape (an update's tensor given as arrays, or the base of a delta).
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, C order.
+    pub shape: &'a [u64],
+    /// The bytes (`numel * itemsize` of them).
+    pub data: &'a [u8],
+}
+
+/// By default a payload may decode to this many bytes beyond [`DEFAULT_EXPANSION`]
+/// times its own length (see [`default_max_decoded_bytes`]).
+pub const DEFAULT_DECODED_SLACK: u64 = 1 << 30;
+/// By default a payload may decode to this many times its own length (plus
+/// [`DEFAULT_DECODED_SLACK`]).
+pub const DEFAULT_EXPANSION: u64 = 256;
+
+/// The default limit on the bytes decoding a payload of `len` bytes may allocate:
+/// `DEFAULT_EXPANSION * len + DEFAULT_DECODED_SLACK` (256 times the payload, plus 1 GiB).
+pub fn default_max_decoded_bytes(len: usize) -> u64 {
+    DEFAULT_EXPANSION
+        .saturating_mul(len as u64)
+        .saturating_add(DEFAULT_DECODED_SLACK)
+}
+
+/// Check that the bytes of a `bool` tensor are all 0 or 1 (the only values the format allows).
+pub fn check_bools(name: &str, bytes: &[u8]) -> Result<()> {
+    match bytes.iter().position(|&b| b > 1) {
+        None => Ok(()),
+        Some(i) => Err(Error::integrity(format!(
+            "tensor {name:?}: element {i} of a bool tensor is {}, not 0 or 1",
+            bytes[i]
+        ))),
+    }
+}
 
 /// A validated payload header: everything needed to find, check and decode tensors.
 #[derive(Debug, Clone)]
@@ -406,7 +390,15 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
     }
     let text = std::str::from_utf8(header_bytes)
         .map_err(|e| Error::format(format!("header is not valid UTF-8: {e}")))?;
-    let header: Header = serde_json::from_str(text.trim_end_matches(' '))
+    let text = text.trim_end_matches(' ');
+    // Bound the nesting everywhere, unknown keys included, before parsing anything.
+    let depth = json_depth(text);
+    if depth > MAX_JSON_DEPTH {
+        return Err(Error::format(format!(
+            "header is not valid: its JSON nests {depth} levels deep, more than {MAX_JSON_DEPTH}"
+        )));
+    }
+    let header: Header = serde_json::from_str(text)
         .map_err(|e| Error::format(format!("header is not valid: {e}")))?;
     if header.tensors.len() > MAX_TENSORS {
         return Err(Error::format(format!(
@@ -420,6 +412,19 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         let end = t.offset.saturating_add(t.length);
         entries.push(validate_entry(t, data_start, pre.data_len, min_offset)?);
         min_offset = end;
+    }
+    // Prove every coded tensor's decoded size from its framing before anyone allocates.
+    for e in &entries {
+        if !e.pipeline.is_raw() {
+            e.pipeline
+                .check_stored(
+                    e.dtype,
+                    &e.shape,
+                    e.nbytes,
+                    &buf[e.start..e.start + e.length],
+                )
+                .map_err(|err| about(&e.name, err))?;
+        }
     }
     let mut names = std::collections::HashSet::with_capacity(entries.len());
     if let Some(e) = entries.iter().find(|e| !names.insert(e.name.as_str())) {
@@ -435,9 +440,7 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         )));
     }
     if let Some(s) = &header.structure {
-        let v: serde_json::Value = serde_json::from_str(s.get())
-            .map_err(|e| Error::format(format!("structure is not valid: {e}")))?;
-        validate_structure(&v, entries.len())?;
+        crate::structure::validate(s.get(), entries.len())?;
     }
     if let Some(m) = &header.metadata {
         validate_metadata(m.get())?;
@@ -471,6 +474,7 @@ impl Layout {
         &buf[e.start..e.start + e.length]
     }
 
+    /// Check tensor `i`'s checksum (and, for a raw bool tensor, that its values are 0 or 1).
     fn check_hash(&self, buf: &[u8], i: usize) -> Result<()> {
         let e = &self.entries[i];
         if hash(self.stored(buf, i)) != e.hash {
@@ -479,7 +483,49 @@ impl Layout {
                 e.name
             )));
         }
+        self.check_raw_values(buf, i)
+    }
+
+    /// For a raw tensor, check the values the format restricts (bool: 0 or 1); O(bytes)
+    /// for bool tensors, nothing for the others.
+    pub fn check_raw_values(&self, buf: &[u8], i: usize) -> Result<()> {
+        let e = &self.entries[i];
+        if e.dtype == DType::Bool && e.pipeline.is_raw() {
+            check_bools(&e.name, self.stored(buf, i))?;
+        }
         Ok(())
+    }
+
+    /// Bytes that decoding the tensors `indices` (all when `None`) allocates: the decoded
+    /// size of every coded tensor, and of raw ones too when they are `copied`. An error
+    /// when that exceeds `limit` (see [`default_max_decoded_bytes`]).
+    pub fn check_decoded_bytes(
+        &self,
+        indices: Option<&[usize]>,
+        copied: bool,
+        limit: u64,
+    ) -> Result<u64> {
+        let size = |i: usize| {
+            let e = &self.entries[i];
+            if copied || !e.pipeline.is_raw() {
+                e.nbytes as u64
+            } else {
+                0
+            }
+        };
+        let total: u64 = match indices {
+            Some(ix) => ix.iter().map(|&i| size(i)).fold(0u64, u64::saturating_add),
+            None => (0..self.entries.len())
+                .map(size)
+                .fold(0u64, u64::saturating_add),
+        };
+        if total > limit {
+            return Err(Error::format(format!(
+                "decoding needs {total} bytes, more than max_decoded_bytes={limit} allows \
+                 (pass a larger max_decoded_bytes= if this payload is trusted)"
+            )));
+        }
+        Ok(total)
     }
 
     /// Verify the checksums of the tensors `indices` (all when `None`), in parallel.
@@ -507,13 +553,14 @@ impl Layout {
     }
 
     /// Decode tensor `i` into `out` (exactly its decoded size), checking its hash first
-    /// when `verify` is set. `base` is the base tensor's bytes for delta codecs.
+    /// when `verify` is set. `base` is the base tensor for delta codecs: it must have the
+    /// tensor's dtype and shape.
     pub fn decode_into(
         &self,
         buf: &[u8],
         i: usize,
         out: &mut [u8],
-        base: Option<&[u8]>,
+        base: Option<TensorView<'_>>,
         verify: bool,
     ) -> Result<()> {
         let e = &self.entries[i];
@@ -531,17 +578,32 @@ impl Layout {
         let stored = self.stored(buf, i);
         if e.pipeline.is_raw() {
             out.copy_from_slice(stored);
-            return Ok(());
+            return self.check_raw_values(buf, i);
         }
-        if e.pipeline.needs_base() && base.is_none() {
-            return Err(Error::integrity(format!(
-                "tensor {:?}: codec {} is a delta and needs the base it was encoded against",
-                e.name, e.pipeline
-            )));
-        }
+        let base = if e.pipeline.needs_base() {
+            let Some(b) = base else {
+                return Err(Error::integrity(format!(
+                    "tensor {:?}: codec {} is a delta and needs the base it was encoded against",
+                    e.name, e.pipeline
+                )));
+            };
+            if b.dtype != e.dtype || b.shape != e.shape.as_slice() {
+                return Err(Error::integrity(format!(
+                    "tensor {:?}: the base tensor is {}{:?}, this delta was encoded against {}{:?}",
+                    e.name, b.dtype, b.shape, e.dtype, e.shape
+                )));
+            }
+            Some(b.data)
+        } else {
+            None
+        };
         e.pipeline
             .decode(e.dtype, &e.shape, stored, base, out)
-            .map_err(|err| about(&e.name, err))
+            .map_err(|err| about(&e.name, err))?;
+        if e.dtype == DType::Bool {
+            check_bools(&e.name, out)?;
+        }
+        Ok(())
     }
 
     /// Decode several tensors in parallel: `jobs` pairs an index with its output buffer
@@ -699,6 +761,33 @@ mod tests {
         let layout = parse(&blob).unwrap();
         let mut out = vec![0u8; 3];
         assert!(layout.decode_into(&blob, 0, &mut out, None, true).is_err());
+    }
+
+    #[test]
+    fn legal_nesting_round_trips_and_deeper_is_refused() {
+        let a = floats(1);
+        let mut structure = "0".to_string();
+        for _ in 0..64 {
+            structure = format!(r#"{{"dict":[["k",{structure}]]}}"#);
+        }
+        let meta = "[".repeat(128) + &"]".repeat(128);
+        let opts = EncodeOptions {
+            structure: Some(&structure),
+            metadata: Some(&meta),
+            ..Default::default()
+        };
+        let blob = encode(&[input("k", &[1], &a, "raw")], &opts);
+        let layout = parse(&blob).unwrap();
+        assert_eq!(layout.structure.as_deref(), Some(structure.as_str()));
+        let deeper = format!("[{meta}]");
+        let opts = EncodeOptions {
+            metadata: Some(&deeper),
+            ..Default::default()
+        };
+        assert!(matches!(
+            prepare(&[input("k", &[1], &a, "raw")], &opts),
+            Err(Error::Input(_))
+        ));
     }
 
     #[test]

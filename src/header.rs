@@ -6,7 +6,6 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::codec::Pipeline;
 use crate::dtype::DType;
@@ -32,8 +31,11 @@ pub const MAX_TENSORS: usize = 1 << 20;
 pub const MAX_RANK: usize = 64;
 /// Longest tensor name, in UTF-8 bytes.
 pub const MAX_NAME_LEN: usize = 65_535;
-/// Deepest nesting of the `structure` tree.
-pub const MAX_DEPTH: usize = 64;
+/// Deepest JSON nesting anywhere in the header (unknown keys included): room for a
+/// structure of [`crate::structure::MAX_DEPTH`] levels, three JSON levels each.
+pub const MAX_JSON_DEPTH: usize = 256;
+/// Deepest JSON nesting of the user metadata.
+pub const MAX_METADATA_DEPTH: usize = 128;
 
 /// Round `n` up to the next multiple of [`ALIGN`].
 pub fn align_up(n: u64) -> Option<u64> {
@@ -328,88 +330,49 @@ pub fn validate_entry(
     })
 }
 
-/// Check that user metadata is JSON within serde_json's nesting limit (128 levels), so
-/// every reader can load it without exhausting its stack.
-pub fn validate_metadata(json: &str) -> Result<()> {
-    serde_json::from_str::<Value>(json)
-        .map(|_| ())
-        .map_err(|e| Error::format(format!("metadata is not valid JSON: {e}")))
+/// The deepest nesting of arrays and objects in `json` (which must be valid JSON: the
+/// scan only skips strings). One pass, no allocation.
+pub fn json_depth(json: &str) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let mut bytes = json.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'"' => {
+                while let Some(c) = bytes.next() {
+                    match c {
+                        b'\\' => {
+                            bytes.next();
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    max
 }
 
-/// Check that `structure` is a valid tree over `count` tensors: every leaf index is
-/// in range and used exactly once, dict keys are unique strings, depth is bounded.
-pub fn validate_structure(structure: &Value, count: usize) -> Result<()> {
-    fn walk(v: &Value, depth: usize, seen: &mut [bool]) -> Result<()> {
-        if depth > MAX_DEPTH {
-            return Err(Error::format(format!(
-                "structure nests deeper than {MAX_DEPTH} levels"
-            )));
-        }
-        match v {
-            Value::Number(n) => {
-                let i = n
-                    .as_u64()
-                    .and_then(|i| usize::try_from(i).ok())
-                    .filter(|&i| i < seen.len())
-                    .ok_or_else(|| {
-                        Error::format(format!(
-                            "structure leaf {n} is not a tensor index below {}",
-                            seen.len()
-                        ))
-                    })?;
-                if std::mem::replace(&mut seen[i], true) {
-                    return Err(Error::format(format!(
-                        "structure uses tensor {i} more than once"
-                    )));
-                }
-                Ok(())
-            }
-            Value::Object(map) if map.len() == 1 => {
-                let (kind, body) = map.iter().next().expect("one entry");
-                let items = body.as_array().ok_or_else(|| {
-                    Error::format(format!("structure node {kind:?} must hold an array"))
-                })?;
-                match kind.as_str() {
-                    "list" | "tuple" => items.iter().try_for_each(|c| walk(c, depth + 1, seen)),
-                    "dict" => {
-                        let mut keys = std::collections::HashSet::with_capacity(items.len());
-                        for item in items {
-                            let pair = item.as_array().filter(|p| p.len() == 2);
-                            let (key, child) = match pair.map(|p| (&p[0], &p[1])) {
-                                Some((Value::String(k), c)) => (k, c),
-                                _ => {
-                                    return Err(Error::format(
-                                        "structure dict items must be [key, node] with a string key",
-                                    ))
-                                }
-                            };
-                            if !keys.insert(key.as_str()) {
-                                return Err(Error::format(format!(
-                                    "structure dict has the key {key:?} twice"
-                                )));
-                            }
-                            walk(child, depth + 1, seen)?;
-                        }
-                        Ok(())
-                    }
-                    other => Err(Error::format(format!(
-                        "unknown structure node {other:?} (expected dict, list or tuple)"
-                    ))),
-                }
-            }
-            _ => Err(Error::format(
-                "structure node must be a tensor index or an object {\"dict\"|\"list\"|\"tuple\": [...]}",
-            )),
-        }
-    }
-    let mut seen = vec![false; count];
-    walk(structure, 0, &mut seen)?;
-    if let Some(i) = seen.iter().position(|s| !s) {
+/// Check that user metadata is valid JSON nesting at most [`MAX_METADATA_DEPTH`] levels,
+/// so every reader can load it without exhausting its stack. No document is built.
+pub fn validate_metadata(json: &str) -> Result<()> {
+    let depth = json_depth(json);
+    if depth > MAX_METADATA_DEPTH {
         return Err(Error::format(format!(
-            "structure does not place tensor {i}"
+            "metadata is not valid: it nests {depth} levels deep, more than {MAX_METADATA_DEPTH}"
         )));
     }
-    Ok(())
+    let mut de = serde_json::Deserializer::from_str(json);
+    de.disable_recursion_limit();
+    serde::de::IgnoredAny::deserialize(&mut de)
+        .and_then(|_| de.end())
+        .map_err(|e| Error::format(format!("metadata is not valid JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -425,21 +388,12 @@ mod tests {
     }
 
     #[test]
-    fn structure_rules() {
-        let ok: Value = serde_json::from_str(r#"{"dict":[["a",0],["b",{"list":[1,2]}]]}"#).unwrap();
-        validate_structure(&ok, 3).unwrap();
-        for bad in [
-            r#"{"dict":[["a",0],["a",1]]}"#,
-            r#"{"list":[0,0]}"#,
-            r#"{"list":[0]}"#,
-            r#"{"list":[5,1]}"#,
-            r#"{"set":[0,1]}"#,
-            r#"{"dict":[[1,0],["b",1]]}"#,
-            r#"-1"#,
-        ] {
-            let v: Value = serde_json::from_str(bad).unwrap();
-            assert!(validate_structure(&v, 2).is_err(), "{bad}");
-        }
+    fn json_depth_skips_strings() {
+        assert_eq!(json_depth(r#"{"a": [1, {"b": "]]]["}], "c\\"[": []}"#), 3);
+        assert_eq!(json_depth("7"), 0);
+        validate_metadata(&("[".repeat(128) + &"]".repeat(128))).unwrap();
+        assert!(validate_metadata(&("[".repeat(129) + &"]".repeat(129))).is_err());
+        assert!(validate_metadata("[1, 2").is_err());
     }
 
     #[test]

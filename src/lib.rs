@@ -4,20 +4,24 @@
 //! `cargo test` exercises it directly. `docs/FORMAT.md` specifies the format.
 #![deny(missing_docs)]
 
-pub mod aggregate;
 pub mod chunk;
 pub mod codec;
 pub mod container;
 pub mod dtype;
 pub mod error;
+pub mod fedavg;
 pub mod file;
 pub mod header;
+pub mod memory;
 pub mod reassemble;
 pub mod stream;
+pub mod structure;
 
 #[cfg(feature = "python")]
 mod bindings;
 
-pub use container::{parse, prepare, tensors_id, EncodeOptions, Layout, Prepared, TensorInput};
+pub use container::{
+    parse, prepare, tensors_id, EncodeOptions, Layout, Prepared, TensorInput, TensorView,
+};
 pub use dtype::DType;
 pub use error::{Error, Result};

@@ -166,8 +166,8 @@ def test_updates_from_encode_update_rebuild_the_global_model():
     # ...and cannot be mixed with models.
     with pytest.raises(tw.MismatchError, match="cannot be averaged together"):
         tw.aggregate([ups[0], news[1]])
-    # Weights "samples" need the record.
-    with pytest.raises(tw.InputError, match="records no sample count"):
+    # Weights "samples" need the record: an update without one is refused.
+    with pytest.raises(tw.MismatchError, match="records no sample count"):
         tw.aggregate([news[0], ups[1]], "samples", base=old)
 
 
@@ -284,7 +284,7 @@ def test_bad_arguments():
     with pytest.raises(tw.InputError, match="2 weights for 1 updates"):
         tw.aggregate([p], [1, 2])
     with pytest.raises(tw.InputError, match="sum to zero"):
-        tw.aggregate([p, p], [0, 0])
+        tw.aggregate([p, tw.encode(m, metadata=1)], [0, 0])
     with pytest.raises(tw.InputError, match="no updates"):
         tw.aggregate([])
     with pytest.raises(tw.InputError, match="on_mismatch"):
@@ -394,13 +394,14 @@ def test_memory_stays_near_one_model(tmp_path):
     n_tensors, numel = 10, 2_500_000  # 10 x 10 MB of float32
     model_bytes = n_tensors * numel * 4
     a = np.empty(numel, np.float32)
-    distinct = []
-    for i in range(4):
-        a.fill(i)  # constant tensors: small zstd payloads, a full model decoded
+    paths = []
+    for i in range(100):
+        a.fill(i % 4)  # constant tensors: small zstd payloads, a full model decoded
         p = tmp_path / f"u{i}.twr"
-        p.write_bytes(tw.encode({f"t{k}": a for k in range(n_tensors)}, codec="zstd:1"))
-        distinct.append(str(p))
-    paths = [distinct[i % 4] for i in range(100)]  # each read into its own bytes
+        # Distinct payloads (a round refuses the same payload twice).
+        blob = tw.encode({f"t{k}": a for k in range(n_tensors)}, codec="zstd:1", metadata=i)
+        p.write_bytes(blob)
+        paths.append(str(p))
     r = subprocess.run(
         [sys.executable, "-c", MEMORY_SCRIPT, json.dumps(paths)],
         capture_output=True,

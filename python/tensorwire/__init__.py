@@ -21,7 +21,14 @@ from ._chunk import CHUNK_HEADER_LEN, Chunks, Reassembler, chunk, chunk_info, en
 from ._client import ErrorFeedback, encode_update
 from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
-from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
+from ._errors import (
+    ClosedError,
+    CodecError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    TensorwireError,
+)
 
 __all__ = [
     "CHUNK_HEADER_LEN",
@@ -34,6 +41,7 @@ __all__ = [
     "aggregate",
     "encode_update",
     "update_info",
+    "ClosedError",
     "CodecError",
     "Chunks",
     "CodecSpec",

@@ -1,14 +1,17 @@
-"""Federated averaging over encoded updates: ``aggregate`` and the streaming ``Aggregator``.
+"""Aggregation over encoded updates: ``aggregate`` (FedAvg, median, trimmed mean) and the
+streaming ``Aggregator`` (FedAvg).
 
-The Rust core does all the work on tensor bytes (decode into a per-thread scratch block,
-accumulate, finish) with the GIL released; this module decides the round's template,
-reads the update metadata written by :func:`tensorwire.encode_update`, and reports
-updates that do not fit the round.
+The Rust core does all the work on tensor bytes with the GIL released: each update is
+surveyed first (checksums, every value finite, its norm, the sums' headroom) and only
+then combined, so a refused or bad update changes nothing. This module parses each
+payload once (``_core.Payload``), decides the round's template, reads the update records
+written by :func:`tensorwire.encode_update` (checked in Rust), and reports the updates
+that are refused.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional, Union
@@ -18,7 +21,7 @@ import numpy as np
 from . import _core
 from ._arrays import as_array, byte_view, dtype_name, dtype_named
 from ._container import _base_id
-from ._errors import InputError, TensorwireError
+from ._errors import FormatError, InputError, TensorwireError
 from ._structure import flatten, unflatten
 
 __all__ = [
@@ -38,8 +41,10 @@ OnMismatch = Union[str, Callable[[int, str], Any]]
 
 
 class MismatchError(TensorwireError, ValueError):
-    """An update does not fit the round: other tensors, dtypes or shapes, another base
-    or another round. Raised with ``on_mismatch="raise"`` (the default)."""
+    """An update is refused by the round: other tensors, dtypes or shapes, another base
+    or round, a value that is not finite, a norm above ``max_norm``, a payload already
+    counted, a malformed update record. Raised with ``on_mismatch="raise"`` (the
+    default)."""
 
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(f"update {index} does not fit the round: {reason}")
@@ -48,7 +53,7 @@ class MismatchError(TensorwireError, ValueError):
 
 
 class MismatchWarning(UserWarning):
-    """An update was skipped because it does not fit the round (``on_mismatch="skip"``)."""
+    """An update was skipped because the round refused it (``on_mismatch="skip"``)."""
 
 
 class UpdateInfo(NamedTuple):
@@ -65,24 +70,21 @@ class UpdateInfo(NamedTuple):
     samples: Optional[float]
 
 
-def _info_of(metadata: Any) -> UpdateInfo | None:
-    if not isinstance(metadata, Mapping) or not isinstance(metadata.get(UPDATE_KEY), Mapping):
+def _info_of(payload: Any) -> UpdateInfo | None:
+    """The checked record of a parsed payload (a FormatError says why it is malformed)."""
+    rec = payload.update_record()
+    if rec is None:
         return None
-    rec = metadata[UPDATE_KEY]
-    return UpdateInfo(
-        kind=str(rec.get("kind", "model")),
-        base=rec.get("base"),
-        round=rec.get("round"),
-        client=rec.get("client"),
-        samples=rec.get("samples"),
-    )
+    difference, base, round_, client, samples = rec
+    kind = "difference" if difference is not None else "model"
+    return UpdateInfo(kind, base, round_, client, samples)
 
 
 def update_info(payload: Any) -> UpdateInfo | None:
     """The update record of ``payload`` (kind, base, round, client, samples), or None
-    when the payload carries none. Parses the header only."""
-    m = _core.Payload(payload).metadata
-    return _info_of(None if m is None else json.loads(m))
+    when the payload carries none. Parses the header only; a malformed record is a
+    :class:`FormatError` saying why."""
+    return _info_of(_core.Payload(payload))
 
 
 def _is_payload(update: Any) -> bool:
@@ -90,62 +92,65 @@ def _is_payload(update: Any) -> bool:
 
 
 class _Update(NamedTuple):
-    arg: tuple[Any, ...]  # (payload, tensors, difference base id, weight) for the core
+    payload: Any  # the parsed _core.Payload, or None
+    tensors: Optional[list[tuple[str, str, tuple[int, ...], np.ndarray]]]
     info: Optional[UpdateInfo]
-    names: list[str]
+    problem: Optional[str]  # why the round refuses it before the core sees it
     structure: Optional[str]
     specs: list[tuple[str, str, tuple[int, ...]]]
 
+    def arg(self, weight: float, index: int) -> tuple[Any, ...]:
+        """What the core takes: (payload, tensors, difference base id, weight, number)."""
+        info = self.info
+        diff = info.base if info is not None and info.kind == "difference" else None
+        return (self.payload, self.tensors, diff, weight, index)
 
-def _with_index(i: int, e: TensorwireError) -> TensorwireError:
-    return type(e)(f"update {i}: {e}")
 
-
-def _prepare(i: int, update: Any, weight: Any) -> _Update:
-    """Normalise one update for the core: a payload (parsed for its metadata and
+def _prepare(i: int, update: Any) -> _Update:
+    """Normalise one update for the core: a payload (parsed once, for its record and
     template) or a tensor structure (viewed as bytes, never copied)."""
     if _is_payload(update):
         try:
             p = _core.Payload(update)
         except TensorwireError as e:
-            raise _with_index(i, e) from None
-        m = p.metadata
-        info = _info_of(None if m is None else json.loads(m))
-        diff_base = info.base if info is not None and info.kind == "difference" else None
-        if diff_base is None and info is not None and info.kind == "difference":
-            raise InputError(f"update {i}: a difference whose base id is missing")
-        entries = p.entries()
-        specs = [(e[0], e[1], tuple(e[2])) for e in entries]
-        names = [e[0] for e in entries]
-        return _Update((update, None, diff_base, weight), info, names, p.structure, specs)
+            raise type(e)(f"update {i}: {e}") from None
+        info, problem = None, None
+        try:
+            info = _info_of(p)
+        except FormatError as e:
+            problem = str(e)
+        specs = [(e[0], e[1], tuple(e[2])) for e in p.entries()]
+        return _Update(p, None, info, problem, p.structure, specs)
     leaves, structure = flatten(update)
     tensors = []
     for name, x in leaves:
         a = as_array(x, name)
         tensors.append((name, dtype_name(a.dtype), a.shape, byte_view(a)))
     specs = [(t[0], t[1], tuple(t[2])) for t in tensors]
-    return _Update((None, tensors, None, weight), None, [n for n, *_ in tensors], structure, specs)
+    return _Update(None, tensors, None, None, structure, specs)
 
 
-def _weights_of(weights: Any, updates: Sequence[_Update], n: int) -> list[float]:
-    if weights is None:
-        return [1.0] * n
-    if isinstance(weights, str):
-        if weights != "samples":
-            raise InputError(f'weights must be None, a sequence or "samples", got {weights!r}')
-        out = []
-        for i, u in enumerate(updates):
-            if u.info is None or u.info.samples is None:
-                raise InputError(
-                    f'update {i}: weights="samples" but it records no sample count '
-                    "(make updates with tw.encode_update(..., num_samples=n))"
-                )
-            out.append(float(u.info.samples))
-        return out
-    w = [float(x) for x in weights]
-    if len(w) != n:
-        raise InputError(f"{len(w)} weights for {n} updates")
-    return w
+def _number(x: Any, what: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise InputError(f"{what} must be a number, got {type(x).__name__}")
+    return float(x)
+
+
+def _weight(u: _Update, weight: Any, i: int) -> tuple[float, str | None]:
+    """The weight of update ``i`` (1, a number, or ``"samples"`` from its record), or the
+    reason the round refuses it."""
+    if weight is None:
+        return 1.0, None
+    if isinstance(weight, str):
+        if weight != "samples":
+            raise InputError(f'weights must be None, a sequence or "samples", got {weight!r}')
+        if u.info is None or u.info.samples is None:
+            return 0.0, (
+                'weights="samples" but it records no sample count '
+                "(make updates with tw.encode_update(..., num_samples=n))"
+            )
+        return u.info.samples, None
+    return _number(weight, f"the weight of update {i}"), None
 
 
 class _Template(NamedTuple):
@@ -156,7 +161,7 @@ class _Template(NamedTuple):
     base_keep: Any  # keeps the base arrays alive
 
 
-def _template(base: Any, first: _Update | None) -> _Template:
+def _template(base: Any, first: _Update | None, max_decoded_bytes: int | None) -> _Template:
     if base is not None:
         leaves, structure = flatten(base)
         arrays = {name: as_array(x, name) for name, x in leaves}
@@ -165,6 +170,9 @@ def _template(base: Any, first: _Update | None) -> _Template:
         return _Template(specs, structure, _base_id(arrays), views, arrays)
     if first is None:
         raise InputError("nothing to average: no updates")
+    if first.payload is not None:
+        # The round's memory follows what this payload declares: bound it first.
+        first.payload.decoded_bytes(None, True, max_decoded_bytes)
     return _Template(first.specs, first.structure, None, None, None)
 
 
@@ -217,24 +225,33 @@ def _round_reason(info: UpdateInfo | None, round: int | None) -> str | None:
     return None
 
 
+def _specs(template: _Template) -> list[tuple[str, str, list[int]]]:
+    return [(n, dt, list(shape)) for n, dt, shape in template.specs]
+
+
 def aggregate(
     updates: Sequence[Any],
     weights: Union[str, Sequence[float], None] = None,
     *,
     base: Any = None,
     out: Any = None,
+    method: str = "mean",
     clip_norm: Optional[float] = None,
+    max_norm: Optional[float] = None,
     on_mismatch: OnMismatch = "raise",
     round: Optional[int] = None,
     accumulate: str = "auto",
     verify: bool = True,
+    max_decoded_bytes: Optional[int] = None,
 ) -> Any:
-    """Weighted average (FedAvg) of ``updates``, computed in Rust tensor by tensor.
+    """Combine ``updates`` tensor by tensor in Rust: the weighted mean (FedAvg), or with
+    ``method="median"`` / ``"trimmed_mean:β"`` the element-wise median or β-trimmed mean
+    (Flower's FedMedian and FedTrimmedAvg; unweighted, so ``weights`` must be None).
 
     ``updates`` are payloads (bytes-like, any codec, delta codecs included) or tensor
     structures, freely mixed. Each update is decoded one tensor at a time into a
-    per-thread scratch block and added into an accumulator, so memory stays near one
-    model however many updates there are.
+    per-thread scratch block, so memory stays near one model however many updates
+    there are (the robust methods also hold one codec block per update and thread).
 
     ``weights``: None (equal), one number per update (e.g. sample counts), or
     ``"samples"`` to use the counts recorded by :func:`tensorwire.encode_update`.
@@ -242,50 +259,65 @@ def aggregate(
     ``base``: the round's global model. Delta-coded payloads decode against it,
     difference payloads from ``encode_update`` count as ``base + difference``, and the
     result is the new global model ``base + Σ wᵢ(xᵢ - base) / Σ wᵢ``. Without a base the
-    updates are averaged as they decode.
+    updates are combined as they decode.
 
-    ``clip_norm``: scale each update's difference ``xᵢ - base`` (or ``xᵢ`` without a
-    base) down to this L2 norm over all its tensors. ``round``: refuse updates whose
-    recorded round differs. ``on_mismatch``: what to do with an update whose tensor
-    names, dtypes or shapes, base or round do not fit: ``"raise"`` a
-    :class:`MismatchError` (default), ``"skip"`` it with a :class:`MismatchWarning`, or
-    call ``on_mismatch(index, reason)`` and skip it. Bad payloads always raise.
+    Every update is checked before it counts; the round refuses one (see
+    ``on_mismatch``) whose tensor names, dtypes or shapes, base or ``round`` do not fit,
+    that holds a NaN or infinity, whose contribution's L2 norm exceeds ``max_norm``, that
+    is the same payload as an earlier one (content id), whose update record is malformed,
+    or whose weighted values could overflow the sums. ``clip_norm`` scales each update's
+    contribution ``xᵢ - base`` (or ``xᵢ``) down to that L2 norm instead. ``on_mismatch``:
+    ``"raise"`` a :class:`MismatchError` (default), ``"skip"`` with a
+    :class:`MismatchWarning`, or call ``on_mismatch(index, reason)`` and skip. Bad payloads
+    (a checksum mismatch, corrupt data) always raise.
 
     ``accumulate``: ``"auto"`` (float32 sums for ≤32-bit floats, float64 otherwise) or
-    ``"float64"``. ``out``: a structure of arrays to write the result into. Returns the
-    result in the structure of ``base`` (or of the first update).
+    ``"float64"``. ``out``: a structure of arrays to write the result into.
+    ``max_decoded_bytes`` bounds the round's memory when its template comes from the
+    first update (no ``base``); see :func:`tensorwire.decode`. Returns the result in the
+    structure of ``base`` (or of the first update).
     """
     _check_on_mismatch(on_mismatch)
     if isinstance(updates, (str, bytes, bytearray, memoryview, Mapping)):
         raise InputError("updates must be a sequence of payloads or tensor structures")
-    updates = list(updates)
-    prepared = [_prepare(i, u, 0.0) for i, u in enumerate(updates)]
-    w = _weights_of(weights, prepared, len(prepared))
-    prepared = [p._replace(arg=(*p.arg[:3], wi)) for p, wi in zip(prepared, w)]
+    if method != "mean" and weights is not None:
+        raise InputError(f"method={method!r} is unweighted: pass weights=None")
+    prepared = [_prepare(i, u) for i, u in enumerate(updates)]
+    if weights is None or isinstance(weights, str):
+        given: list[Any] = [weights] * len(prepared)
+    else:
+        given = list(weights)
+        if len(given) != len(prepared):
+            raise InputError(f"{len(given)} weights for {len(prepared)} updates")
 
-    # Updates from another round are refused before the core sees them.
-    candidates = []
-    for i, p in enumerate(prepared):
-        reason = _round_reason(p.info, round)
+    # Updates refused before the core sees them: malformed records, another round.
+    args = []
+    first = None
+    for i, (p, w) in enumerate(zip(prepared, given)):
+        weight, reason = _weight(p, w, i)
+        reason = p.problem or reason or _round_reason(p.info, round)
         if reason is not None:
             _report(on_mismatch, i, reason)
-        else:
-            candidates.append(i)
-    template = _template(base, prepared[candidates[0]] if candidates else None)
+            continue
+        first = p if first is None else first
+        args.append(p.arg(weight, i))
+    template = _template(base, first, max_decoded_bytes)
     arrays, result = _outputs(template, out)
-    rejected, _accepted, _norms, _scales = _core.aggregate(
-        [(n, dt, list(shape)) for n, dt, shape in template.specs],
+    refused, _norms, _scales, _computed = _core.aggregate(
+        _specs(template),
         template.base_id,
         template.base_views,
-        [prepared[i].arg for i in candidates],
+        args,
         [byte_view(a) for a in arrays],
         clip_norm,
+        max_norm,
         accumulate,
+        method,
         verify,
         on_mismatch != "raise",
     )
-    for k, reason in rejected:
-        _report(on_mismatch, candidates[k], reason)
+    for i, reason in refused:
+        _report(on_mismatch, i, reason)
     return result
 
 
@@ -297,8 +329,11 @@ class Aggregator:
     ``result()`` at the end. Running sums take one model of float32 (float64 for
     float64 and integer tensors, or with ``accumulate="float64"``); each ``add`` decodes
     tensor by tensor with the GIL released. Options as for :func:`aggregate`; without
-    ``base`` or ``template`` the first update fixes the round's tensors.
+    ``base`` or ``template`` the first update fixes the round's tensors (its declared
+    size bounded by ``max_decoded_bytes``).
 
+    ``add`` surveys the update before adding anything: a refused update (see
+    :func:`aggregate`) or a bad payload leaves the sums bit for bit as they were.
     ``added`` lists ``(index, client, weight, norm, scale)`` of each accepted update and
     ``skipped`` lists ``(index, reason)``; ``add`` returns whether the update was added.
     """
@@ -309,55 +344,50 @@ class Aggregator:
         base: Any = None,
         template: Any = None,
         clip_norm: Optional[float] = None,
+        max_norm: Optional[float] = None,
         on_mismatch: OnMismatch = "raise",
         round: Optional[int] = None,
         accumulate: str = "auto",
         verify: bool = True,
+        max_decoded_bytes: Optional[int] = None,
     ) -> None:
         _check_on_mismatch(on_mismatch)
-        self._options = (clip_norm, accumulate, verify)
+        self._options = (clip_norm, max_norm, accumulate, verify)
         self._on_mismatch = on_mismatch
         self._round = round
+        self._max_decoded_bytes = max_decoded_bytes
         self._template: _Template | None = None
-        self._core: _core.Accumulator | None = None
+        self._core: Any = None
         self._seen = 0
         self.added: list[tuple[int, Optional[str], float, float, float]] = []
         self.skipped: list[tuple[int, str]] = []
         if base is not None:
-            self._start(_template(base, None))
+            self._start(_template(base, None, None))
         elif template is not None:
-            self._start(_template(None, _prepare(0, template, 0.0)))
+            self._start(_template(None, _prepare(0, template), max_decoded_bytes))
 
     def _start(self, template: _Template) -> None:
-        clip_norm, accumulate, verify = self._options
+        clip_norm, max_norm, accumulate, verify = self._options
         self._core = _core.Accumulator(
-            [(n, dt, list(shape)) for n, dt, shape in template.specs],
-            template.base_id,
-            clip_norm,
-            accumulate,
-            verify,
+            _specs(template), template.base_id, clip_norm, max_norm, accumulate, verify
         )
         self._template = template
 
     def add(self, update: Any, weight: Union[str, float, None] = None) -> bool:
         """Add one update (payload or tensor structure) with ``weight`` (1 by default;
         ``"samples"`` uses the count recorded by ``encode_update``). Returns False when
-        it was skipped as not fitting the round (see ``on_mismatch``)."""
+        the round refused it (see ``on_mismatch``)."""
         index = self._seen
         self._seen += 1
-        p = _prepare(index, update, 0.0)
-        if weight is None:
-            w = 1.0
-        elif isinstance(weight, str):
-            w = _weights_of(weight, [p], 1)[0]
-        else:
-            w = float(weight)
-        reason = _round_reason(p.info, self._round)
+        p = _prepare(index, update)
+        w, reason = _weight(p, weight, index)
+        reason = p.problem or reason or _round_reason(p.info, self._round)
+        norm = scale = math.nan
         if reason is None:
             if self._core is None:
-                self._start(_template(None, p))
-            assert self._core is not None and self._template is not None
-            reason, norm, scale = self._core.add((*p.arg[:3], w), self._template.base_views)
+                self._start(_template(None, p, self._max_decoded_bytes))
+            assert self._template is not None
+            reason, norm, scale = self._core.add(p.arg(w, index), self._template.base_views)
         if reason is not None:
             self.skipped.append((index, reason))
             _report(self._on_mismatch, index, reason)
@@ -369,12 +399,12 @@ class Aggregator:
     @property
     def count(self) -> int:
         """Number of updates added so far."""
-        return 0 if self._core is None else self._core.count
+        return 0 if self._core is None else int(self._core.count)
 
     @property
     def total_weight(self) -> float:
         """Sum of the weights added so far."""
-        return 0.0 if self._core is None else self._core.total_weight
+        return 0.0 if self._core is None else float(self._core.total_weight)
 
     def result(self, *, out: Any = None) -> Any:
         """The weighted average of the updates added so far, in the round's structure

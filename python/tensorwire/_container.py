@@ -6,6 +6,7 @@ import fnmatch
 import json
 import mmap
 import os
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple, Union
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._arrays import as_array
-from ._errors import FormatError, InputError
+from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
 
 __all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "open", "save"]
@@ -142,12 +143,28 @@ def save(
     _core.save(_encode_args(tensors, codec, base), os.fspath(path), _metadata_json(metadata))
 
 
-def _map_file(path: PathLike) -> mmap.mmap:
-    with builtins_open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise FormatError(f"{os.fspath(path)} is empty, not a tensorwire payload")
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+def _read_file(path: PathLike, use_mmap: bool) -> Any:
+    """The bytes of the regular file ``path``: a read-only map, or a private copy.
+
+    The file is opened without blocking, so a FIFO or a device is refused instead of
+    waiting for a writer forever."""
+    where = os.fspath(path)
+    fd = os.open(where, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FormatError(f"{where} is not a regular file, not a tensorwire payload")
+        if st.st_size == 0:
+            raise FormatError(f"{where} is empty, not a tensorwire payload")
+        if use_mmap:
+            return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+        with builtins_open(fd, "rb", closefd=False) as f:
+            data = f.read()
+        if len(data) != st.st_size:
+            raise IntegrityError(f"{where} changed size while it was read")
+        return data
+    finally:
+        os.close(fd)
 
 
 builtins_open = open
@@ -156,41 +173,65 @@ builtins_open = open
 class Reader:
     """A lazy view of one payload: parses and validates the header, reads tensors on demand.
 
-    ``source`` is a bytes-like object (bytes, bytearray, memoryview, mmap) or a path,
-    which is memory-mapped. Tensors stored raw are returned as read-only views into the
-    source unless ``copy=True``.
+    ``source`` is a bytes-like object (bytes, bytearray, memoryview, mmap) or a path. A
+    writable buffer (bytearray, a writable numpy array or memoryview) is copied once, so
+    that what is verified is what is returned; read-only ones are used in place. A path
+    is memory-mapped (``mmap=True``, the default) or read into private memory
+    (``mmap=False``).
+
+    With ``mmap=True`` the arrays returned for raw tensors are views of the file itself:
+    if another process truncates the file while they are in use, touching them kills
+    this process with SIGBUS, and if it rewrites the file in place they change under you
+    — after they were verified. Use ``mmap=False`` for files others may modify.
+
+    Tensors stored raw are returned as read-only views into the source unless
+    ``copy=True``. ``max_decoded_bytes`` bounds what one read may allocate for decoded
+    tensors (None: 256 times the payload's size plus 1 GiB); beyond it, a
+    :class:`FormatError`. After :meth:`close`, every method raises :class:`ClosedError`.
     """
 
-    def __init__(self, source: Any) -> None:
+    def __init__(
+        self, source: Any, *, mmap: bool = True, max_decoded_bytes: int | None = None
+    ) -> None:
         if isinstance(source, (str, os.PathLike)):
-            source = _map_file(source)
+            source = _read_file(source, mmap)
         self._source = source
-        self._payload = _core.Payload(source)
+        self._payload: Any = _core.Payload(source)
         self._names: list[str] = self._payload.names()
         self._infos: list[TensorInfo] | None = None
         self._index: dict[str, int] | None = None
+        self._max_decoded_bytes = max_decoded_bytes
+
+    def _live(self) -> Any:
+        if self._payload is None:
+            raise ClosedError("I/O operation on a closed tensorwire reader")
+        return self._payload
 
     # -- mapping-like access -------------------------------------------------------
     def keys(self) -> list[str]:
         """Tensor names, in storage order."""
+        self._live()
         return list(self._names)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
     def __len__(self) -> int:
+        self._live()
         return len(self._names)
 
     def __contains__(self, name: object) -> bool:
+        self._live()
         return name in self._name_index()
 
     def info(self, name: str) -> TensorInfo:
         """Name, dtype, shape, codec, stored size, decoded size and hash of one tensor."""
+        payload = self._live()
         i = self._lookup(name)
         if self._infos is None:
             self._infos = [
                 TensorInfo(n, d, sh, c, ln, nb, h)
-                for n, d, sh, c, _, ln, nb, h in self._payload.entries()
+                for n, d, sh, c, _, ln, nb, h in payload.entries()
             ]
         return self._infos[i]
 
@@ -200,28 +241,28 @@ class Reader:
     # -- payload-level facts ---------------------------------------------------------
     @property
     def metadata(self) -> Any:
-        """The user metadata (any JSON value), or None."""
-        m = self._payload.metadata
+        """The user metadata (any JSON value), or None. Parsed on each access."""
+        m = self._live().metadata
         return None if m is None else json.loads(m)
 
     @property
     def content_id(self) -> str:
         """blake3 of the header (which covers every tensor's hash): the payload's id."""
-        return self._payload.content_id
+        return str(self._live().content_id)
 
     @property
     def base_id(self) -> str | None:
         """For delta payloads, the id of the base tensors they were encoded against."""
-        return self._payload.base_id
+        return self._live().base_id  # type: ignore[no-any-return]
 
     @property
     def version(self) -> tuple[int, int]:
         """(major, minor) format version of the payload."""
-        return self._payload.version
+        return self._live().version  # type: ignore[no-any-return]
 
     def verify(self) -> None:
         """Check every checksum (and that padding is zero); raise IntegrityError if not."""
-        self._payload.verify(None)
+        self._live().verify(None)
 
     # -- reading tensors -------------------------------------------------------------
     def _name_index(self) -> dict[str, int]:
@@ -238,29 +279,36 @@ class Reader:
     def _read(
         self, indices: list[int] | None, *, base: Any, verify: bool, copy: bool
     ) -> list[np.ndarray]:
+        payload = self._live()
         bases = None
-        if self._payload.base_id is not None:
+        if payload.base_id is not None:
             base_arrays = _arrays_by_name(base) if base is not None else {}
-            self._payload.check_base(None if base is None else _base_id(base_arrays))
+            payload.check_base(None if base is None else _base_id(base_arrays))
             names = self._names if indices is None else [self._names[i] for i in indices]
             bases = [base_arrays.get(n) for n in names]
-        return self._payload.arrays(indices, bases, verify, copy)
+        return payload.arrays(indices, bases, verify, copy, self._max_decoded_bytes)  # type: ignore[no-any-return]
 
     def get(
         self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False
     ) -> np.ndarray:
         """One tensor; ``verify=True`` checks its checksum first."""
+        self._live()
         return self._read([self._lookup(name)], base=base, verify=verify, copy=copy)[0]
 
     def tensors(self, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
         """Every tensor, in the structure that was encoded."""
         arrays = self._read(None, base=base, verify=verify, copy=copy)
-        return unflatten(self._payload.structure, self._names, arrays)
+        return unflatten(self._live().structure, self._names, arrays)
 
     # -- lifetime --------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._payload is None
+
     def close(self) -> None:
         """Drop the reader's hold on its source (arrays already returned stay valid)."""
-        self._payload = None  # type: ignore[assignment]
+        self._payload = None
         if isinstance(self._source, mmap.mmap):
             try:
                 self._source.close()
@@ -268,18 +316,22 @@ class Reader:
                 pass  # arrays returned earlier still view the map; it closes with them
 
     def __enter__(self) -> Reader:
+        self._live()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
+        if self._payload is None:
+            return "<tensorwire.Reader closed>"
         return f"<tensorwire.Reader {len(self)} tensors, content_id={self.content_id[:16]}...>"
 
 
-def open(source: Any) -> Reader:
-    """Open a payload (bytes-like object or path) lazily; use as a context manager."""
-    return Reader(source)
+def open(source: Any, *, mmap: bool = True, max_decoded_bytes: int | None = None) -> Reader:
+    """Open a payload (bytes-like object or path) lazily; use as a context manager.
+    Options as for :class:`Reader`."""
+    return Reader(source, mmap=mmap, max_decoded_bytes=max_decoded_bytes)
 
 
 def _as_framework(tree: Any, framework: str | None) -> Any:
@@ -297,18 +349,25 @@ def decode(
     verify: bool = True,
     copy: bool = False,
     framework: str | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> Any:
     """Decode a payload into the structure that was encoded.
 
     Raw tensors come back as read-only views into ``blob`` (kept alive by the arrays)
-    unless ``copy=True``. ``verify=False`` skips data checksums; the header is always
-    validated. ``base`` is required for delta payloads. ``framework`` (``"torch"``,
-    ``"jax"``, ``"keras"``) returns that framework's tensors, sharing memory where it can
-    (see :mod:`tensorwire.frameworks`). For files use :func:`load`.
+    unless ``copy=True``; a writable ``blob`` (bytearray...) is copied once first, so the
+    arrays are what was verified. ``verify=False`` skips the data checksums: the header
+    and every coded tensor's framing are still validated, so the arrays always have the
+    declared shapes, but damaged data can go unnoticed. ``base`` is required for delta
+    payloads. ``max_decoded_bytes`` bounds the memory allocated for decoded tensors
+    (None: 256 times ``len(blob)`` plus 1 GiB; raise it for payloads you trust that
+    expand more, such as sparse updates of very large models). ``framework``
+    (``"torch"``, ``"jax"``, ``"keras"``) returns that framework's tensors, sharing memory
+    where it can (see :mod:`tensorwire.frameworks`). For files use :func:`load`.
     """
     if isinstance(blob, (str, os.PathLike)):
         raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
-    return _as_framework(Reader(blob).tensors(base=base, verify=verify, copy=copy), framework)
+    reader = Reader(blob, max_decoded_bytes=max_decoded_bytes)
+    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)
 
 
 def load(
@@ -318,6 +377,11 @@ def load(
     verify: bool = True,
     copy: bool = False,
     framework: str | None = None,
+    mmap: bool = True,
+    max_decoded_bytes: int | None = None,
 ) -> Any:
-    """Decode the payload in the file ``path`` (memory-mapped; see :func:`decode`)."""
-    return _as_framework(Reader(path).tensors(base=base, verify=verify, copy=copy), framework)
+    """Decode the payload in the file ``path``: memory-mapped (``mmap=True``; see
+    :class:`Reader` for what that means if others modify the file) or read into private
+    memory (``mmap=False``). Other options as for :func:`decode`."""
+    reader = Reader(path, mmap=mmap, max_decoded_bytes=max_decoded_bytes)
+    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)

@@ -27,6 +27,7 @@ __all__ = [
     "encode_chunks",
     "save",
     "tensors_id",
+    "unflatten",
 ]
 
 __version__: str
@@ -52,6 +53,10 @@ class _EncodeArgs(Protocol):
 def encode(args: _EncodeArgs, metadata: Optional[str] = None) -> bytes: ...
 def save(args: _EncodeArgs, path: str, metadata: Optional[str] = None) -> None: ...
 def tensors_id(names: list[str], tensors: list[Any]) -> str: ...
+def unflatten(structure: Optional[str], names: list[str], leaves: list[Any]) -> Any: ...
+
+# (difference base id or None, base id or None, round, client, samples)
+_Record = tuple[Optional[str], Optional[str], Optional[int], Optional[str], Optional[float]]
 
 @final
 class Payload:
@@ -69,15 +74,24 @@ class Payload:
     def content_id(self) -> str: ...
     @property
     def version(self) -> tuple[int, int]: ...
+    def __len__(self) -> int: ...
     def verify(self, indices: Optional[Sequence[int]] = None) -> None: ...
     def names(self) -> list[str]: ...
+    def decoded_bytes(
+        self,
+        indices: Optional[Sequence[int]] = None,
+        copied: bool = True,
+        max_decoded_bytes: Optional[int] = None,
+    ) -> int: ...
     def arrays(
         self,
         indices: Optional[Sequence[int]] = None,
         bases: Optional[Sequence[Optional[np.ndarray]]] = None,
         verify: bool = True,
         copy: bool = False,
+        max_decoded_bytes: Optional[int] = None,
     ) -> list[np.ndarray]: ...
+    def update_record(self) -> Optional[_Record]: ...
     def check_base(self, base_id: Optional[str]) -> None: ...
 
 # -- chunk framing (src/bindings/chunk.rs) ---------------------------------------------
@@ -146,8 +160,8 @@ class Reassembler:
 _SpecArg = tuple[str, str, Sequence[int]]
 # (name, dtype name, shape, uint8 view of the bytes)
 _ViewArg = tuple[str, str, Sequence[int], Buffer]
-# (payload or None, tensors or None, difference base id or None, weight)
-_UpdateArg = tuple[Optional[Buffer], Optional[Sequence[_ViewArg]], Optional[str], float]
+# (parsed payload or None, tensors or None, difference base id or None, weight, number)
+_UpdateArg = tuple[Optional[Payload], Optional[Sequence[_ViewArg]], Optional[str], float, int]
 
 def aggregate(
     template: Sequence[_SpecArg],
@@ -156,10 +170,12 @@ def aggregate(
     updates: Sequence[_UpdateArg],
     out: Sequence[Buffer],
     clip_norm: Optional[float],
+    max_norm: Optional[float],
     accumulate: str,
+    method: str,
     verify: bool,
     skip: bool,
-) -> tuple[list[tuple[int, str]], list[int], list[float], list[float]]: ...
+) -> tuple[list[tuple[int, str]], list[float], list[float], bool]: ...
 def codec_needs_base(spec: str) -> bool: ...
 
 @final
@@ -169,6 +185,7 @@ class Accumulator:
         template: Sequence[_SpecArg],
         base_id: Optional[str],
         clip_norm: Optional[float],
+        max_norm: Optional[float],
         accumulate: str,
         verify: bool,
     ) -> Accumulator: ...

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["CodecError", "FormatError", "InputError", "IntegrityError", "TensorwireError"]
+__all__ = [
+    "ClosedError",
+    "CodecError",
+    "FormatError",
+    "InputError",
+    "IntegrityError",
+    "TensorwireError",
+]
 
 
 class TensorwireError(Exception):
@@ -24,3 +31,7 @@ class CodecError(TensorwireError, ValueError):
 
 class InputError(TensorwireError, TypeError):
     """The input cannot be encoded: unsupported type or dtype, bad name, bad metadata."""
+
+
+class ClosedError(TensorwireError, ValueError):
+    """A method of a closed :class:`~tensorwire.Reader` was called (like a closed file)."""

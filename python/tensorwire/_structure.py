@@ -1,13 +1,15 @@
-"""Flattening nested inputs into named tensors, and rebuilding them on decode."""
+"""Flattening nested inputs into named tensors; rebuilding them on decode is
+``_core.unflatten``, which walks the structure JSON in Rust without a document tree."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from ._core import unflatten
 from ._errors import InputError
 
 __all__ = ["flatten", "unflatten"]
@@ -59,20 +61,3 @@ def flatten(tensors: Any) -> tuple[list[tuple[str, Any]], str | None]:
 
     structure = walk(tensors, (), 0)
     return leaves, json.dumps(structure, ensure_ascii=False, separators=(",", ":"))
-
-
-def unflatten(structure: str | None, names: Sequence[str], leaves: Sequence[Any]) -> Any:
-    """Rebuild what :func:`flatten` flattened (the payload's structure was validated)."""
-    if structure is None:
-        return dict(zip(names, leaves))
-
-    def build(node: Any) -> Any:
-        if isinstance(node, int):
-            return leaves[node]
-        ((kind, body),) = node.items()
-        if kind == "dict":
-            return {k: build(v) for k, v in body}
-        items = [build(v) for v in body]
-        return tuple(items) if kind == "tuple" else items
-
-    return build(json.loads(structure))

@@ -1,32 +1,35 @@
-//! Bindings of federated averaging: the batch `aggregate` function and the streaming
+//! Bindings of aggregation: the batch `aggregate` function and the streaming
 //! `Accumulator` class. The Python layer (`tensorwire._aggregate`) decides the round's
-//! template and reads update metadata; everything that touches tensor bytes runs here
-//! with the GIL released.
+//! template from parsed `Payload`s (each payload is parsed once) and reports refusals;
+//! everything that touches tensor bytes runs here with the GIL released.
 
 use std::sync::Mutex;
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 
-use super::{bytes_of, bytes_of_mut, dtype_of, to_py, InputError};
-use crate::aggregate::{
-    about_update, aggregate as average, Accumulator as CoreAccumulator, Contribution, Kind,
-    Options, Precision, Round, Source, TensorSpec, TensorView,
-};
-use crate::container::{self, Layout};
+use super::container::Payload;
+use super::{bytes_of, bytes_of_mut, catch, detached, dtype_of, to_py, InputError};
+use crate::container::TensorView;
 use crate::error::Error;
+use crate::fedavg::{
+    aggregate as combine, stream::Verdict, Accumulator as CoreAccumulator, Contribution, Kind,
+    Method, Options, Precision, Round, Source, TensorSpec,
+};
 use crate::header::parse_hex32;
 
 /// (name, dtype name, shape): one tensor of the round.
 type SpecArg = (String, String, Vec<u64>);
 /// (name, dtype name, shape, uint8 view of the bytes): one in-memory tensor.
 type ViewArg = (String, String, Vec<u64>, PyBuffer<u8>);
-/// One update: (payload bytes or None, tensors or None, base id if a difference, weight).
-type UpdateArg = (
-    Option<PyBuffer<u8>>,
+/// One update: (parsed payload or None, tensors or None, base id if a difference,
+/// weight, its number).
+type UpdateArg<'py> = (
+    Option<Bound<'py, Payload>>,
     Option<Vec<ViewArg>>,
     Option<String>,
     f64,
+    usize,
 );
 
 fn round_of(template: Vec<SpecArg>, base_id: Option<&str>) -> PyResult<Round> {
@@ -48,7 +51,14 @@ fn id_of(hex: &str) -> PyResult<[u8; 32]> {
         .ok_or_else(|| InputError::new_err(format!("not a base id (64 hex digits): {hex:?}")))
 }
 
-fn options(clip_norm: Option<f64>, precision: &str, verify: bool) -> PyResult<Options> {
+#[allow(clippy::too_many_arguments)]
+fn options(
+    clip_norm: Option<f64>,
+    max_norm: Option<f64>,
+    precision: &str,
+    method: &str,
+    verify: bool,
+) -> PyResult<Options> {
     let precision = match precision {
         "auto" => Precision::Auto,
         "float64" => Precision::Float64,
@@ -58,11 +68,15 @@ fn options(clip_norm: Option<f64>, precision: &str, verify: bool) -> PyResult<Op
             )))
         }
     };
-    Ok(Options {
+    let opts = Options {
         clip_norm,
+        max_norm,
         precision,
         verify,
-    })
+        method: Method::parse(method).map_err(to_py)?,
+    };
+    opts.check().map_err(to_py)?;
+    Ok(opts)
 }
 
 fn slices(bufs: &[PyBuffer<u8>]) -> PyResult<Vec<&[u8]>> {
@@ -82,19 +96,31 @@ fn slices_mut(bufs: &[PyBuffer<u8>]) -> PyResult<Vec<&mut [u8]>> {
         .collect()
 }
 
-/// The borrowed form of one update, before its payload (if any) is parsed.
+/// The borrowed form of one update.
 struct Borrowed<'a> {
-    payload: Option<&'a [u8]>,
+    payload: Option<&'a Payload>,
     views: Vec<TensorView<'a>>,
     kind: Kind,
     weight: f64,
+    id: usize,
 }
 
-fn borrow(updates: &[UpdateArg]) -> PyResult<Vec<Borrowed<'_>>> {
+impl<'a> Borrowed<'a> {
+    fn source(&'a self) -> Source<'a> {
+        match self.payload {
+            Some(p) => Source::Payload {
+                buf: p.memory.bytes(),
+                layout: &p.layout,
+            },
+            None => Source::Tensors(&self.views),
+        }
+    }
+}
+
+fn borrow<'a>(updates: &'a [UpdateArg<'_>]) -> PyResult<Vec<Borrowed<'a>>> {
     updates
         .iter()
-        .enumerate()
-        .map(|(u, (payload, tensors, diff_base, weight))| {
+        .map(|(payload, tensors, diff_base, weight, id)| {
             let views = match tensors {
                 Some(ts) => ts
                     .iter()
@@ -109,120 +135,93 @@ fn borrow(updates: &[UpdateArg]) -> PyResult<Vec<Borrowed<'_>>> {
                     .collect::<PyResult<Vec<_>>>()?,
                 None => Vec::new(),
             };
-            let payload = payload.as_ref().map(bytes_of).transpose()?;
             if payload.is_some() == tensors.is_some() {
                 return Err(InputError::new_err(format!(
-                    "update {u}: give a payload or tensors, not both or neither"
+                    "update {id}: give a payload or tensors, not both or neither"
                 )));
             }
             let kind = match diff_base {
-                Some(id) => Kind::Difference(id_of(id)?),
+                Some(b) => Kind::Difference(id_of(b)?),
                 None => Kind::Model,
             };
             Ok(Borrowed {
-                payload,
+                payload: payload.as_ref().map(|p| p.get()),
                 views,
                 kind,
                 weight: *weight,
+                id: *id,
             })
         })
         .collect()
 }
 
-/// Parse every payload (in parallel): a malformed one is an error naming the update.
-fn parse_all(updates: &[Borrowed<'_>]) -> crate::error::Result<Vec<Option<Layout>>> {
-    use rayon::prelude::*;
-    updates
-        .par_iter()
-        .enumerate()
-        .map(|(u, b)| match b.payload {
-            Some(buf) => container::parse(buf)
-                .map(Some)
-                .map_err(|e| about_update(u, e)),
-            None => Ok(None),
-        })
-        .collect()
-}
+/// What the batch call found: refused updates (number, reason), per update given its
+/// norm and scale factor, and whether the result was computed.
+type Outcome = (Vec<(usize, String)>, Vec<f64>, Vec<f64>, bool);
 
-fn source_of<'a>(b: &'a Borrowed<'a>, layout: &'a Option<Layout>) -> Source<'a> {
-    match (b.payload, layout) {
-        (Some(buf), Some(layout)) => Source::Payload { buf, layout },
-        _ => Source::Tensors(&b.views),
-    }
-}
-
-/// What the batch call found: rejected updates (index, reason), and for the accepted
-/// ones (in order) their indices, norms (when clipping) and scale factors.
-type Outcome = (Vec<(usize, String)>, Vec<usize>, Vec<f64>, Vec<f64>);
-
-/// Weighted average of `updates` into `out`, tensor by tensor in parallel with the GIL
-/// released. With `skip` false nothing is computed when an update does not fit: the
-/// rejections come back and the caller raises.
+/// Combine `updates` into `out`, tensor by tensor in parallel with the GIL released.
+/// Updates that do not fit the round or are refused come back with their reasons; with
+/// `skip` false nothing is computed when there are any.
 #[pyfunction]
-#[pyo3(signature = (template, base_id, base, updates, out, clip_norm, accumulate, verify, skip))]
+#[pyo3(signature = (template, base_id, base, updates, out, clip_norm, max_norm, accumulate, method, verify, skip))]
 #[allow(clippy::too_many_arguments)]
 fn aggregate(
     py: Python<'_>,
     template: Vec<SpecArg>,
     base_id: Option<String>,
     base: Option<Vec<PyBuffer<u8>>>,
-    updates: Vec<UpdateArg>,
+    updates: Vec<UpdateArg<'_>>,
     out: Vec<PyBuffer<u8>>,
     clip_norm: Option<f64>,
+    max_norm: Option<f64>,
     accumulate: &str,
+    method: &str,
     verify: bool,
     skip: bool,
 ) -> PyResult<Outcome> {
-    let round = round_of(template, base_id.as_deref())?;
-    let opts = options(clip_norm, accumulate, verify)?;
-    let base = base.as_deref().map(slices).transpose()?;
-    let out = slices_mut(&out)?;
-    let borrowed = borrow(&updates)?;
-    py.detach(|| {
-        let layouts = parse_all(&borrowed)?;
-        let mut rejected = Vec::new();
-        let mut accepted = Vec::new();
-        let mut contributions = Vec::new();
-        let mut first_kind = None;
-        for (u, (b, layout)) in borrowed.iter().zip(&layouts).enumerate() {
-            let source = source_of(b, layout);
-            match round.check(&source, b.kind, first_kind) {
-                Ok(index) => {
-                    first_kind.get_or_insert(b.kind);
-                    accepted.push(u);
-                    contributions.push(Contribution {
-                        source,
-                        kind: b.kind,
-                        weight: b.weight,
-                        index,
-                    });
+    catch(|| {
+        let round = round_of(template, base_id.as_deref())?;
+        let opts = options(clip_norm, max_norm, accumulate, method, verify)?;
+        let base = base.as_deref().map(slices).transpose()?;
+        let out = slices_mut(&out)?;
+        let borrowed = borrow(&updates)?;
+        let n = borrowed.len();
+        detached(py, || {
+            let mut refused = Vec::new();
+            let mut contributions = Vec::new();
+            let mut first_kind = None;
+            let mut position = Vec::new();
+            for (k, b) in borrowed.iter().enumerate() {
+                let source = b.source();
+                match round.check(&source, b.kind, first_kind) {
+                    Ok(index) => {
+                        first_kind.get_or_insert(b.kind);
+                        position.push(k);
+                        contributions.push(Contribution {
+                            id: b.id,
+                            source,
+                            kind: b.kind,
+                            weight: b.weight,
+                            index,
+                        });
+                    }
+                    Err(reason) => refused.push((b.id, reason)),
                 }
-                Err(reason) => rejected.push((u, reason)),
             }
-        }
-        if !rejected.is_empty() && !skip {
-            return Ok((rejected, accepted, Vec::new(), Vec::new()));
-        }
-        let report = average(&round, base.as_deref(), &contributions, out, &opts)
-            .map_err(|e| renumber(e, &accepted))?;
-        Ok((rejected, accepted, report.norms, report.scales))
+            let (mut norms, mut scales) = (vec![f64::NAN; n], vec![0.0; n]);
+            if !refused.is_empty() && !skip {
+                return Ok((refused, norms, scales, false));
+            }
+            let outcome = combine(&round, base.as_deref(), &contributions, out, &opts, skip)?;
+            for (j, &k) in position.iter().enumerate() {
+                norms[k] = outcome.norms[j];
+                scales[k] = outcome.scales[j];
+            }
+            refused.extend(outcome.refused);
+            refused.sort_by_key(|r| r.0);
+            Ok((refused, norms, scales, outcome.computed))
+        })
     })
-    .map_err(to_py)
-}
-
-/// The core numbers accepted updates 0..n; name them by their position in the call.
-fn renumber(e: Error, accepted: &[usize]) -> Error {
-    let fix = |m: String| {
-        if let Some(rest) = m.strip_prefix("update ") {
-            if let Some((n, tail)) = rest.split_once(':') {
-                if let Some(&u) = n.parse::<usize>().ok().and_then(|k| accepted.get(k)) {
-                    return format!("update {u}:{tail}");
-                }
-            }
-        }
-        m
-    };
-    e.map_message(fix)
 }
 
 /// Running sums of a round's updates, added one at a time (see `tensorwire.Aggregator`).
@@ -232,65 +231,69 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn lock(&self) -> PyResult<std::sync::MutexGuard<'_, CoreAccumulator>> {
+    fn lock(&self) -> crate::error::Result<std::sync::MutexGuard<'_, CoreAccumulator>> {
         self.inner
             .lock()
-            .map_err(|_| InputError::new_err("the aggregator is unusable after a panic"))
+            .map_err(|_| Error::input("the aggregator is unusable after a panic"))
     }
 }
 
 #[pymethods]
 impl Accumulator {
     #[new]
-    #[pyo3(signature = (template, base_id, clip_norm, accumulate, verify))]
+    #[pyo3(signature = (template, base_id, clip_norm, max_norm, accumulate, verify))]
     fn new(
         template: Vec<SpecArg>,
         base_id: Option<String>,
         clip_norm: Option<f64>,
+        max_norm: Option<f64>,
         accumulate: &str,
         verify: bool,
     ) -> PyResult<Self> {
-        let round = round_of(template, base_id.as_deref())?;
-        let opts = options(clip_norm, accumulate, verify)?;
-        let inner = CoreAccumulator::new(round, opts).map_err(to_py)?;
-        Ok(Accumulator {
-            inner: Mutex::new(inner),
+        catch(|| {
+            let round = round_of(template, base_id.as_deref())?;
+            let opts = options(clip_norm, max_norm, accumulate, "mean", verify)?;
+            let inner = CoreAccumulator::new(round, opts).map_err(to_py)?;
+            Ok(Accumulator {
+                inner: Mutex::new(inner),
+            })
         })
     }
 
     /// Add one update. Returns (None, norm, scale) when added, (reason, nan, 0.0) when
-    /// it does not fit the round (nothing is added then). Bad payloads raise.
+    /// it does not fit the round or is refused (nothing changes then). Bad payloads raise
+    /// (and change nothing either).
     fn add(
         &self,
         py: Python<'_>,
-        update: UpdateArg,
+        update: UpdateArg<'_>,
         base: Option<Vec<PyBuffer<u8>>>,
     ) -> PyResult<(Option<String>, f64, f64)> {
-        let base = base.as_deref().map(slices).transpose()?;
-        let updates = [update];
-        let borrowed = borrow(&updates)?;
-        py.detach(|| {
-            let layouts = parse_all(&borrowed)?;
-            let source = source_of(&borrowed[0], &layouts[0]);
-            let mut acc = self
-                .inner
-                .lock()
-                .map_err(|_| Error::input("the aggregator is unusable after a panic"))?;
-            match acc.check(&source, borrowed[0].kind) {
-                Err(reason) => Ok((Some(reason), f64::NAN, 0.0)),
-                Ok(index) => {
-                    let c = Contribution {
-                        source,
-                        kind: borrowed[0].kind,
-                        weight: borrowed[0].weight,
-                        index,
-                    };
-                    let (norm, scale) = acc.add(&c, base.as_deref())?;
-                    Ok((None, norm, scale))
-                }
-            }
+        catch(|| {
+            let base = base.as_deref().map(slices).transpose()?;
+            let updates = [update];
+            let borrowed = borrow(&updates)?;
+            let b = &borrowed[0];
+            detached(py, || {
+                let source = b.source();
+                let mut acc = self.lock()?;
+                let index = match acc.check(&source, b.kind) {
+                    Err(reason) => return Ok((Some(reason), f64::NAN, 0.0)),
+                    Ok(index) => index,
+                };
+                let c = Contribution {
+                    id: b.id,
+                    source,
+                    kind: b.kind,
+                    weight: b.weight,
+                    index,
+                };
+                Ok(match acc.add(&c, base.as_deref())? {
+                    Verdict::Added { norm, scale } => (None, norm, scale),
+                    Verdict::Refused(reason) => (Some(reason), f64::NAN, 0.0),
+                })
+            })
         })
-        .map_err(to_py)
     }
 
     /// Write the weighted average of what was added into `out` (one buffer per tensor).
@@ -300,25 +303,23 @@ impl Accumulator {
         base: Option<Vec<PyBuffer<u8>>>,
         out: Vec<PyBuffer<u8>>,
     ) -> PyResult<()> {
-        let base = base.as_deref().map(slices).transpose()?;
-        let out = slices_mut(&out)?;
-        py.detach(|| {
-            self.lock()?
-                .finish_into(base.as_deref(), out)
-                .map_err(to_py)
+        catch(|| {
+            let base = base.as_deref().map(slices).transpose()?;
+            let out = slices_mut(&out)?;
+            detached(py, || self.lock()?.finish_into(base.as_deref(), out))
         })
     }
 
     /// Number of updates added.
     #[getter]
     fn count(&self, py: Python<'_>) -> PyResult<usize> {
-        py.detach(|| Ok(self.lock()?.count()))
+        detached(py, || Ok(self.lock()?.count()))
     }
 
     /// Sum of the weights added.
     #[getter]
     fn total_weight(&self, py: Python<'_>) -> PyResult<f64> {
-        py.detach(|| Ok(self.lock()?.total_weight()))
+        detached(py, || Ok(self.lock()?.total_weight()))
     }
 }
 

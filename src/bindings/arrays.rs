@@ -125,6 +125,16 @@ pub(super) fn array_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     Ok(unsafe { memory_of(&a, nbytes_of(&a, dtype)) })
 }
 
+/// The dtype and shape of `obj`, a C-contiguous array of a stored dtype.
+pub(super) fn array_spec(obj: &Bound<'_, PyAny>) -> PyResult<(DType, Vec<u64>)> {
+    let Some((a, dtype)) = as_stored(obj)? else {
+        return Err(InputError::new_err(
+            "expected a C-contiguous numpy array of a stored dtype",
+        ));
+    };
+    Ok((dtype, a.shape().iter().map(|&d| d as u64).collect()))
+}
+
 /// One tensor to encode, held so its bytes stay in place.
 struct Held {
     name: String,

@@ -3,12 +3,19 @@
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use std::borrow::Cow;
 
-use super::arrays::{array_bytes, descr_of, new_array, Tensors};
-use super::{bytes_of, new_bytes, to_py, InputError, IntegrityError};
-use crate::container::{self, EncodeOptions, Layout};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use super::arrays::{array_bytes, array_spec, descr_of, new_array, Tensors};
+use super::{
+    bytes_of, catch, detached, new_bytes, no_memory, to_py, FormatError, InputError, IntegrityError,
+};
+use crate::container::{self, default_max_decoded_bytes, EncodeOptions, Layout, TensorView};
+use crate::dtype::DType;
+use crate::fedavg::UpdateRecord;
 use crate::header::{hex32, parse_hex32};
+use crate::structure::Builder;
 
 /// What every encoder takes from the Python layer, its `_EncodeArgs`: tensor names, the
 /// tensors, one codec spec or one per tensor, for delta codecs the bases aligned with the
@@ -94,24 +101,101 @@ fn tensors_id<'py>(
     Ok(hex32(&py.detach(|| container::tensors_id(&parts))))
 }
 
+/// The memory a payload is read from: the caller's buffer when nobody can write to it
+/// (bytes, read-only memoryviews and maps), else a private copy made once, so that what
+/// is verified is what is decoded and returned.
+pub(super) struct Memory {
+    _owner: Owner,
+    ptr: *const u8,
+    len: usize,
+}
+
+// Held for as long as the memory is read, never read through.
+#[allow(dead_code)]
+enum Owner {
+    Buffer(PyBuffer<u8>),
+    Copy(Py<PyBytes>),
+}
+
+// SAFETY: the pointer is into memory that `_owner` keeps alive and in place (a buffer
+// export, or a bytes object nobody else holds); it is only ever read.
+unsafe impl Send for Memory {}
+// SAFETY: as above; shared reads only.
+unsafe impl Sync for Memory {}
+
+impl Memory {
+    /// The memory of `obj`, copied when it is writable.
+    pub(super) fn of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Memory> {
+        let buf = PyBuffer::<u8>::get(obj)
+            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let data = bytes_of(&buf)?;
+        if buf.readonly() {
+            let (ptr, len) = (data.as_ptr(), data.len());
+            return Ok(Memory {
+                _owner: Owner::Buffer(buf),
+                ptr,
+                len,
+            });
+        }
+        let len = data.len();
+        let (copy, ptr) = new_bytes(py, len)?;
+        // SAFETY: the new object is `len` bytes, unshared; `data` stays exported by `buf`.
+        let dst = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        let src = SendSlice(data);
+        py.detach(|| dst.copy_from_slice(src.0));
+        Ok(Memory {
+            _owner: Owner::Copy(copy),
+            ptr,
+            len,
+        })
+    }
+
+    /// The bytes.
+    pub(super) fn bytes(&self) -> &[u8] {
+        // SAFETY: see the type's Send/Sync notes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+/// A borrowed slice handed to a thread without the GIL (its owner is held meanwhile).
+struct SendSlice<'a>(&'a [u8]);
+// SAFETY: plain bytes, read while their owner is kept alive by the caller.
+unsafe impl Send for SendSlice<'_> {}
+
 /// A parsed payload over a buffer (bytes, bytearray, memoryview or mmap). Parsing
-/// validates the preamble and header; tensor bytes are only read by `verify` and
-/// `decode_into`.
+/// validates the preamble, the header and every coded tensor's framing; tensor bytes are
+/// only read by `verify` and `arrays`. A writable buffer is copied first (see `Memory`).
 #[pyclass(frozen, module = "tensorwire._core")]
-struct Payload {
-    buf: PyBuffer<u8>,
-    layout: Layout,
+pub(super) struct Payload {
+    pub(super) memory: Memory,
+    pub(super) layout: Layout,
+}
+
+impl Payload {
+    /// The tensors `indices` (all when None), checked to exist.
+    fn selection(&self, indices: &Option<Vec<usize>>) -> PyResult<usize> {
+        let n = self.layout.entries.len();
+        if let Some(bad) = indices.iter().flatten().find(|&&i| i >= n) {
+            return Err(PyValueError::new_err(format!("no tensor at index {bad}")));
+        }
+        Ok(indices.as_ref().map_or(n, Vec::len))
+    }
+
+    fn limit(&self, max_decoded_bytes: Option<u64>) -> u64 {
+        max_decoded_bytes.unwrap_or_else(|| default_max_decoded_bytes(self.memory.len))
+    }
 }
 
 #[pymethods]
 impl Payload {
     #[new]
     fn new(py: Python<'_>, buffer: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let buf = PyBuffer::<u8>::get(buffer)
-            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
-        let data = bytes_of(&buf)?;
-        let layout = py.detach(|| container::parse(data)).map_err(to_py)?;
-        Ok(Payload { buf, layout })
+        catch(|| {
+            let memory = Memory::of(py, buffer)?;
+            let data = SendSlice(memory.bytes());
+            let layout = detached(py, move || container::parse(data.0))?;
+            Ok(Payload { memory, layout })
+        })
     }
 
     /// Per tensor: (name, dtype, shape, codec, absolute offset, stored length, decoded
@@ -167,16 +251,17 @@ impl Payload {
         (crate::header::VERSION_MAJOR, self.layout.minor)
     }
 
+    /// Length of the payload in bytes.
+    fn __len__(&self) -> usize {
+        self.memory.len
+    }
+
     /// Verify the checksums of the tensors at `indices` (all, padding included, if None).
     #[pyo3(signature = (indices=None))]
     fn verify(&self, py: Python<'_>, indices: Option<Vec<usize>>) -> PyResult<()> {
-        let data = bytes_of(&self.buf)?;
-        let n = self.layout.entries.len();
-        if let Some(bad) = indices.iter().flatten().find(|&&i| i >= n) {
-            return Err(PyValueError::new_err(format!("no tensor at index {bad}")));
-        }
-        py.detach(|| self.layout.verify(data, indices.as_deref()))
-            .map_err(to_py)
+        self.selection(&indices)?;
+        let data = SendSlice(self.memory.bytes());
+        detached(py, move || self.layout.verify(data.0, indices.as_deref()))
     }
 
     /// Tensor names, in storage order.
@@ -188,69 +273,141 @@ impl Payload {
             .collect()
     }
 
+    /// The bytes decoding `indices` (all when None) would allocate (raw tensors count
+    /// when `copied`); a FormatError when above `max_decoded_bytes` (None: the default,
+    /// 256 times the payload's length plus 1 GiB).
+    #[pyo3(signature = (indices=None, copied=true, max_decoded_bytes=None))]
+    fn decoded_bytes(
+        &self,
+        indices: Option<Vec<usize>>,
+        copied: bool,
+        max_decoded_bytes: Option<u64>,
+    ) -> PyResult<u64> {
+        self.selection(&indices)?;
+        self.layout
+            .check_decoded_bytes(indices.as_deref(), copied, self.limit(max_decoded_bytes))
+            .map_err(to_py)
+    }
+
     /// The tensors at `indices` (all of them when None) as numpy arrays: raw tensors as
     /// read-only views of the payload (unless `copy`), the others decoded into new
-    /// arrays, in parallel with the GIL released, after checking the checksums when
-    /// `verify`. `bases`, for delta payloads, is aligned with `indices`.
-    #[pyo3(signature = (indices=None, bases=None, verify=true, copy=false))]
+    /// arrays, in parallel with the GIL released. First, before anything is allocated:
+    /// the bytes to allocate are checked against `max_decoded_bytes` (None: the default)
+    /// and, when `verify`, every checksum. `bases`, for delta payloads, is aligned with
+    /// `indices`: each a numpy array of the tensor's dtype and shape, or None.
+    #[pyo3(signature = (indices=None, bases=None, verify=true, copy=false, max_decoded_bytes=None))]
     fn arrays<'py>(
         slf: &Bound<'py, Self>,
         indices: Option<Vec<usize>>,
         bases: Option<Vec<Option<Bound<'py, PyAny>>>>,
         verify: bool,
         copy: bool,
+        max_decoded_bytes: Option<u64>,
     ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-        let py = slf.py();
-        let this = slf.get();
-        let layout = &this.layout;
-        let data = bytes_of(&this.buf)?;
-        let n = layout.entries.len();
-        if let Some(bad) = indices.iter().flatten().find(|&&i| i >= n) {
-            return Err(PyValueError::new_err(format!("no tensor at index {bad}")));
-        }
-        let count = indices.as_ref().map_or(n, Vec::len);
-        if bases.as_ref().is_some_and(|b| b.len() != count) {
-            return Err(PyValueError::new_err(
-                "one base (or None) per tensor is needed",
-            ));
-        }
-        let base_bytes = bases
-            .iter()
-            .flatten()
-            .map(|b| b.as_ref().map(array_bytes).transpose())
-            .collect::<PyResult<Vec<_>>>()?;
-        let mut out = Vec::with_capacity(count);
-        let mut jobs = Vec::new();
-        for k in 0..count {
-            let i = indices.as_ref().map_or(k, |ix| ix[k]);
-            let e = &layout.entries[i];
-            let descr = descr_of(py, e.dtype, &e.name)?;
-            if e.pipeline.is_raw() && !copy {
-                // SAFETY: parse() checked that the stored bytes lie inside `data`, which
-                // the buffer held by `slf` keeps alive and in place as long as `slf`
-                // lives; the view holds `slf` as its base.
-                let view = unsafe { data.as_ptr().add(e.start) };
-                let (arr, _) = unsafe {
-                    new_array(py, &descr, &e.shape, Some((view, slf.clone().into_any())))
-                }?;
-                out.push(arr);
-            } else {
-                // SAFETY: numpy allocated the array (at least one byte) for exactly
-                // `e.nbytes` bytes; nobody else sees it before this call returns.
-                let (arr, ptr) = unsafe { new_array(py, &descr, &e.shape, None) }?;
-                let target = unsafe { std::slice::from_raw_parts_mut(ptr, e.nbytes) };
-                jobs.push((i, target, base_bytes.get(k).copied().flatten()));
-                out.push(arr);
+        catch(|| {
+            let py = slf.py();
+            let this = slf.get();
+            let layout = &this.layout;
+            let data = this.memory.bytes();
+            let count = this.selection(&indices)?;
+            if bases.as_ref().is_some_and(|b| b.len() != count) {
+                return Err(PyValueError::new_err(
+                    "one base (or None) per tensor is needed",
+                ));
             }
-        }
-        py.detach(|| {
-            if verify {
-                layout.verify(data, indices.as_deref())?;
+            let base_arrays = bases
+                .iter()
+                .flatten()
+                .map(|b| b.as_ref().map(array_view).transpose())
+                .collect::<PyResult<Vec<_>>>()?;
+            let chosen: Vec<usize> = match &indices {
+                Some(ix) => ix.clone(),
+                None => (0..layout.entries.len()).collect(),
+            };
+            layout
+                .check_decoded_bytes(Some(&chosen), copy, this.limit(max_decoded_bytes))
+                .map_err(to_py)?;
+            // Checksums (and bool values) first: a bad payload costs no allocation.
+            let bytes = SendSlice(data);
+            detached(py, || {
+                if verify {
+                    layout.verify(bytes.0, indices.as_deref())
+                } else {
+                    chosen
+                        .iter()
+                        .try_for_each(|&i| layout.check_raw_values(bytes.0, i))
+                }
+            })?;
+            let mut out = Vec::with_capacity(count);
+            let mut jobs = Vec::new();
+            for (k, &i) in chosen.iter().enumerate() {
+                let e = &layout.entries[i];
+                let descr = descr_of(py, e.dtype, &e.name)?;
+                if e.pipeline.is_raw() && !copy {
+                    // SAFETY: parse() checked that the stored bytes lie inside `data`, which
+                    // `slf`'s memory keeps alive and in place as long as `slf` lives; the
+                    // view holds `slf` as its base.
+                    let view = unsafe { data.as_ptr().add(e.start) };
+                    let (arr, _) = unsafe {
+                        new_array(py, &descr, &e.shape, Some((view, slf.clone().into_any())))
+                    }?;
+                    out.push(arr);
+                } else {
+                    // SAFETY: numpy allocated the array (at least one byte) for exactly
+                    // `e.nbytes` bytes; nobody else sees it before this call returns.
+                    let (arr, ptr) =
+                        unsafe { new_array(py, &descr, &e.shape, None) }.map_err(|err| {
+                            no_memory(err, py, &format!("tensor {:?}", e.name), e.nbytes)
+                        })?;
+                    let target = unsafe { std::slice::from_raw_parts_mut(ptr, e.nbytes) };
+                    let base =
+                        base_arrays
+                            .get(k)
+                            .and_then(|b| b.as_ref())
+                            .map(|(d, shape, bytes)| TensorView {
+                                name: &e.name,
+                                dtype: *d,
+                                shape,
+                                data: bytes,
+                            });
+                    jobs.push((i, target, base));
+                    out.push(arr);
+                }
             }
-            layout.decode_many(data, jobs, false)
+            let bytes = SendSlice(data);
+            detached(py, move || layout.decode_many(bytes.0, jobs, false))?;
+            Ok(out)
         })
-        .map_err(to_py)?;
-        Ok(out)
+    }
+
+    /// The update record of the metadata (see `tw.encode_update`), checked: None, or
+    /// (difference base hex or None, base hex or None, round, client, samples). A
+    /// malformed record is a FormatError saying why.
+    #[allow(clippy::type_complexity)]
+    fn update_record(
+        &self,
+    ) -> PyResult<
+        Option<(
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            Option<f64>,
+        )>,
+    > {
+        let Some(m) = &self.layout.metadata else {
+            return Ok(None);
+        };
+        let rec = UpdateRecord::from_metadata(m).map_err(FormatError::new_err)?;
+        Ok(rec.map(|r| {
+            (
+                r.difference.as_ref().map(hex32),
+                r.base.as_ref().map(hex32),
+                r.round,
+                r.client,
+                r.samples,
+            )
+        }))
     }
 
     /// The expected base id, checked against `base_id`: an IntegrityError if they differ.
@@ -274,10 +431,71 @@ impl Payload {
     }
 }
 
+/// The dtype, shape and bytes of a delta's base array.
+fn array_view<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<(DType, Vec<u64>, &'a [u8])> {
+    let (dtype, shape) = array_spec(obj)?;
+    Ok((dtype, shape, array_bytes(obj)?))
+}
+
+/// The nested structure `structure` (JSON, or None for a flat mapping by `names`) around
+/// `leaves`, built straight from the JSON (no intermediate document).
+#[pyfunction]
+fn unflatten<'py>(
+    py: Python<'py>,
+    structure: Option<&str>,
+    names: Vec<String>,
+    leaves: Vec<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if names.len() != leaves.len() {
+        return Err(InputError::new_err("one name per leaf is needed"));
+    }
+    let Some(json) = structure else {
+        let d = PyDict::new(py);
+        for (n, leaf) in names.iter().zip(leaves) {
+            d.set_item(n, leaf)?;
+        }
+        return Ok(d.into_any());
+    };
+    struct Py<'py> {
+        py: Python<'py>,
+        leaves: Vec<Option<Bound<'py, PyAny>>>,
+    }
+    impl<'py> Builder for Py<'py> {
+        type Node = Bound<'py, PyAny>;
+        fn leaf(&mut self, i: usize) -> Result<Self::Node, String> {
+            self.leaves[i]
+                .take()
+                .ok_or_else(|| "a leaf is used twice".into())
+        }
+        fn seq(&mut self, items: Vec<Self::Node>, tuple: bool) -> Result<Self::Node, String> {
+            let built = if tuple {
+                PyTuple::new(self.py, items).map(|t| t.into_any())
+            } else {
+                PyList::new(self.py, items).map(|l| l.into_any())
+            };
+            built.map_err(|e| e.to_string())
+        }
+        fn dict(&mut self, items: Vec<(Cow<'_, str>, Self::Node)>) -> Result<Self::Node, String> {
+            let d = PyDict::new(self.py);
+            for (k, v) in items {
+                d.set_item(k.as_ref(), v).map_err(|e| e.to_string())?;
+            }
+            Ok(d.into_any())
+        }
+    }
+    let count = leaves.len();
+    let mut b = Py {
+        py,
+        leaves: leaves.into_iter().map(Some).collect(),
+    };
+    catch(|| crate::structure::walk(json, count, &mut b).map_err(to_py))
+}
+
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(tensors_id, m)?)?;
+    m.add_function(wrap_pyfunction!(unflatten, m)?)?;
     m.add_class::<Payload>()?;
     Ok(())
 }

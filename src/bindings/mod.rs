@@ -23,6 +23,41 @@ pyo3::import_exception!(tensorwire._errors, IntegrityError);
 pyo3::import_exception!(tensorwire._errors, CodecError);
 pyo3::import_exception!(tensorwire._errors, InputError);
 
+/// Run `f`, turning a panic — a bug in tensorwire, never an expected outcome — into a
+/// `TensorwireError` that says so, instead of letting it unwind into Python. The last
+/// line of defence: inputs are validated before use, and allocations that depend on
+/// them fail with errors.
+pub(crate) fn catch<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown".into());
+        Err(TensorwireError::new_err(format!(
+            "internal error (a bug in tensorwire, please report it): {what}"
+        )))
+    })
+}
+
+/// Core work with the GIL released, its errors mapped and its panics caught.
+pub(crate) fn detached<T: Send>(
+    py: Python<'_>,
+    f: impl FnOnce() -> crate::error::Result<T> + Send,
+) -> PyResult<T> {
+    py.detach(|| catch(|| f().map_err(to_py)))
+}
+
+/// A `MemoryError` from allocating `bytes` bytes for `what`, as a `FormatError`: the
+/// sizes come from the input, and running out of memory is the input's doing.
+pub(crate) fn no_memory(e: PyErr, py: Python<'_>, what: &str, bytes: usize) -> PyErr {
+    if e.is_instance_of::<pyo3::exceptions::PyMemoryError>(py) {
+        FormatError::new_err(format!("cannot allocate {bytes} bytes for {what}"))
+    } else {
+        e
+    }
+}
+
 pub(crate) fn to_py(e: Error) -> PyErr {
     match e {
         Error::Format(m) => FormatError::new_err(m),
@@ -38,14 +73,17 @@ pub(crate) fn to_py(e: Error) -> PyErr {
 /// objects are backed by transparent huge pages where the kernel allows (one page
 /// fault per 2 MiB instead of per 4 KiB).
 pub(crate) fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *mut u8)> {
-    let size = isize::try_from(len).map_err(|_| InputError::new_err("payload too large"))?;
+    let size = isize::try_from(len)
+        .map_err(|_| FormatError::new_err(format!("cannot allocate {len} bytes")))?;
     // SAFETY: a NULL source asks CPython for an uninitialised bytes object of `size`
     // bytes; the caller fills it completely before it is returned to Python.
     unsafe {
         let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
-        let obj = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+        let obj = Bound::from_owned_ptr_or_err(py, obj)
+            .map_err(|e| no_memory(e, py, "a bytes object", len))?
+            .cast_into_unchecked::<PyBytes>();
         let ptr = pyo3::ffi::PyBytes_AsString(obj.as_ptr()) as *mut u8;
-        crate::container::advise_huge_pages(std::slice::from_raw_parts_mut(
+        crate::memory::advise_huge_pages(std::slice::from_raw_parts_mut(
             ptr as *mut std::mem::MaybeUninit<u8>,
             len,
         ));

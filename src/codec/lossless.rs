@@ -276,9 +276,9 @@ fn join_planes(planes: &[u8], width: usize, dst: &mut [u8]) {
 }
 
 /// Plane stored as is.
-const PLANE_RAW: u8 = 0;
+pub(super) const PLANE_RAW: u8 = 0;
 /// Plane stored as one zstd frame.
-const PLANE_ZSTD: u8 = 1;
+pub(super) const PLANE_ZSTD: u8 = 1;
 
 /// floatzip: append the encoding of `src` (whole floats of `width` bytes) to `out`.
 /// For each byte plane k (see [`split_planes`]): a mode byte (0 raw, 1 zstd), a u32 LE

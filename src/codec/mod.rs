@@ -20,6 +20,7 @@
 //! independently, in parallel, each straight into its slice of the output.
 
 mod delta;
+mod framing;
 mod lossless;
 mod quant;
 mod scalar;
@@ -32,6 +33,8 @@ use rayon::prelude::*;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use framing::Framing;
+pub use framing::{LZ4_MAX_RATIO, ZSTD_MAX_RATIO};
 use scalar::{with_float, Float};
 use sparse::Keep;
 
@@ -481,11 +484,6 @@ impl Pipeline {
         base: Option<&[u8]>,
         out: &mut [u8],
     ) -> Result<()> {
-        if self.is_auto() {
-            return Err(Error::format(
-                "codec \"auto\" is resolved when encoding and never stored",
-            ));
-        }
         if self.is_raw() {
             if stored.len() != out.len() {
                 return Err(Error::integrity(format!(
@@ -497,12 +495,7 @@ impl Pipeline {
             out.copy_from_slice(stored);
             return Ok(());
         }
-        self.check(dtype)
-            .map_err(|e| Error::format(e.to_string()))?;
-        let plan = Plan::new(self, dtype, shape, out.len()).map_err(|e| match e {
-            Error::Codec(m) => Error::Format(m),
-            e => e,
-        })?;
+        let coded = self.open(dtype, shape, out.len(), stored)?;
         let base = match (self.needs_base(), base) {
             (false, _) => None,
             (true, None) => {
@@ -519,7 +512,116 @@ impl Pipeline {
             }
             (true, Some(b)) => Some(b),
         };
-        plan.decode(stored, base, out)
+        coded.plan.decode_framed(&coded.framing, base, out)
+    }
+
+    /// Check that `stored` can be the stored bytes of a tensor of `dtype` and `shape`
+    /// (`nbytes` decoded) under this pipeline, from its framing alone: the block table,
+    /// the block lengths and the documented expansion limits (see [`ZSTD_MAX_RATIO`]).
+    /// O(blocks); allocates only the block table.
+    pub fn check_stored(
+        &self,
+        dtype: DType,
+        shape: &[u64],
+        nbytes: usize,
+        stored: &[u8],
+    ) -> Result<()> {
+        if self.is_raw() {
+            if stored.len() != nbytes {
+                return Err(Error::format(format!(
+                    "raw tensor holds {} bytes, its shape needs {nbytes}",
+                    stored.len()
+                )));
+            }
+            return Ok(());
+        }
+        self.open(dtype, shape, nbytes, stored).map(drop)
+    }
+
+    /// A coded tensor's stored bytes opened for decoding, block by block or whole.
+    pub fn open<'a>(
+        &'a self,
+        dtype: DType,
+        shape: &[u64],
+        nbytes: usize,
+        stored: &'a [u8],
+    ) -> Result<Coded<'a>> {
+        if self.is_auto() {
+            return Err(Error::format(
+                "codec \"auto\" is resolved when encoding and never stored",
+            ));
+        }
+        if self.is_raw() {
+            return Err(Error::format("a raw tensor has no codec blocks"));
+        }
+        self.check(dtype)
+            .map_err(|e| Error::format(e.to_string()))?;
+        let plan = Plan::new(self, dtype, shape, nbytes).map_err(|e| match e {
+            Error::Codec(m) => Error::Format(m),
+            e => e,
+        })?;
+        let framing = plan.framing(stored)?;
+        Ok(Coded { plan, framing })
+    }
+}
+
+/// A coded tensor whose framing has been checked ([`Pipeline::open`]): its blocks can
+/// be decoded one at a time (each into its own slice of the output) or all at once.
+pub struct Coded<'a> {
+    plan: Plan<'a>,
+    framing: Framing<'a>,
+}
+
+impl Coded<'_> {
+    /// Decoded bytes per block; the last block may be shorter.
+    pub fn block_bytes(&self) -> usize {
+        self.framing.block * self.plan.s
+    }
+
+    /// Number of blocks.
+    pub fn block_count(&self) -> usize {
+        self.framing.blocks.len()
+    }
+
+    /// Decoded bytes of block `b` (of [`Self::block_count`]).
+    pub fn block_len(&self, b: usize) -> usize {
+        let bytes = self.block_bytes();
+        bytes.min((self.plan.n * self.plan.s).saturating_sub(b * bytes))
+    }
+
+    /// Decode block `b` into `out` (exactly that block's decoded bytes: the tensor's
+    /// bytes `b * block_bytes()..`); `base` is the same range of the base tensor, for
+    /// delta pipelines.
+    pub fn decode_block(&self, b: usize, base: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
+        let expected = self.block_len(b);
+        if b >= self.block_count() || out.len() != expected {
+            return Err(Error::input(format!(
+                "block {b} of {}: output of {} bytes, {expected} needed",
+                self.block_count(),
+                out.len()
+            )));
+        }
+        let base = match base {
+            _ if !self.plan.pipe.needs_base() => None,
+            Some(base) if base.len() == out.len() => Some(base),
+            _ => {
+                return Err(Error::integrity(format!(
+                    "codec {} needs the base's bytes for block {b}",
+                    self.plan.pipe
+                )))
+            }
+        };
+        let (src, count) = self.framing.blocks[b];
+        self.plan
+            .decode_block(
+                b * self.framing.block,
+                src,
+                count,
+                out,
+                base,
+                &self.framing.scales,
+            )
+            .map_err(|e| e.context(format_args!("block {b}")))
     }
 }
 
@@ -763,7 +865,7 @@ impl<'p> Plan<'p> {
         // Room for the tensor stored as it is: most pipelines need less, the rest grow.
         let mut out = Vec::with_capacity(data_at + data.len() + data.len() / 64);
         // fresh memory for the whole tensor: fault it in 2 MiB pages, not 4 KiB ones
-        crate::container::advise_huge_pages(out.spare_capacity_mut());
+        crate::memory::advise_huge_pages(out.spare_capacity_mut());
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&(block as u32).to_le_bytes());
         for s in &scales {
@@ -915,70 +1017,21 @@ impl<'p> Plan<'p> {
         Ok(count as u32)
     }
 
-    fn decode(&self, stored: &[u8], base: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
-        let corrupt = |m: String| Error::integrity(m);
-        if stored.len() < 8 || stored[..4] != MAGIC {
-            return Err(corrupt(
-                "stored bytes do not start with the codec block header \"TWC1\"".into(),
-            ));
-        }
-        let block = u32::from_le_bytes([stored[4], stored[5], stored[6], stored[7]]) as usize;
-        if block == 0 || block > MAX_BLOCK_SCALARS {
-            return Err(corrupt(format!(
-                "block size of {block} scalars is outside 1..={MAX_BLOCK_SCALARS}"
-            )));
-        }
-        let nblocks = self.blocks(block);
-        let sparse = self.sparse().is_some();
-        let entry = if sparse { 8 } else { 4 };
-        let nscales = self.nscales();
-        let table_at = 8 + 4 * nscales;
-        let data_at = nblocks
-            .checked_mul(entry)
-            .and_then(|t| t.checked_add(table_at))
-            .filter(|&d| d <= stored.len())
-            .ok_or_else(|| {
-                corrupt(format!(
-                    "{} stored bytes cannot hold {nscales} scales and a table of {nblocks} blocks",
-                    stored.len()
-                ))
-            })?;
-        let scales: Vec<f32> = stored[8..table_at]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if scales.iter().any(|s| !(s.is_finite() && *s >= 0.0)) {
-            return Err(corrupt("an int8 scale is negative or not finite".into()));
-        }
-        let mut jobs = Vec::with_capacity(nblocks);
-        let mut at = data_at;
-        for e in stored[table_at..data_at].chunks_exact(entry) {
-            let len = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as usize;
-            let count = if sparse {
-                u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize
-            } else {
-                0
-            };
-            let end = at
-                .checked_add(len)
-                .filter(|&end| end <= stored.len())
-                .ok_or_else(|| corrupt("a block lies beyond the stored bytes".into()))?;
-            jobs.push((&stored[at..end], count));
-            at = end;
-        }
-        if at != stored.len() {
-            return Err(corrupt(format!(
-                "{} bytes after the last block",
-                stored.len() - at
-            )));
-        }
-        let bytes = block * self.s;
+    /// Decode every block of `framing` into `out`, in parallel.
+    fn decode_framed(
+        &self,
+        framing: &Framing<'_>,
+        base: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let bytes = framing.block * self.s;
         out.par_chunks_mut(bytes)
-            .zip(jobs)
+            .zip(&framing.blocks)
             .enumerate()
-            .try_for_each(|(b, (chunk, (src, count)))| {
+            .try_for_each(|(b, (chunk, &(src, count)))| {
                 let base = base.map(|base| &base[b * bytes..b * bytes + chunk.len()]);
-                self.decode_block(b * block, src, count, chunk, base, &scales)
+                self.decode_block(b * framing.block, src, count, chunk, base, &framing.scales)
+                    .map_err(|e| e.context(format_args!("block {b}")))
             })
     }
 

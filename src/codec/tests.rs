@@ -578,6 +578,157 @@ fn corrupt_stored_bytes_never_panic() {
     }
 }
 
+/// Stored bytes of a coded tensor, written by hand as an attacker would.
+fn framed(block: u32, scales: &[f32], table: &[(u32, Option<u32>)], bodies: &[&[u8]]) -> Vec<u8> {
+    let mut v = MAGIC.to_vec();
+    v.extend_from_slice(&block.to_le_bytes());
+    for s in scales {
+        v.extend_from_slice(&s.to_le_bytes());
+    }
+    for (len, count) in table {
+        v.extend_from_slice(&len.to_le_bytes());
+        if let Some(c) = count {
+            v.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+    for b in bodies {
+        v.extend_from_slice(b);
+    }
+    v
+}
+
+#[test]
+fn declared_sizes_must_be_backed_by_the_framing() {
+    let check = |spec: &str, dtype: DType, shape: &[u64], stored: &[u8]| {
+        let p = Pipeline::parse(spec).unwrap();
+        let nbytes = crate::header::nbytes(dtype, shape).unwrap();
+        p.check_stored(dtype, shape, nbytes, stored)
+    };
+    let zeros = zstd::bulk::compress(&[0u8; 4096], 3).unwrap();
+    // 2^40 float32s in one tiny block table: the table alone would need 16 MiB.
+    let tiny = framed(1 << 18, &[], &[(zeros.len() as u32, None)], &[&zeros]);
+    let err = check("zstd:3", DType::F32, &[1 << 40], &tiny).unwrap_err();
+    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!(err.to_string().contains("cannot hold"), "{err}");
+    // A block the table promises but a frame too short for its share (32768:1 at most).
+    let table: Vec<(u32, Option<u32>)> = vec![(13, None); 64];
+    let bodies: Vec<&[u8]> = vec![&zeros[..13]; 64];
+    let many = framed(1 << 21, &[], &table, &bodies);
+    let err = check("zstd:3", DType::F64, &[64 << 21], &many).unwrap_err();
+    assert!(err.to_string().contains("32768"), "{err}");
+    // A zstd frame that states another content size than the block needs.
+    let one = framed(1024, &[], &[(zeros.len() as u32, None)], &[&zeros]);
+    let err = check("zstd:3", DType::F32, &[512], &one).unwrap_err();
+    assert!(err.to_string().contains("states 4096"), "{err}");
+    check("zstd:3", DType::F32, &[1024], &one).unwrap();
+    let ok = zstd::bulk::compress(&[0u8; 4096], 3).unwrap();
+    check(
+        "zstd:3",
+        DType::U8,
+        &[4096],
+        &framed(4096, &[], &[(ok.len() as u32, None)], &[&ok]),
+    )
+    .unwrap();
+    // LZ4: at most 255:1.
+    let err = check(
+        "lz4",
+        DType::F32,
+        &[1 << 20],
+        &framed(1 << 20, &[], &[(100, None)], &[&[0; 100]]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("255"), "{err}");
+    // Sparse: more kept entries than scalars, or than the block's bytes can index.
+    let err = check(
+        "topk:0.5",
+        DType::F32,
+        &[8],
+        &framed(8, &[], &[(0, Some(9))], &[]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("claims 9"), "{err}");
+    let err = check(
+        "topk:0.5",
+        DType::F32,
+        &[8],
+        &framed(8, &[], &[(4, Some(4))], &[&[0; 4]]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("cannot decode"), "{err}");
+    // int8 scales must be there and finite; floatzip planes must tile the block.
+    let err = check("int8", DType::F32, &[4], &framed(4, &[], &[], &[])).unwrap_err();
+    assert!(err.to_string().contains("cannot hold 1 scales"), "{err}");
+    let err = check(
+        "int8",
+        DType::F32,
+        &[4],
+        &framed(4, &[f32::NAN], &[(4, None)], &[&[0; 4]]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not finite"), "{err}");
+    let mut planes = Vec::new();
+    for _ in 0..4 {
+        planes.extend_from_slice(&[0, 4, 0, 0, 0, 1, 2, 3, 4]);
+    }
+    let len = planes.len() as u32;
+    check(
+        "floatzip",
+        DType::F32,
+        &[4],
+        &framed(4, &[], &[(len, None)], &[&planes]),
+    )
+    .unwrap();
+    planes[1] = 5;
+    assert!(check(
+        "floatzip",
+        DType::F32,
+        &[4],
+        &framed(4, &[], &[(len, None)], &[&planes])
+    )
+    .is_err());
+    // Shapes whose scale table would overflow the address space are refused, not wrapped.
+    let p = Pipeline::parse("int8:channel").unwrap();
+    assert!(p
+        .check_stored(
+            DType::F16,
+            &[1 << 61, 1],
+            1 << 62,
+            &framed(1, &[], &[], &[])
+        )
+        .is_err());
+}
+
+#[test]
+fn densest_honest_encodings_pass_the_framing_check() {
+    // All-zero tensors are what compress best; every pipeline's output must still meet
+    // the expansion limits the decoder enforces.
+    let n = 3 << 20;
+    let zeros = vec![0u8; n * 4];
+    for spec in [
+        "zstd:3",
+        "zstd:19",
+        "zstd:-7",
+        "lz4",
+        "shuffle+zstd:3",
+        "shuffle+lz4",
+        "floatzip",
+        "f16+zstd:3",
+        "bf16+floatzip",
+        "int8+zstd:3",
+        "int8:channel+lz4",
+        "topk:0.5+zstd:3",
+        "threshold:0.1+lz4",
+        "threshold:0.1",
+        "topk:0.01+f16+floatzip",
+        "delta+zstd:3",
+        "delta+topk:0.01+int8+zstd:3",
+        "xor+lz4",
+    ] {
+        let base = zeros.clone();
+        round_trip(spec, DType::F32, &[3, (n / 3) as u64], &zeros, Some(&base));
+    }
+}
+
 /// Single-thread speed of some pipelines on a raw little-endian float32 file:
 /// `TW_WEIGHTS=w.f32 cargo test --release codec::tests::speed -- --ignored --nocapture`.
 #[test]

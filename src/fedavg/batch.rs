@@ -1,0 +1,158 @@
+//! [`aggregate`]: many updates at once, tensor by tensor in parallel.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use super::kernels::{as_acc_mut, finish_in_place, Acc};
+use super::mean::Sums;
+use super::survey::{decide, survey};
+use super::{
+    base_of, check_buffers, check_weight, robust, uses_f64, Contribution, Method, Options, Round,
+};
+use crate::error::{Error, Result};
+use crate::header::hex32;
+use crate::memory::try_zeroed;
+
+/// What [`aggregate`] did with the updates.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Updates refused (their `id` and why): a value that is not finite, a norm above
+    /// `max_norm`, a payload given twice, weights that could overflow the sums.
+    pub refused: Vec<(usize, String)>,
+    /// Per update given, in order: the L2 norm of its contribution (NaN if refused).
+    pub norms: Vec<f64>,
+    /// Per update given: the factor it was scaled by (0 if refused).
+    pub scales: Vec<f64>,
+    /// False when updates were refused and the caller asked not to compute without them.
+    pub computed: bool,
+}
+
+/// Combine `updates` into `out` (one buffer per round tensor, exactly its size) by
+/// `opts.method`, in parallel over tensors; `base` holds the round's base tensors (in
+/// round order) when the round has one. Every update must come from [`Round::check`]
+/// on this round. Refused updates are left out when `skip_refused`, else nothing is
+/// computed and the refusals come back. A bad payload (checksum, corrupt codec data)
+/// is an error naming its update.
+pub fn aggregate(
+    round: &Round,
+    base: Option<&[&[u8]]>,
+    updates: &[Contribution<'_>],
+    out: Vec<&mut [u8]>,
+    opts: &Options,
+    skip_refused: bool,
+) -> Result<Outcome> {
+    opts.check()?;
+    check_buffers(round, base, &out)?;
+    for c in updates {
+        check_weight(c.weight)
+            .map_err(|why| Error::input(format!("update {}: weight {why}", c.id)))?;
+    }
+    let mut outcome = Outcome {
+        refused: Vec::new(),
+        norms: vec![f64::NAN; updates.len()],
+        scales: vec![0.0; updates.len()],
+        computed: false,
+    };
+    // The same payload twice would count twice.
+    let mut first: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut fresh = Vec::with_capacity(updates.len());
+    for (k, c) in updates.iter().enumerate() {
+        match c
+            .content_id()
+            .map(|id| (id, *first.entry(id).or_insert(c.id)))
+        {
+            Some((id, earlier)) if earlier != c.id => outcome.refused.push((
+                c.id,
+                format!(
+                    "it is the same payload as update {earlier} (content id {}...)",
+                    &hex32(&id)[..16]
+                ),
+            )),
+            _ => fresh.push(k),
+        }
+    }
+    let refs: Vec<&Contribution<'_>> = fresh.iter().map(|&k| &updates[k]).collect();
+    let surveys = survey(round, base, &refs, opts.verify)?;
+    let mut bounds = vec![0f64; round.tensors.len()];
+    let mut accepted = Vec::with_capacity(refs.len());
+    for ((&k, c), s) in fresh.iter().zip(&refs).zip(&surveys) {
+        outcome.norms[k] = s.norm;
+        let sums = (opts.method == Method::Mean).then_some(&mut bounds[..]);
+        match decide(round, opts, s, c.weight, sums) {
+            Ok(scale) => {
+                outcome.scales[k] = scale;
+                accepted.push(k);
+            }
+            Err(why) => outcome.refused.push((c.id, why)),
+        }
+    }
+    outcome.refused.sort_by_key(|r| r.0);
+    if !outcome.refused.is_empty() && !skip_refused {
+        return Ok(outcome);
+    }
+    let chosen: Vec<&Contribution<'_>> = accepted.iter().map(|&k| &updates[k]).collect();
+    let scales: Vec<f64> = accepted.iter().map(|&k| outcome.scales[k]).collect();
+    match opts.method {
+        Method::Mean => mean(round, base, &chosen, &scales, out, opts)?,
+        method => robust::combine(round, base, &chosen, &scales, method, out)?,
+    }
+    outcome.computed = true;
+    Ok(outcome)
+}
+
+/// The weighted mean of surveyed, accepted updates into `out`.
+fn mean(
+    round: &Round,
+    base: Option<&[&[u8]]>,
+    updates: &[&Contribution<'_>],
+    scales: &[f64],
+    out: Vec<&mut [u8]>,
+    opts: &Options,
+) -> Result<()> {
+    let total: f64 = updates.iter().map(|c| c.weight).sum();
+    if total.is_nan() || total <= 0.0 {
+        return Err(Error::input(
+            "nothing to average: no updates accepted, or their weights sum to zero",
+        ));
+    }
+    let coef: Vec<f64> = updates
+        .iter()
+        .zip(scales)
+        .map(|(c, s)| c.weight * s)
+        .collect();
+    let inv_w = 1.0 / total;
+    let mut jobs: Vec<(usize, &mut [u8])> = out.into_iter().enumerate().collect();
+    // Largest tensors first, so that no big one is left for the end.
+    jobs.sort_by_key(|(_, o)| std::cmp::Reverse(o.len()));
+    jobs.into_par_iter()
+        .map_init(Vec::new, |scratch, (t, out)| {
+            let spec = &round.tensors[t];
+            let b = base_of(round, base, t);
+            let f64_sums = uses_f64(spec.dtype, opts.precision);
+            // Sums of the tensor's own dtype accumulate in the output buffer itself.
+            macro_rules! in_out {
+                ($a:ty) => {
+                    if <$a as Acc>::DTYPE == spec.dtype {
+                        if let Some(acc) = as_acc_mut::<$a>(out) {
+                            acc.fill(0.0);
+                            super::mean::add_tensor(acc, spec, t, b, updates, &coef, scratch)?;
+                            finish_in_place(acc, b.map(|b| b.data), inv_w);
+                            return Ok(());
+                        }
+                    }
+                };
+            }
+            let mut sums = if f64_sums {
+                in_out!(f64);
+                Sums::F64(try_zeroed(spec.numel(), "the sums")?)
+            } else {
+                in_out!(f32);
+                Sums::F32(try_zeroed(spec.numel(), "the sums")?)
+            };
+            sums.add(spec, t, b, updates, &coef, scratch)?;
+            sums.finish(spec, b.map(|b| b.data), inv_w, out);
+            Ok(())
+        })
+        .collect::<Result<()>>()
+}

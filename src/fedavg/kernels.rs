@@ -1,0 +1,296 @@
+//! Kernels: blocks of little-endian elements converted to the accumulator type (f32 or
+//! f64) and back, added with a coefficient, scanned for the values that would poison a
+//! round, and turned into the result.
+
+use std::ops::{Add, AddAssign, Mul, Sub};
+
+use crate::dtype::DType;
+
+/// Elements converted per block by the kernels (two stack buffers of this many values).
+pub(super) const BLOCK: usize = 2048;
+
+/// The accumulator element type: f32 or f64.
+pub(super) trait Acc:
+    Copy
+    + Default
+    + Send
+    + Sync
+    + AddAssign
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + crate::memory::Zeroed
+{
+    /// The dtype whose bytes are this type's bytes.
+    const DTYPE: DType;
+    /// The largest magnitude a sum may reach: half the type's range, so that rounding
+    /// on the way can never carry it to infinity.
+    const LIMIT: f64;
+    fn from_f32(v: f32) -> Self;
+    fn from_f64(v: f64) -> Self;
+    fn to_f32(self) -> f32;
+    fn to_f64(self) -> f64;
+}
+
+impl Acc for f32 {
+    const DTYPE: DType = DType::F32;
+    const LIMIT: f64 = f32::MAX as f64 / 2.0;
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Acc for f64 {
+    const DTYPE: DType = DType::F64;
+    const LIMIT: f64 = f64::MAX / 2.0;
+    fn from_f32(v: f32) -> Self {
+        v as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self as f32
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// Convert `dst.len()` elements of `dtype` from `src` (little-endian bytes).
+pub(super) fn load<A: Acc>(dtype: DType, src: &[u8], dst: &mut [A]) {
+    macro_rules! conv {
+        ($t:ty, $f:expr) => {{
+            const N: usize = std::mem::size_of::<$t>();
+            for (d, s) in dst.iter_mut().zip(src.chunks_exact(N)) {
+                let v = <$t>::from_le_bytes(s.try_into().expect("chunk of N bytes"));
+                *d = $f(v);
+            }
+        }};
+    }
+    match dtype {
+        DType::F32 => conv!(f32, A::from_f32),
+        DType::F64 => conv!(f64, A::from_f64),
+        DType::F16 => conv!(u16, |b| A::from_f32(half::f16::from_bits(b).to_f32())),
+        DType::BF16 => conv!(u16, |b| A::from_f32(half::bf16::from_bits(b).to_f32())),
+        DType::I8 => conv!(i8, |v| A::from_f64(v as f64)),
+        DType::I16 => conv!(i16, |v| A::from_f64(v as f64)),
+        DType::I32 => conv!(i32, |v| A::from_f64(v as f64)),
+        DType::I64 => conv!(i64, |v| A::from_f64(v as f64)),
+        DType::U8 => conv!(u8, |v| A::from_f64(v as f64)),
+        DType::U16 => conv!(u16, |v| A::from_f64(v as f64)),
+        DType::U32 => conv!(u32, |v| A::from_f64(v as f64)),
+        DType::U64 => conv!(u64, |v| A::from_f64(v as f64)),
+        DType::Bool | DType::C64 | DType::C128 | DType::F8E4M3 | DType::F8E5M2 => {
+            unreachable!("Round::new refuses dtypes that cannot be averaged")
+        }
+    }
+}
+
+/// Convert `src` to `dtype` into `dst` (little-endian bytes); integers round half to
+/// even and saturate.
+pub(super) fn store<A: Acc>(dtype: DType, src: &[A], dst: &mut [u8]) {
+    macro_rules! conv {
+        ($t:ty, $f:expr) => {{
+            const N: usize = std::mem::size_of::<$t>();
+            for (d, &s) in dst.chunks_exact_mut(N).zip(src) {
+                let v: $t = $f(s);
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }};
+    }
+    macro_rules! int {
+        ($t:ty) => {
+            conv!($t, |s: A| s.to_f64().round_ties_even() as $t)
+        };
+    }
+    match dtype {
+        DType::F32 => conv!(f32, |s: A| s.to_f32()),
+        DType::F64 => conv!(f64, |s: A| s.to_f64()),
+        DType::F16 => conv!(u16, |s: A| half::f16::from_f64(s.to_f64()).to_bits()),
+        DType::BF16 => conv!(u16, |s: A| half::bf16::from_f64(s.to_f64()).to_bits()),
+        DType::I8 => int!(i8),
+        DType::I16 => int!(i16),
+        DType::I32 => int!(i32),
+        DType::I64 => int!(i64),
+        DType::U8 => int!(u8),
+        DType::U16 => int!(u16),
+        DType::U32 => int!(u32),
+        DType::U64 => int!(u64),
+        DType::Bool | DType::C64 | DType::C128 | DType::F8E4M3 | DType::F8E5M2 => {
+            unreachable!("Round::new refuses dtypes that cannot be averaged")
+        }
+    }
+}
+
+/// `acc += c * (x - base)` (or `c * x` without a base), `x` and `base` as `dtype` bytes.
+pub(super) fn add_scaled<A: Acc>(
+    acc: &mut [A],
+    dtype: DType,
+    x: &[u8],
+    base: Option<&[u8]>,
+    c: f64,
+) {
+    let size = dtype.itemsize();
+    let c = A::from_f64(c);
+    let mut xb = [A::default(); BLOCK];
+    let mut bb = [A::default(); BLOCK];
+    for (k, a) in acc.chunks_mut(BLOCK).enumerate() {
+        let n = a.len();
+        let range = k * BLOCK * size..(k * BLOCK + n) * size;
+        load(dtype, &x[range.clone()], &mut xb[..n]);
+        match base {
+            Some(b) => {
+                load(dtype, &b[range], &mut bb[..n]);
+                for ((a, &x), &b) in a.iter_mut().zip(&xb[..n]).zip(&bb[..n]) {
+                    *a += c * (x - b);
+                }
+            }
+            None => {
+                for (a, &x) in a.iter_mut().zip(&xb[..n]) {
+                    *a += c * x;
+                }
+            }
+        }
+    }
+}
+
+/// Write `base + acc * inv_w` (or `acc * inv_w`) as `dtype` into `out`.
+pub(super) fn finish<A: Acc>(
+    acc: &[A],
+    dtype: DType,
+    base: Option<&[u8]>,
+    inv_w: f64,
+    out: &mut [u8],
+) {
+    let size = dtype.itemsize();
+    let inv = A::from_f64(inv_w);
+    let mut vb = [A::default(); BLOCK];
+    let mut bb = [A::default(); BLOCK];
+    for (k, a) in acc.chunks(BLOCK).enumerate() {
+        let n = a.len();
+        let range = k * BLOCK * size..(k * BLOCK + n) * size;
+        match base {
+            Some(b) => {
+                load(dtype, &b[range.clone()], &mut bb[..n]);
+                for ((v, &a), &b) in vb.iter_mut().zip(a).zip(&bb[..n]) {
+                    *v = b + a * inv;
+                }
+            }
+            None => {
+                for (v, &a) in vb.iter_mut().zip(a) {
+                    *v = a * inv;
+                }
+            }
+        }
+        store(dtype, &vb[..n], &mut out[range]);
+    }
+}
+
+/// In place: `acc = base + acc * inv_w` (or `acc * inv_w`), base as `A`'s own dtype.
+pub(super) fn finish_in_place<A: Acc>(acc: &mut [A], base: Option<&[u8]>, inv_w: f64) {
+    let inv = A::from_f64(inv_w);
+    let mut bb = [A::default(); BLOCK];
+    let size = std::mem::size_of::<A>();
+    for (k, a) in acc.chunks_mut(BLOCK).enumerate() {
+        let n = a.len();
+        match base {
+            Some(b) => {
+                load(
+                    A::DTYPE,
+                    &b[k * BLOCK * size..(k * BLOCK + n) * size],
+                    &mut bb[..n],
+                );
+                for (a, &b) in a.iter_mut().zip(&bb[..n]) {
+                    *a = b + *a * inv;
+                }
+            }
+            None => {
+                for a in a.iter_mut() {
+                    *a = *a * inv;
+                }
+            }
+        }
+    }
+}
+
+/// `bytes` as a slice of `A` when it is suitably aligned (and the target little-endian).
+pub(super) fn as_acc_mut<A: Acc>(bytes: &mut [u8]) -> Option<&mut [A]> {
+    if cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: A is f32 or f64, for which every bit pattern is a valid value.
+    let (pre, mid, post) = unsafe { bytes.align_to_mut::<A>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
+/// What [`scan`] found in one tensor of an update: the sum of squares and the largest
+/// magnitude of its contribution `d` (in float64), and the first element that is not
+/// finite (its index and value).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Scan {
+    pub sum_sq: f64,
+    pub max_abs: f64,
+    pub bad: Option<(usize, f64)>,
+}
+
+impl Scan {
+    /// Fold in the scan of the next elements (`offset` elements in).
+    pub(super) fn join(&mut self, other: Scan, offset: usize) {
+        self.sum_sq += other.sum_sq;
+        self.max_abs = self.max_abs.max(other.max_abs);
+        if self.bad.is_none() {
+            self.bad = other.bad.map(|(i, v)| (i + offset, v));
+        }
+    }
+}
+
+/// Scan `x` (elements of `dtype`) as a contribution `d = x - base` (or `d = x`), in
+/// float64: non-finite `x`, or a `d` beyond float64, is reported in `bad`.
+pub(super) fn scan(dtype: DType, x: &[u8], base: Option<&[u8]>) -> Scan {
+    let size = dtype.itemsize();
+    let n = x.len() / size.max(1);
+    let mut xb = [0f64; BLOCK];
+    let mut bb = [0f64; BLOCK];
+    let mut out = Scan::default();
+    let mut k = 0;
+    while k < n {
+        let m = BLOCK.min(n - k);
+        let range = k * size..(k + m) * size;
+        load(dtype, &x[range.clone()], &mut xb[..m]);
+        if let Some(b) = base {
+            load(dtype, &b[range], &mut bb[..m]);
+            for (x, b) in xb[..m].iter_mut().zip(&bb[..m]) {
+                *x -= b;
+            }
+        }
+        let d = &xb[..m];
+        let mut sum = 0f64;
+        let mut max = 0f64;
+        for &v in d {
+            sum += v * v;
+            max = max.max(v.abs());
+        }
+        // NaN is lost by max() and inf shows in the sum: only then look for the element.
+        if !(sum.is_finite() && max.is_finite()) || sum.is_nan() {
+            if let Some(i) = d.iter().position(|v| !v.is_finite()) {
+                if out.bad.is_none() {
+                    out.bad = Some((k + i, d[i]));
+                }
+            }
+        }
+        out.sum_sq += sum;
+        out.max_abs = out.max_abs.max(max);
+        k += m;
+    }
+    out
+}

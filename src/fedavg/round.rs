@@ -1,0 +1,344 @@
+//! What a round expects of its updates ([`Round`]), where an update's tensors come from
+//! ([`Source`]), and why an update does not fit ([`Round::check`]).
+
+use std::collections::HashMap;
+
+use crate::container::{Layout, TensorView};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::header::{hex32, nbytes};
+use crate::memory::try_grow;
+
+/// At most this many problems are listed in one mismatch reason.
+const MAX_LISTED: usize = 3;
+
+/// One tensor of the round: what every update must hold under `name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, C order.
+    pub shape: Vec<u64>,
+}
+
+impl TensorSpec {
+    /// Number of elements (checked by [`Round::new`]).
+    pub fn numel(&self) -> usize {
+        self.nbytes() / self.dtype.itemsize()
+    }
+
+    /// Size in bytes (checked by [`Round::new`]).
+    pub fn nbytes(&self) -> usize {
+        nbytes(self.dtype, &self.shape).expect("checked by Round::new")
+    }
+}
+
+/// Where an update's tensors come from.
+#[derive(Debug)]
+pub enum Source<'a> {
+    /// An encoded payload (any codec) and its validated layout.
+    Payload {
+        /// The whole payload.
+        buf: &'a [u8],
+        /// What [`crate::container::parse`] made of it.
+        layout: &'a Layout,
+    },
+    /// Tensors already in memory.
+    Tensors(&'a [TensorView<'a>]),
+}
+
+/// What an update's tensors hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The client's model (a delta codec decodes it against the base).
+    Model,
+    /// The difference (new − old) against the base whose id is given.
+    Difference([u8; 32]),
+}
+
+impl Kind {
+    /// True for a difference: its tensors are not relative to the base.
+    pub fn is_difference(self) -> bool {
+        matches!(self, Kind::Difference(_))
+    }
+}
+
+/// One update that fits the round: where it comes from, its weight, and for each of
+/// the round's tensors the index of that tensor in the update.
+#[derive(Debug)]
+pub struct Contribution<'a> {
+    /// The update's number, as the caller counts (errors and reasons name it).
+    pub id: usize,
+    /// The update's tensors.
+    pub source: Source<'a>,
+    /// What they hold.
+    pub kind: Kind,
+    /// Its weight (e.g. the client's sample count); see [`super::check_weight`].
+    pub weight: f64,
+    /// `index[t]` is the update's tensor for the round's tensor `t` (from [`Round::check`]).
+    pub index: Vec<usize>,
+}
+
+impl Contribution<'_> {
+    /// The payload's content id; `None` for tensors given in memory.
+    pub fn content_id(&self) -> Option<[u8; 32]> {
+        match &self.source {
+            Source::Payload { layout, .. } => Some(layout.content_id),
+            Source::Tensors(_) => None,
+        }
+    }
+}
+
+/// What a round expects of its updates.
+#[derive(Debug, Clone)]
+pub struct Round {
+    pub(super) tensors: Vec<TensorSpec>,
+    by_name: HashMap<String, usize>,
+    pub(super) base_id: Option<[u8; 32]>,
+}
+
+fn averageable(dtype: DType) -> bool {
+    !matches!(
+        dtype,
+        DType::Bool | DType::C64 | DType::C128 | DType::F8E4M3 | DType::F8E5M2
+    )
+}
+
+impl Round {
+    /// A round over `tensors` (in result order); `base_id` is the id
+    /// ([`crate::container::tensors_id`]) of the base model, when there is one.
+    pub fn new(tensors: Vec<TensorSpec>, base_id: Option<[u8; 32]>) -> Result<Round> {
+        let mut by_name = HashMap::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            if by_name.insert(t.name.clone(), i).is_some() {
+                return Err(Error::input(format!(
+                    "tensor name {:?} appears twice",
+                    t.name
+                )));
+            }
+            if !averageable(t.dtype) {
+                return Err(Error::input(format!(
+                    "tensor {:?}: dtype {} cannot be averaged (float16, bfloat16, float32, \
+                     float64 and integer tensors can)",
+                    t.name, t.dtype
+                )));
+            }
+            if nbytes(t.dtype, &t.shape).is_none() {
+                return Err(Error::input(format!(
+                    "tensor {:?}: shape {:?} is too large",
+                    t.name, t.shape
+                )));
+            }
+        }
+        Ok(Round {
+            tensors,
+            by_name,
+            base_id,
+        })
+    }
+
+    /// The round's tensors, in result order.
+    pub fn tensors(&self) -> &[TensorSpec] {
+        &self.tensors
+    }
+
+    /// The base model's id, if the round has a base.
+    pub fn base_id(&self) -> Option<&[u8; 32]> {
+        self.base_id.as_ref()
+    }
+
+    /// Why `source` (holding `kind`) does not fit the round, or, when it fits, the index
+    /// of each round tensor in it. `first_kind` is the kind of the updates already
+    /// accepted without a base: models and differences cannot be mixed then.
+    pub fn check(
+        &self,
+        source: &Source<'_>,
+        kind: Kind,
+        first_kind: Option<Kind>,
+    ) -> std::result::Result<Vec<usize>, String> {
+        self.check_base(source, kind, first_kind)?;
+        // Structure: the same names, dtypes and shapes.
+        let mut problems = Vec::new();
+        let mut index = vec![usize::MAX; self.tensors.len()];
+        let mut visit =
+            |j: usize, name: &str, dtype: DType, shape: &[u64]| match self.by_name.get(name) {
+                None => problems.push(format!("unexpected tensor {name:?}")),
+                Some(&t) => {
+                    let spec = &self.tensors[t];
+                    if spec.dtype != dtype || spec.shape != shape {
+                        problems.push(format!(
+                            "tensor {name:?} is {dtype}{shape:?}, the round expects {}{:?}",
+                            spec.dtype, spec.shape
+                        ));
+                    }
+                    index[t] = j;
+                }
+            };
+        match source {
+            Source::Payload { layout, .. } => {
+                for (j, e) in layout.entries.iter().enumerate() {
+                    visit(j, &e.name, e.dtype, &e.shape);
+                }
+            }
+            Source::Tensors(views) => {
+                for (j, v) in views.iter().enumerate() {
+                    visit(j, v.name, v.dtype, v.shape);
+                }
+            }
+        }
+        for (t, &j) in index.iter().enumerate() {
+            if j == usize::MAX {
+                problems.push(format!("missing tensor {:?}", self.tensors[t].name));
+            }
+        }
+        if problems.is_empty() {
+            return Ok(index);
+        }
+        let more = problems.len().saturating_sub(MAX_LISTED);
+        problems.truncate(MAX_LISTED);
+        let mut reason = problems.join("; ");
+        if more > 0 {
+            reason.push_str(&format!(" (and {more} more)"));
+        }
+        Err(reason)
+    }
+
+    /// The base rules of [`Round::check`]: a delta payload or a difference must be against
+    /// the round's base; without a base, models and differences do not mix.
+    fn check_base(
+        &self,
+        source: &Source<'_>,
+        kind: Kind,
+        first_kind: Option<Kind>,
+    ) -> std::result::Result<(), String> {
+        let header_base = match source {
+            Source::Payload { layout, .. } => layout.base,
+            Source::Tensors(_) => None,
+        };
+        let want = self.base_id.as_ref();
+        if let Some(got) = header_base {
+            match want {
+                None => {
+                    return Err(format!(
+                        "it is delta-encoded against base {}, and the round has no base \
+                         (pass base=)",
+                        hex32(&got)
+                    ))
+                }
+                Some(w) if *w != got => {
+                    return Err(format!(
+                        "it is delta-encoded against base {}, the round's base is {}",
+                        hex32(&got),
+                        hex32(w)
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        if let Kind::Difference(got) = kind {
+            match (want, first_kind) {
+                (Some(w), _) if *w != got => {
+                    return Err(format!(
+                        "it is a difference against base {}, the round's base is {}",
+                        hex32(&got),
+                        hex32(w)
+                    ))
+                }
+                (None, Some(Kind::Difference(first))) if first != got => {
+                    return Err(format!(
+                        "it is a difference against base {}, earlier updates against {}",
+                        hex32(&got),
+                        hex32(&first)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let (None, Some(first)) = (want, first_kind) {
+            if first.is_difference() != kind.is_difference() {
+                let what = |k: Kind| {
+                    if k.is_difference() {
+                        "a difference"
+                    } else {
+                        "a model"
+                    }
+                };
+                return Err(format!(
+                    "it is {} and earlier updates are {}: without a base they cannot be \
+                     averaged together (pass base=)",
+                    what(kind),
+                    what(first)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Prefix an error with the update it concerns.
+pub(crate) fn about_update(u: usize, e: Error) -> Error {
+    e.context(format_args!("update {u}"))
+}
+
+impl Source<'_> {
+    /// Check that the alignment padding between stored tensors is zero, so that a
+    /// verified aggregation covers every byte of the payload (tensor bytes are
+    /// covered by their checksums as they are used).
+    pub(super) fn check_padding(&self) -> Result<()> {
+        if let Source::Payload { buf, layout } = self {
+            let mut pos = layout.data_start;
+            for e in &layout.entries {
+                if buf[pos..e.start].iter().any(|&b| b != 0) {
+                    return Err(Error::integrity(format!(
+                        "padding before tensor {:?} is not zero: the payload is corrupt",
+                        e.name
+                    )));
+                }
+                pos = e.start + e.length;
+            }
+        }
+        Ok(())
+    }
+
+    /// The update's tensor `j` when it can be read in place (raw in a payload, or in
+    /// memory), with its expected checksum when it is stored in a payload.
+    pub(super) fn in_place(&self, j: usize) -> Option<(&[u8], Option<&[u8; 32]>)> {
+        match self {
+            Source::Tensors(views) => Some((views[j].data, None)),
+            Source::Payload { buf, layout } if layout.entries[j].pipeline.is_raw() => {
+                Some((layout.stored(buf, j), Some(&layout.entries[j].hash)))
+            }
+            Source::Payload { .. } => None,
+        }
+    }
+
+    /// The little-endian bytes of the update's tensor `j`: the stored bytes themselves
+    /// when raw, else decoded into `scratch` (grown as needed and reused). `verify`
+    /// checks the stored bytes' checksum first.
+    pub(super) fn values<'r>(
+        &'r self,
+        j: usize,
+        scratch: &'r mut Vec<u8>,
+        base: Option<TensorView<'_>>,
+        verify: bool,
+    ) -> Result<&'r [u8]> {
+        match self {
+            Source::Tensors(views) => Ok(views[j].data),
+            Source::Payload { buf, layout } => {
+                let e = &layout.entries[j];
+                if e.pipeline.is_raw() {
+                    if verify {
+                        layout.verify(buf, Some(&[j]))?;
+                    }
+                    return Ok(layout.stored(buf, j));
+                }
+                try_grow(scratch, e.nbytes, "a decoded tensor")?;
+                let out = &mut scratch[..e.nbytes];
+                layout.decode_into(buf, j, out, base, verify)?;
+                Ok(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The survey of an update, before anything of it is added: checksums verified, every
+//! tensor read (decoded into a per-thread scratch block) and scanned, and the verdict:
+//! refused (a value that is not finite, a norm above `max_norm`, weights that could
+//! overflow the sums), or accepted with its clipping factor.
+
+use rayon::prelude::*;
+
+use super::kernels::{scan, Scan};
+use super::{about_update, base_of, sum_limit, Contribution, Options, Round};
+use crate::error::Result;
+
+/// Bytes per step of the fused hash-and-scan of a raw tensor (cache-sized).
+const FUSED_BYTES: usize = 256 << 10;
+
+/// What the survey found about one update.
+#[derive(Debug, Clone)]
+pub(super) struct Survey {
+    /// L2 norm of the update's contribution `d` over all its tensors.
+    pub norm: f64,
+    /// Largest `|d|` per round tensor.
+    pub max_abs: Vec<f64>,
+    /// Why the update is refused, when its values are not all finite.
+    pub bad: Option<String>,
+}
+
+/// Survey `updates` (in parallel over the round's tensors; each worker reuses one
+/// scratch block). `Err` when a payload is bad (checksum, corrupt codec data): that
+/// error names the update.
+pub(super) fn survey(
+    round: &Round,
+    base: Option<&[&[u8]]>,
+    updates: &[&Contribution<'_>],
+    verify: bool,
+) -> Result<Vec<Survey>> {
+    if verify {
+        for c in updates {
+            c.source
+                .check_padding()
+                .map_err(|e| about_update(c.id, e))?;
+        }
+    }
+    let per_tensor: Vec<Vec<Scan>> = (0..round.tensors.len())
+        .into_par_iter()
+        .map_init(Vec::new, |scratch, t| {
+            let spec = &round.tensors[t];
+            let b = base_of(round, base, t);
+            updates
+                .iter()
+                .map(|c| {
+                    let rel = if c.kind.is_difference() {
+                        None
+                    } else {
+                        b.map(|b| b.data)
+                    };
+                    let j = c.index[t];
+                    let found = match c.source.in_place(j) {
+                        Some((x, hash)) => {
+                            scan_in_place(spec.dtype, x, rel, hash.filter(|_| verify))
+                                .map_err(|e| e.context(format_args!("tensor {:?}", spec.name)))
+                        }
+                        None => c
+                            .source
+                            .values(j, scratch, b, verify)
+                            .map(|x| scan(spec.dtype, x, rel)),
+                    };
+                    found.map_err(|e| about_update(c.id, e))
+                })
+                .collect::<Result<Vec<Scan>>>()
+        })
+        .collect::<Result<_>>()?;
+    Ok((0..updates.len())
+        .map(|u| {
+            let mut sum_sq = 0f64;
+            let mut bad = None;
+            let max_abs = per_tensor
+                .iter()
+                .enumerate()
+                .map(|(t, scans)| {
+                    let s = scans[u];
+                    sum_sq += s.sum_sq;
+                    if let (None, Some((i, v))) = (&bad, s.bad) {
+                        bad = Some(format!(
+                            "tensor {:?}: element {i} is {}: updates must be finite",
+                            round.tensors[t].name,
+                            if v.is_nan() {
+                                "NaN".to_string()
+                            } else {
+                                format!("{v}")
+                            }
+                        ));
+                    }
+                    s.max_abs
+                })
+                .collect();
+            Survey {
+                norm: sum_sq.sqrt(),
+                max_abs,
+                bad,
+            }
+        })
+        .collect())
+}
+
+/// Scan a tensor read in place, hashing it in the same pass when its checksum is given.
+fn scan_in_place(
+    dtype: crate::dtype::DType,
+    x: &[u8],
+    base: Option<&[u8]>,
+    hash: Option<&[u8; 32]>,
+) -> Result<Scan> {
+    let Some(expected) = hash else {
+        return Ok(scan(dtype, x, base));
+    };
+    let step = FUSED_BYTES / dtype.itemsize() * dtype.itemsize();
+    let mut h = blake3::Hasher::new();
+    let mut out = Scan::default();
+    for (k, part) in x.chunks(step.max(1)).enumerate() {
+        h.update(part);
+        let b = base.map(|b| &b[k * step..k * step + part.len()]);
+        out.join(scan(dtype, part, b), k * step / dtype.itemsize());
+    }
+    if h.finalize().as_bytes() != expected {
+        return Err(crate::error::Error::integrity(
+            "checksum mismatch, its bytes are corrupt",
+        ));
+    }
+    Ok(out)
+}
+
+/// The verdict on a surveyed update of `weight`: `Err(reason)` when it is refused,
+/// else its clipping factor. For sums (the mean), `bounds[t]` is the largest magnitude
+/// the sums of tensor `t` can have reached with the updates accepted so far; an accepted
+/// update adds its share, so that no sum can overflow.
+pub(super) fn decide(
+    round: &Round,
+    opts: &Options,
+    s: &Survey,
+    weight: f64,
+    bounds: Option<&mut [f64]>,
+) -> std::result::Result<f64, String> {
+    if let Some(why) = &s.bad {
+        return Err(why.clone());
+    }
+    if !s.norm.is_finite() {
+        return Err("its L2 norm overflows float64".into());
+    }
+    if let Some(max) = opts.max_norm {
+        if s.norm > max {
+            return Err(format!("its L2 norm {:.6e} exceeds max_norm={max}", s.norm));
+        }
+    }
+    let scale = match opts.clip_norm {
+        Some(clip) if s.norm > clip => clip / s.norm,
+        _ => 1.0,
+    };
+    let Some(bounds) = bounds else {
+        return Ok(scale);
+    };
+    let coef = weight * scale;
+    let mut next = bounds.to_vec();
+    for (t, (b, &m)) in next.iter_mut().zip(&s.max_abs).enumerate() {
+        *b += coef * m;
+        let spec = &round.tensors[t];
+        let limit = sum_limit(spec.dtype, opts.precision);
+        if b.is_nan() || *b > limit {
+            return Err(format!(
+                "tensor {:?}: weighted by {coef:e}, its values (up to {m:e}) could overflow the \
+                 sums (limit {limit:e}); use smaller weights or accumulate=\"float64\"",
+                spec.name
+            ));
+        }
+    }
+    bounds.copy_from_slice(&next);
+    Ok(scale)
+}
