@@ -1,0 +1,146 @@
+"""The forger (tests/forge.py) speaks the spec: on valid inputs its payloads, coded
+tensors, chunks and update records are what the library reads back."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import forge
+import numpy as np
+import pytest
+
+import tensorwire as tw
+
+X = (np.arange(300_000, dtype=np.float32) * 0.37).astype(np.float32)  # two 2**18 blocks
+
+
+def decode_one(dtype: str, shape: list[int], stored: bytes, codec: str, **header) -> np.ndarray:
+    blob = forge.payload([forge.T("t", dtype, shape, stored, codec)], **header)
+    tw.open(blob).verify()
+    return tw.decode(blob)["t"]
+
+
+@pytest.mark.parametrize(
+    "codec, compressor, layout",
+    [
+        ("zstd:3", "zstd", ""),
+        ("zstd:3", "zstd-raw", ""),
+        ("lz4", "lz4", ""),
+        ("shuffle", "", "shuffle"),
+        ("shuffle+zstd:1", "zstd", "shuffle"),
+        ("shuffle+lz4", "lz4", "shuffle"),
+        ("floatzip", "", "floatzip"),
+    ],
+)
+def test_dense_pipelines_decode(codec, compressor, layout):
+    stored = forge.dense(X.tobytes(), 4, compressor=compressor, layout=layout)
+    np.testing.assert_array_equal(decode_one("float32", [len(X)], stored, codec), X)
+
+
+def test_float64_floatzip_with_zstd_planes_and_tiny_blocks():
+    x = np.linspace(-3, 3, 1000)
+    bodies = [forge.floatzip(x[i : i + 128].tobytes(), 8, [1, 0] * 4) for i in range(0, 1000, 128)]
+    stored = forge.twc1(bodies, block_scalars=128)
+    np.testing.assert_array_equal(
+        decode_one("float64", [10, 100], stored, "floatzip"), x.reshape(10, 100)
+    )
+
+
+def test_hand_made_rle_frames_and_lz4_matches():
+    n = (1 << 20) + 5  # more than one RLE block per frame, and a short last block
+    stored = forge.twc1([forge.zstd_rle(7, n)], block_scalars=n)
+    assert decode_one("uint8", [n], stored, "zstd:3").tolist() == [7] * n
+    stored = forge.twc1([forge.lz4_repeat(9, 1000), forge.lz4_repeat(9, 17)], block_scalars=1000)
+    assert decode_one("int8", [1017], stored, "lz4").tolist() == [9] * 1017
+    no_size = forge.zstd_rle(1, 4096, content_size=None)
+    assert decode_one("uint8", [4096], forge.twc1([no_size], block_scalars=4096), "zstd:3").all()
+
+
+def test_sparse_blocks_and_int8_scales():
+    idx = [[0, 3, 99], [], [1, 49]]  # three blocks of 100 scalars, the last of 50
+    vals = [np.array(v, np.float32) for v in ([1.5, -2, 3], [], [4, 5])]
+    bodies = [forge.sparse_body(i, v.tobytes()) for i, v in zip(idx, vals)]
+    want = np.zeros(250, np.float32)
+    for b, (i, v) in enumerate(zip(idx, vals)):
+        want[[100 * b + j for j in i]] = v
+    for codec, wrap in [("topk:0.1", bytes), ("threshold:0.5+zstd:3", forge.zstd_frame)]:
+        stored = forge.twc1([wrap(x) for x in bodies], block_scalars=100, counts=[3, 0, 2])
+        np.testing.assert_array_equal(decode_one("float32", [250], stored, codec), want)
+    q = np.array([[-127, 0, 5], [1, 2, 127]], np.int8)
+    stored = forge.twc1([q.tobytes()], block_scalars=6, scales=[0.5, 2.0])
+    got = decode_one("float32", [2, 3], stored, "int8:channel")
+    np.testing.assert_array_equal(got, q * np.array([[0.5], [2.0]], np.float32))
+
+
+def test_base_id_and_delta_decode():
+    base = {"w": np.arange(4, dtype=np.float32), "b": np.ones((2, 1), np.float64)}
+    new = {k: v + 1 for k, v in base.items()}
+    want = tw.open(tw.encode(new, codec="delta", base=base)).base_id
+    tuples = [(k, str(v.dtype), v.shape, v.tobytes()) for k, v in base.items()]
+    assert forge.base_id(tuples) == want
+    stored = forge.twc1([np.ones(4, np.float32).tobytes()], block_scalars=4)
+    blob = forge.payload(
+        [
+            forge.T("w", "float32", [4], stored, "delta"),
+            forge.T("b", "float64", [2, 1], b"\0" * 16),
+        ],
+        base=want,
+    )
+    out = tw.decode(blob, base=base)
+    np.testing.assert_array_equal(out["w"], new["w"])
+    assert out["b"].tolist() == [[0.0], [0.0]]
+
+
+def test_header_keys_structure_and_metadata():
+    a, b = np.arange(3, dtype=np.int16), np.array(2.5)
+    blob = forge.payload(
+        [forge.T("x", "int16", [3], a.tobytes()), forge.T("y", "float64", [], b.tobytes())],
+        minor=3,
+        structure={"dict": [["k", {"tuple": [1, 0]}]]},
+        metadata=[1, {"z": None}],
+        unknown={"future": True},
+    )
+    out = tw.decode(blob)
+    assert out["k"][0] == 2.5 and out["k"][1].tolist() == [0, 1, 2]
+    assert tw.open(blob).metadata == [1, {"z": None}]
+    assert forge.header_of(blob)["unknown"] == {"future": True}
+
+
+def test_chunks_match_the_library_and_reassemble():
+    blob = tw.encode({"w": X}, codec="shuffle+zstd")
+    pid = bytes(range(16))
+    assert forge.chunks(blob, 1000, payload_id=pid) == list(tw.chunk(blob, 1088, payload_id=pid))
+    for kind, data in [(1, blob), (0, b"any bytes" * 999), (0, b"")]:
+        pieces = forge.chunks(data, 777, kind=kind)
+        random.Random(kind).shuffle(pieces)
+        r = tw.Reassembler()
+        done = [x for x in (r.add(p) for p in pieces + pieces[:1]) if x is not None]
+        assert done == [data]
+    info = tw.chunk_info(forge.chunks(blob, 1000, payload_id=pid)[3])
+    assert (info["index"], info["offset"], info["body_len"]) == (3, 3000, 1000)
+    bad = forge.chunk(b"x", payload_id=pid, index=0, count=1, total=1, offset=0, crc=0)
+    with pytest.raises(tw.IntegrityError):
+        tw.Reassembler().add(bad)
+
+
+def test_update_records():
+    base = {"w": np.zeros(4, np.float32)}
+    bid = forge.base_id([("w", "float32", [4], bytes(16))])
+    ups = [
+        forge.payload(
+            [forge.T("w", "float32", [4], np.full(4, v, np.float32).tobytes())],
+            metadata=forge.update_metadata(bid, round=2, client=f"c{v}", samples=n, note="x"),
+        )
+        for v, n in [(1, 1), (4, 3)]
+    ]
+    assert tw.update_info(ups[1]) == tw.UpdateInfo("difference", bid, 2, "c4", 3)
+    out = tw.aggregate(ups, weights="samples", base=base, round=2)
+    assert out["w"].tolist() == [3.25] * 4
+
+
+def test_forged_fields_are_forged():
+    stored = forge.twc1([b"abc"], block_scalars=5, lengths=[9, 9], magic=b"NOPE")
+    assert stored[:4] == b"NOPE" and struct.unpack_from("<III", stored, 4) == (5, 9, 9)
+    assert forge.twc1([], block_scalars=1, scales=[float("nan")])[8:12] == b"\x00\x00\xc0\x7f"
+    assert forge.leb128(300) == b"\xac\x02" and len(forge.leb128(1 << 35)) == 6
