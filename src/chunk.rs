@@ -33,7 +33,7 @@ const PARALLEL_PART: usize = 256 << 10;
 pub type PayloadId = [u8; 16];
 
 /// How a reassembled payload is verified (header byte 5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayloadKind {
     /// Any bytes; the digest is the blake3 of the whole payload.
     Bytes,
@@ -231,7 +231,7 @@ pub(crate) fn crc_error(h: &ChunkHeader, stored: u32, computed: u32) -> Error {
 
 /// How a payload is cut: every chunk but the last has a body of `piece` bytes; chunk
 /// `i` starts at `i * piece`; the last one ends at `total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Geometry {
     /// Length of the payload.
     pub total: u64,

@@ -1,4 +1,13 @@
-//! Writing payloads to files atomically.
+//! Writing payloads to files atomically, leaving nothing behind when killed.
+//!
+//! On Linux the payload is written into an unnamed file in the target's directory
+//! (`O_TMPFILE`), synced, given a temporary name and renamed over the target: a
+//! process killed while writing leaves no file at all (the kernel frees the unnamed
+//! one). Elsewhere, or where the filesystem has no `O_TMPFILE`, it is written to a
+//! named temporary file `.NAME.tw-tmp.PID.NONCE` beside the target. Either way a
+//! reader sees the old file or the new one, never half of one, and each save removes
+//! the temporary files that earlier saves of the same target left when their process
+//! died (between naming and renaming, or while writing a named one).
 
 use std::fs;
 use std::io::BufWriter;
@@ -7,42 +16,201 @@ use std::path::{Path, PathBuf};
 use crate::container::{prepare, EncodeOptions, TensorInput};
 use crate::error::{Error, Result};
 
-fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
+/// The infix of temporary file names: `.NAME.tw-tmp.PID.NONCE`.
+const TEMP_INFIX: &str = ".tw-tmp.";
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// The directory holding `path` and the file name in it.
+fn split(path: &Path) -> Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::input(format!("{} is not a file name", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, name.to_owned()))
+}
+
+fn temp_name(name: &str) -> String {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    name.push(format!(".tmp-{}-{nonce:x}", std::process::id()));
-    path.with_file_name(name)
+    format!(".{name}{TEMP_INFIX}{}.{nonce:x}", std::process::id())
 }
 
-/// Encode `inputs` into `path`: written to a temporary file in the same directory,
-/// synced, then renamed over `path`, so a reader sees the old file or the new one.
-/// Raw tensors are streamed from the caller's memory; no copy of the payload is held.
+/// Whether process `pid` is alive on this machine (unknown: assume it is).
+fn alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 only checks that the process exists.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Remove the temporary files of earlier saves of `name` in `dir` whose process is gone.
+fn remove_stale(dir: &Path, name: &str) {
+    let prefix = format!(".{name}{TEMP_INFIX}");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id() && !alive(pid)) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Encode `inputs` into `path` atomically (see the module documentation). Raw tensors
+/// are streamed from the caller's memory; no copy of the payload is held.
 pub fn save_atomic(
     inputs: &[TensorInput<'_>],
     opts: &EncodeOptions<'_>,
     path: &Path,
 ) -> Result<()> {
     let prepared = prepare(inputs, opts)?;
-    let tmp = temp_path(path);
-    let io = |what: &str, source| Error::Io {
-        context: format!("{what} {}", tmp.display()),
-        source,
-    };
-    let result = (|| {
-        let file = fs::File::create(&tmp).map_err(|e| io("creating", e))?;
+    let (dir, name) = split(path)?;
+    remove_stale(&dir, &name);
+    let write = |file: fs::File, what: &str| -> Result<()> {
         let mut w = BufWriter::with_capacity(1 << 20, file);
         prepared.write_to(&mut w)?;
-        let file = w.into_inner().map_err(|e| io("writing", e.into_error()))?;
-        file.sync_all().map_err(|e| io("syncing", e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::Io {
-            context: format!("renaming to {}", path.display()),
-            source: e,
+        let file = w
+            .into_inner()
+            .map_err(|e| io(format!("writing {what}"))(e.into_error()))?;
+        file.sync_all().map_err(io(format!("syncing {what}")))
+    };
+    let tmp = dir.join(temp_name(&name));
+    let rename = |tmp: &Path| {
+        fs::rename(tmp, path).map_err(|e| {
+            let _ = fs::remove_file(tmp);
+            io(format!("renaming to {}", path.display()))(e)
         })
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    };
+    #[cfg(target_os = "linux")]
+    if let Some(file) = unnamed_file(&dir) {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        write(
+            file.try_clone().map_err(io("duplicating a file".into()))?,
+            "the payload",
+        )?;
+        link(fd, &tmp)?;
+        drop(file);
+        return rename(&tmp);
     }
-    result
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io(format!("creating {}", tmp.display())))?;
+    if let Err(e) = write(file, &tmp.display().to_string()) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    rename(&tmp)
+}
+
+/// An unnamed file in `dir` (`O_TMPFILE`), if the filesystem has them and `/proc` can
+/// name it later.
+#[cfg(target_os = "linux")]
+fn unnamed_file(dir: &Path) -> Option<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !Path::new("/proc/self/fd").is_dir() {
+        return None;
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .mode(0o666)
+        .custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC)
+        .open(dir)
+        .ok()
+}
+
+/// Give the unnamed file `fd` the name `to`.
+#[cfg(target_os = "linux")]
+fn link(fd: std::os::fd::RawFd, to: &Path) -> Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL");
+    let dest = CString::new(to.as_os_str().as_bytes())
+        .map_err(|_| Error::input(format!("{} holds a NUL byte", to.display())))?;
+    // SAFETY: both are valid NUL-terminated paths; linkat only reads them.
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            dest.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if r != 0 {
+        return Err(io(format!("naming {}", to.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dtype::DType;
+
+    #[test]
+    fn saves_replace_atomically_and_clear_stale_temporaries() {
+        let dir = std::env::temp_dir().join(format!("tw-file-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.tw");
+        // A temporary file left by a process that is gone, and one by a live process.
+        let dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        let mut dead = dead;
+        dead.wait().unwrap();
+        let stale = dir.join(format!(".m.tw{TEMP_INFIX}{dead_pid}.1"));
+        let live = dir.join(format!(".m.tw{TEMP_INFIX}1.1"));
+        fs::write(&stale, b"partial").unwrap();
+        fs::write(&live, b"partial").unwrap();
+        for value in [1u8, 2] {
+            let data = [value; 16];
+            let input = TensorInput {
+                name: "w",
+                dtype: DType::U8,
+                shape: &[16],
+                data: &data,
+                codec: "raw",
+                base: None,
+            };
+            save_atomic(&[input], &EncodeOptions::default(), &path).unwrap();
+            let blob = fs::read(&path).unwrap();
+            let layout = crate::container::parse(&blob).unwrap();
+            assert_eq!(layout.stored(&blob, 0), &[value; 16]);
+        }
+        assert!(
+            !stale.exists(),
+            "the dead process's temporary file is removed"
+        );
+        assert!(live.exists(), "a live process's is not (pid 1 is alive)");
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -3,9 +3,18 @@
 //! It accepts chunks (see [`crate::chunk`]) in any order, duplicated and interleaved
 //! with the chunks of other payloads; writes each body once into a buffer allocated for
 //! its payload when the payload's first chunk arrives; bounds the memory it holds (a
-//! limit per payload, a limit on all partial payloads with eviction or refusal, a
-//! timeout for idle ones); refuses corrupt, forged or inconsistent chunks without
-//! touching anything else; and verifies a payload before returning it.
+//! limit per payload, a limit on all partial payloads — charged what they really cost —
+//! with eviction or refusal, a timeout for idle ones); refuses corrupt or inconsistent
+//! chunks without touching anything else; and verifies a payload before returning it.
+//!
+//! Without keys anyone who sees a payload id can send chunks under it. So a payload is
+//! identified by its id *and* its geometry, kind and digest: chunks announcing another
+//! geometry form another payload (at most [`MAX_VARIANTS`] per id), and cannot turn the
+//! legitimate chunks away. A chunk whose body differs from the one already received for
+//! its index (a valid CRC proves nothing) is kept beside it (at most [`MAX_ALTERNATES`]
+//! per payload); when the payload completes, the combination that verifies is the one
+//! returned. So a forged chunk costs a legitimate payload nothing as long as its own
+//! chunks all arrive, within those bounds.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -15,11 +24,32 @@ use crate::chunk::{
 };
 use crate::error::{Error, Result};
 
-/// Bytes of bookkeeping charged to the pending-memory budget per pending payload, on
-/// top of its buffer and its bitmap of received chunks.
-pub const PENDING_OVERHEAD: u64 = 256;
-/// How many ids of finished payloads are remembered (to drop their late duplicates).
+/// Bytes of bookkeeping charged per pending payload beyond its buffer and bitmap: its
+/// entries in the pending table, the activity index and the per-id count, and the
+/// allocator's overhead on those. Measured: see `tests/test_chunk.py`, which checks the
+/// process's memory against what is charged for a million small pending payloads.
+pub const PENDING_OVERHEAD: u64 = 1152;
+/// Bytes of bookkeeping charged per alternative chunk body held, beyond the body.
+pub const ALTERNATE_OVERHEAD: u64 = 96;
+/// How many finished payloads are remembered (to drop their late duplicates).
 pub const RECENT_IDS: usize = 65_536;
+/// Most payloads pending under one payload id (with different geometries or digests);
+/// a new one evicts the least recently active.
+pub const MAX_VARIANTS: usize = 4;
+/// Most alternative chunk bodies held for one pending payload.
+pub const MAX_ALTERNATES: usize = 4;
+
+/// What one payload buffer of `len` bytes really costs: CPython's bytes object header
+/// and the allocator's rounding (16-byte classes below 512 bytes, 4 KiB pages from
+/// 128 KiB, when the allocator maps them).
+pub fn buffer_cost(len: u64) -> u64 {
+    let object = len + 33 + 16;
+    if object >= 128 << 10 {
+        object.div_ceil(4096) * 4096
+    } else {
+        object.div_ceil(16) * 16
+    }
+}
 
 /// Memory a reassembled payload is written into. [`Reassembler`] asks for one buffer of
 /// the payload's length when the payload's first chunk arrives, writes every chunk's
@@ -56,8 +86,9 @@ pub enum WhenFull {
 /// The limits of a [`Reassembler`].
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Most bytes held for pending payloads: their buffers (their full length, from the
-    /// first chunk on), bitmaps of received chunks and [`PENDING_OVERHEAD`] each.
+    /// Most bytes charged for pending payloads: their buffers (their full length, from
+    /// the first chunk on, as allocated), bitmaps of received chunks, alternative chunk
+    /// bodies and [`PENDING_OVERHEAD`] each.
     pub max_pending_bytes: u64,
     /// Largest payload accepted.
     pub max_payload_bytes: u64,
@@ -67,7 +98,8 @@ pub struct Limits {
     pub when_full: WhenFull,
     /// Verify finished payloads fully (blake3 of the whole payload, or every checksum
     /// of a container). Without it, chunk CRCs are checked, a container's header is
-    /// parsed and its content id compared, but tensor bytes are left to `decode`.
+    /// parsed and its content id compared, but tensor bytes are left to `decode`
+    /// (unless alternative chunk bodies have to be decided between).
     pub verify: bool,
 }
 
@@ -98,19 +130,30 @@ pub struct Stats {
     pub evicted: u64,
     /// Payloads that were complete but failed verification.
     pub failed: u64,
+    /// Chunks whose body differed from the one already received for their index, kept
+    /// beside it until the payload completes.
+    pub conflicts: u64,
+}
+
+/// What identifies a payload: its id and everything its chunks must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    id: PayloadId,
+    kind: PayloadKind,
+    geometry: Geometry,
+    digest: [u8; 32],
 }
 
 /// One partial payload.
 struct Pending<B> {
     buf: B,
-    kind: PayloadKind,
-    digest: [u8; 32],
-    geometry: Geometry,
     received: Vec<u64>,
     n_received: u32,
+    /// Bodies that differ from the one received for their index: (index, body).
+    alternates: Vec<(u32, Vec<u8>)>,
     charge: u64,
     /// Key in the LRU index: (time of the last new chunk in ns, sequence number).
-    key: (u64, u64),
+    lru: (u64, u64),
 }
 
 impl<B> Pending<B> {
@@ -146,12 +189,14 @@ fn nanos(seconds: f64) -> u64 {
 /// Times (`now`) are seconds on any monotonic clock the caller keeps using.
 pub struct Reassembler<B = Vec<u8>> {
     limits: Limits,
-    pending: HashMap<PayloadId, Pending<B>>,
-    lru: BTreeMap<(u64, u64), PayloadId>,
+    pending: HashMap<Key, Pending<B>>,
+    lru: BTreeMap<(u64, u64), Key>,
+    /// The pending payloads of each id.
+    variants: HashMap<PayloadId, Vec<Key>>,
     pending_bytes: u64,
     seq: u64,
-    recent: HashMap<PayloadId, u64>,
-    recent_order: VecDeque<(u64, PayloadId)>,
+    recent: HashMap<Key, u64>,
+    recent_order: VecDeque<(u64, Key)>,
     stats: Stats,
 }
 
@@ -168,6 +213,7 @@ impl<B: PayloadBuffer> Reassembler<B> {
             limits,
             pending: HashMap::new(),
             lru: BTreeMap::new(),
+            variants: HashMap::new(),
             pending_bytes: 0,
             seq: 0,
             recent: HashMap::new(),
@@ -195,28 +241,34 @@ impl<B: PayloadBuffer> Reassembler<B> {
     pub fn pending(&self) -> Vec<PendingInfo> {
         self.lru
             .values()
-            .map(|id| {
-                let p = &self.pending[id];
+            .map(|key| {
+                let p = &self.pending[key];
                 PendingInfo {
-                    payload_id: *id,
+                    payload_id: key.id,
                     received: p.n_received,
-                    count: p.geometry.count,
-                    total: p.geometry.total,
+                    count: key.geometry.count,
+                    total: key.geometry.total,
                 }
             })
             .collect()
     }
 
-    fn drop_pending(&mut self, id: &PayloadId) -> Option<Pending<B>> {
-        let p = self.pending.remove(id)?;
-        self.lru.remove(&p.key);
+    fn drop_pending(&mut self, key: &Key) -> Option<Pending<B>> {
+        let p = self.pending.remove(key)?;
+        self.lru.remove(&p.lru);
         self.pending_bytes -= p.charge;
+        if let Some(keys) = self.variants.get_mut(&key.id) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.variants.remove(&key.id);
+            }
+        }
         Some(p)
     }
 
-    fn remember(&mut self, id: PayloadId, now_ns: u64) {
-        if self.recent.insert(id, now_ns).is_none() {
-            self.recent_order.push_back((now_ns, id));
+    fn remember(&mut self, key: Key, now_ns: u64) {
+        if self.recent.insert(key, now_ns).is_none() {
+            self.recent_order.push_back((now_ns, key));
         }
         while self.recent_order.len() > RECENT_IDS {
             let (_, old) = self.recent_order.pop_front().expect("non-empty");
@@ -233,21 +285,21 @@ impl<B: PayloadBuffer> Reassembler<B> {
         }
         let cutoff = nanos(cutoff);
         let mut gone = Vec::new();
-        while let Some((&key, &id)) = self.lru.first_key_value() {
-            if key.0 > cutoff {
+        while let Some((&lru, &key)) = self.lru.first_key_value() {
+            if lru.0 > cutoff {
                 break;
             }
-            self.drop_pending(&id);
+            self.drop_pending(&key);
             self.stats.expired += 1;
-            gone.push(id);
+            gone.push(key.id);
         }
-        while let Some(&(t, id)) = self.recent_order.front() {
+        while let Some(&(t, key)) = self.recent_order.front() {
             if t > cutoff {
                 break;
             }
             self.recent_order.pop_front();
-            if self.recent.get(&id) == Some(&t) {
-                self.recent.remove(&id);
+            if self.recent.get(&key) == Some(&t) {
+                self.recent.remove(&key);
             }
         }
         gone
@@ -255,10 +307,12 @@ impl<B: PayloadBuffer> Reassembler<B> {
 
     /// Add one chunk (`now`: seconds, see the type's documentation). Returns the whole
     /// payload, verified, when this chunk completes it; `None` when more chunks are
-    /// needed or the chunk was a duplicate. A corrupt, forged or inconsistent chunk is
-    /// refused with [`Error::Integrity`] or [`Error::Format`] and changes nothing else:
-    /// other payloads, and the rest of its own, stay pending. A payload that completes
-    /// but fails verification is dropped with [`Error::Integrity`].
+    /// needed, the chunk was a duplicate, or it was kept as an alternative to a
+    /// different body received for its index. A corrupt or inconsistent chunk is refused
+    /// with [`Error::Integrity`] or [`Error::Format`] and changes nothing else: other
+    /// payloads, and the rest of its own, stay pending. A payload that completes but
+    /// fails verification (with every combination of the bodies held) is dropped with
+    /// [`Error::Integrity`].
     pub fn add_with(
         &mut self,
         chunk: &[u8],
@@ -285,50 +339,47 @@ impl<B: PayloadBuffer> Reassembler<B> {
         alloc: impl FnOnce(usize) -> Result<B>,
     ) -> Result<Option<B>> {
         let h = ChunkHeader::parse(chunk)?;
-        let geometry = Geometry::of(&h)?;
-        let id = h.payload_id;
+        let key = Key {
+            id: h.payload_id,
+            kind: h.kind,
+            geometry: Geometry::of(&h)?,
+            digest: h.digest,
+        };
         let now_ns = nanos(now);
-        if self.recent.contains_key(&id) {
+        if self.recent.contains_key(&key) {
             self.stats.duplicates += 1;
             return Ok(None);
         }
         let body = &chunk[CHUNK_HEADER_LEN..];
         let offset = h.offset as usize;
-        let Some(p) = self.pending.get_mut(&id) else {
-            return self.start(&h, geometry, chunk, now_ns, alloc);
+        let room = self.limits.max_pending_bytes - self.pending_bytes;
+        let Some(p) = self.pending.get_mut(&key) else {
+            return self.start(&h, key, chunk, now_ns, alloc);
         };
-        if p.kind != h.kind || p.geometry != geometry || p.digest != h.digest {
-            let seen = format!(
-                "{} chunks of {} bytes for a {} payload of {} bytes",
-                p.geometry.count,
-                p.geometry.piece,
-                p.kind.name(),
-                p.geometry.total
-            );
-            return Err(Error::format(format!(
-                "{}: inconsistent with the chunks already received of the same payload \
-                 ({seen}; this one says {} chunks of {} bytes for a {} payload of {} bytes{})",
-                h.about(),
-                geometry.count,
-                geometry.piece,
-                h.kind.name(),
-                geometry.total,
-                if p.digest != h.digest {
-                    ", with a different digest"
-                } else {
-                    ""
-                }
-            )));
-        }
         if p.has(h.index) {
             check_crc(chunk, &h)?;
-            if p.buf.bytes()[offset..offset + body.len()] != *body {
+            let held = &p.buf.bytes()[offset..offset + body.len()];
+            let known = held == body
+                || p.alternates
+                    .iter()
+                    .any(|(i, b)| *i == h.index && b.as_slice() == body);
+            if known {
+                self.stats.duplicates += 1;
+                return Ok(None);
+            }
+            let cost = body.len() as u64 + ALTERNATE_OVERHEAD;
+            if p.alternates.len() >= MAX_ALTERNATES || cost > room {
                 return Err(Error::integrity(format!(
-                    "{}: differs from the copy already received (forged, or a payload id used twice)",
-                    h.about()
+                    "{}: differs from the copy already received (forged, or a payload id used \
+                     twice), and {} other bodies are held for this payload already",
+                    h.about(),
+                    p.alternates.len()
                 )));
             }
-            self.stats.duplicates += 1;
+            p.alternates.push((h.index, body.to_vec()));
+            p.charge += cost;
+            self.pending_bytes += cost;
+            self.stats.conflicts += 1;
             return Ok(None);
         }
         // Copy and checksum in one pass; on a mismatch the slot stays unreceived, so
@@ -346,30 +397,30 @@ impl<B: PayloadBuffer> Reassembler<B> {
             return Err(crc_error(&h, stored, computed));
         }
         p.mark(h.index);
-        if p.n_received < p.geometry.count {
+        if p.n_received < key.geometry.count {
             self.seq += 1;
-            let key = (now_ns, self.seq);
-            self.lru.remove(&p.key);
-            p.key = key;
-            self.lru.insert(key, id);
+            let lru = (now_ns, self.seq);
+            self.lru.remove(&p.lru);
+            p.lru = lru;
+            self.lru.insert(lru, key);
             return Ok(None);
         }
-        let p = self.drop_pending(&id).expect("pending");
-        self.finish(id, p.buf, p.kind, &p.digest, now_ns).map(Some)
+        let p = self.drop_pending(&key).expect("pending");
+        self.finish(key, p.buf, p.alternates, now_ns).map(Some)
     }
 
     /// The first chunk of a payload not seen yet.
     fn start(
         &mut self,
         h: &ChunkHeader,
-        geometry: Geometry,
+        key: Key,
         chunk: &[u8],
         now_ns: u64,
         alloc: impl FnOnce(usize) -> Result<B>,
     ) -> Result<Option<B>> {
         // Check the CRC before trusting the header's lengths for an allocation.
         check_crc(chunk, h)?;
-        let total = geometry.total;
+        let total = key.geometry.total;
         if total > self.limits.max_payload_bytes {
             return Err(Error::format(format!(
                 "{}: a payload of {total} bytes exceeds max_payload_bytes={}",
@@ -380,15 +431,27 @@ impl<B: PayloadBuffer> Reassembler<B> {
         let len = usize::try_from(total)
             .map_err(|_| Error::format(format!("{}: payload too large", h.about())))?;
         let body = &chunk[CHUNK_HEADER_LEN..];
-        if geometry.count == 1 {
+        if key.geometry.count == 1 {
             let mut buf = alloc(len)?;
             buf.bytes_mut().copy_from_slice(body);
-            return self
-                .finish(h.payload_id, buf, h.kind, &h.digest, now_ns)
-                .map(Some);
+            return self.finish(key, buf, Vec::new(), now_ns).map(Some);
         }
-        let words = (geometry.count as usize).div_ceil(64);
-        let charge = total + 8 * words as u64 + PENDING_OVERHEAD;
+        // Other geometries under this id are other payloads; past the bound, the least
+        // recently active of them makes room (a sender keeps its own payload active).
+        if let Some(keys) = self
+            .variants
+            .get(&key.id)
+            .filter(|k| k.len() >= MAX_VARIANTS)
+        {
+            let idle = *keys
+                .iter()
+                .min_by_key(|k| self.pending[k].lru)
+                .expect("at least one");
+            self.drop_pending(&idle);
+            self.stats.evicted += 1;
+        }
+        let words = (key.geometry.count as usize).div_ceil(64);
+        let charge = buffer_cost(total) + 8 * words as u64 + PENDING_OVERHEAD;
         if charge > self.limits.max_pending_bytes {
             return Err(Error::format(format!(
                 "{}: a payload of {total} bytes cannot fit under max_pending_bytes={}",
@@ -419,35 +482,34 @@ impl<B: PayloadBuffer> Reassembler<B> {
         let offset = h.offset as usize;
         buf.bytes_mut()[offset..offset + body.len()].copy_from_slice(body);
         self.seq += 1;
-        let key = (now_ns, self.seq);
+        let lru = (now_ns, self.seq);
         let mut p = Pending {
             buf,
-            kind: h.kind,
-            digest: h.digest,
-            geometry,
             received: vec![0; words],
             n_received: 0,
+            alternates: Vec::new(),
             charge,
-            key,
+            lru,
         };
         p.mark(h.index);
         self.pending_bytes += charge;
-        self.lru.insert(key, h.payload_id);
-        self.pending.insert(h.payload_id, p);
+        self.lru.insert(lru, key);
+        self.pending.insert(key, p);
+        self.variants.entry(key.id).or_default().push(key);
         Ok(None)
     }
 
-    /// Verify a complete payload; remember its id either way.
+    /// Verify a complete payload (trying the alternative bodies held, if any); remember
+    /// its key either way.
     fn finish(
         &mut self,
-        id: PayloadId,
-        buf: B,
-        kind: PayloadKind,
-        digest: &[u8; 32],
+        key: Key,
+        mut buf: B,
+        alternates: Vec<(u32, Vec<u8>)>,
         now_ns: u64,
     ) -> Result<B> {
-        self.remember(id, now_ns);
-        match verify_payload(buf.bytes(), kind, digest, self.limits.verify) {
+        self.remember(key, now_ns);
+        match settle(&mut buf, &key, &alternates, self.limits.verify) {
             Ok(()) => {
                 self.stats.completed += 1;
                 Ok(buf)
@@ -456,9 +518,74 @@ impl<B: PayloadBuffer> Reassembler<B> {
                 self.stats.failed += 1;
                 Err(Error::integrity(format!(
                     "payload {} was reassembled but is not intact: {e}",
-                    id_hex(&id)
+                    id_hex(&key.id)
                 )))
             }
+        }
+    }
+}
+
+/// Verify the finished `buf`; when alternative bodies are held, find the combination
+/// that verifies (at most `2^MAX_ALTERNATES` tries, each a full verification) and leave
+/// it in `buf`.
+fn settle<B: PayloadBuffer>(
+    buf: &mut B,
+    key: &Key,
+    alternates: &[(u32, Vec<u8>)],
+    full: bool,
+) -> Result<()> {
+    if alternates.is_empty() {
+        return verify_payload(buf.bytes(), key.kind, &key.digest, full);
+    }
+    // Each index with alternatives has choices: what the buffer holds, then each
+    // alternative; count through every combination.
+    let mut indices: Vec<u32> = alternates.iter().map(|(i, _)| *i).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let piece = key.geometry.piece as usize;
+    let span = |i: u32| {
+        let at = i as usize * piece;
+        at..(at + piece).min(key.geometry.total as usize)
+    };
+    let first: Vec<Vec<u8>> = indices
+        .iter()
+        .map(|&i| buf.bytes()[span(i)].to_vec())
+        .collect();
+    let choices: Vec<Vec<&[u8]>> = indices
+        .iter()
+        .zip(&first)
+        .map(|(&i, held)| {
+            std::iter::once(held.as_slice())
+                .chain(
+                    alternates
+                        .iter()
+                        .filter(|(j, _)| *j == i)
+                        .map(|(_, b)| b.as_slice()),
+                )
+                .collect()
+        })
+        .collect();
+    let mut pick = vec![0usize; indices.len()];
+    loop {
+        for ((&i, c), &k) in indices.iter().zip(&choices).zip(&pick) {
+            buf.bytes_mut()[span(i)].copy_from_slice(c[k]);
+        }
+        let e = match verify_payload(buf.bytes(), key.kind, &key.digest, true) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        // Next combination (mixed radix); the last one's error when none is left.
+        let mut d = 0;
+        loop {
+            if d == pick.len() {
+                return Err(e);
+            }
+            pick[d] += 1;
+            if pick[d] < choices[d].len() {
+                break;
+            }
+            pick[d] = 0;
+            d += 1;
         }
     }
 }
@@ -466,7 +593,9 @@ impl<B: PayloadBuffer> Reassembler<B> {
 impl Reassembler<Vec<u8>> {
     /// [`Reassembler::add_with`], with payloads in new zeroed vectors.
     pub fn add(&mut self, chunk: &[u8], now: f64) -> Result<Option<Vec<u8>>> {
-        self.add_with(chunk, now, |n| Ok(vec![0; n]))
+        self.add_with(chunk, now, |n| {
+            crate::memory::try_zeroed(n, "a reassembled payload")
+        })
     }
 }
 
@@ -482,13 +611,7 @@ pub fn verify_payload(
             if !full {
                 return Ok(());
             }
-            let mut h = blake3::Hasher::new();
-            if payload.len() >= 1 << 20 {
-                h.update_rayon(payload);
-            } else {
-                h.update(payload);
-            }
-            if h.finalize().as_bytes() != digest {
+            if crate::memory::hash(payload) != *digest {
                 return Err(Error::integrity(
                     "its blake3 does not match the digest in its chunks",
                 ));
@@ -713,27 +836,71 @@ mod tests {
     }
 
     #[test]
-    fn forged_chunk_detected() {
+    fn forged_bodies_are_held_and_the_one_that_verifies_wins() {
         let payload = Rng(3).bytes(4000);
         let chunks = chunks_of(&payload, 1000, 4);
-        let mut forged = chunks[2].clone();
-        forged[CHUNK_HEADER_LEN] ^= 0xff;
-        reseal(&mut forged);
-        // Second: it conflicts with the copy already received.
+        let forge = |i: usize, flip: u8| {
+            let mut f = chunks[i].clone();
+            f[CHUNK_HEADER_LEN] ^= flip;
+            reseal(&mut f);
+            f
+        };
+        for verify in [true, false] {
+            let limits = Limits {
+                verify,
+                ..Limits::default()
+            };
+            // After the real one, or before it: either way the real payload comes out.
+            for forged_first in [false, true] {
+                let mut r = reassembler(limits);
+                let order: Vec<Vec<u8>> = if forged_first {
+                    std::iter::once(forge(2, 0xff))
+                        .chain(chunks.iter().cloned())
+                        .collect()
+                } else {
+                    chunks[..3]
+                        .iter()
+                        .cloned()
+                        .chain([forge(2, 0xff)])
+                        .chain(chunks[3..].iter().cloned())
+                        .collect()
+                };
+                let mut done = None;
+                for c in &order {
+                    done = done.or(r.add(c, 0.0).unwrap());
+                }
+                assert_eq!(
+                    done.as_deref(),
+                    Some(&payload[..]),
+                    "forged first: {forged_first}"
+                );
+                assert_eq!(r.stats().conflicts, 1);
+                assert_eq!(r.pending_bytes(), 0);
+            }
+        }
+        // Several forged indices, each before its real chunk.
         let mut r = reassembler(Limits::default());
-        r.add(&chunks[2], 0.0).unwrap();
-        let e = r.add(&forged, 0.0).unwrap_err();
-        assert!(e.to_string().contains("differs"), "{e}");
+        for i in [0, 1, 3] {
+            assert_eq!(r.add(&forge(i, 0x55), 0.0).unwrap(), None);
+        }
         let mut done = None;
         for c in &chunks {
             done = done.or(r.add(c, 0.0).unwrap());
         }
-        assert_eq!(done, Some(payload.clone()));
-        // First: the payload completes, fails its digest, and is dropped.
+        assert_eq!(done.as_deref(), Some(&payload[..]));
+        // Beyond MAX_ALTERNATES bodies, a conflicting chunk is refused.
+        let mut r = reassembler(Limits::default());
+        r.add(&chunks[2], 0.0).unwrap();
+        for k in 1..=MAX_ALTERNATES as u8 {
+            assert_eq!(r.add(&forge(2, k), 0.0).unwrap(), None);
+        }
+        let e = r.add(&forge(2, 0x80), 0.0).unwrap_err();
+        assert!(e.to_string().contains("differs"), "{e}");
+        // Only forged bodies for an index: the payload completes, fails, and is dropped.
         let other = chunks_of(b"another payload, pending", 100, 5);
         let mut r = reassembler(Limits::default());
         r.add(&other[0], 0.0).unwrap();
-        r.add(&forged, 0.0).unwrap();
+        r.add(&forge(2, 0xff), 0.0).unwrap();
         let mut err = None;
         for (i, c) in chunks.iter().enumerate() {
             if i != 2 {
@@ -755,22 +922,58 @@ mod tests {
     }
 
     #[test]
-    fn inconsistent_chunks_of_one_id() {
-        let a = chunks_of(&[1u8; 3000], 1000, 9);
-        let b = chunks_of(&[1u8; 4000], 1000, 9);
-        let c = chunks_of(&[1u8; 3000], 500, 9);
+    fn other_geometries_under_one_id_are_kept_apart() {
+        let real = chunks_of(&[1u8; 3000], 1000, 9);
+        let forged: Vec<Vec<Vec<u8>>> = (0..6u64)
+            .map(|k| chunks_of(&vec![2 + k as u8; 4000 + 100 * k as usize], 1000, 9))
+            .collect();
         let mut r = reassembler(Limits::default());
-        r.add(&a[0], 0.0).unwrap();
-        for bad in [&b[1], &c[1]] {
-            let e = r.add(bad, 0.0).unwrap_err();
-            assert!(matches!(e, Error::Format(_)), "{e}");
-            assert!(e.to_string().contains("inconsistent"), "{e}");
+        // A forger's first chunks of other geometries, before and between the real ones.
+        for f in &forged[..4] {
+            assert_eq!(r.add(&f[1], 0.0).unwrap(), None);
         }
         let mut done = None;
-        for x in &a[1..] {
-            done = done.or(r.add(x, 0.0).unwrap());
+        for (t, x) in real.iter().enumerate() {
+            done = done.or(r.add(x, 1.0 + t as f64).unwrap());
+            r.add(&forged[4 + t % 2][0], 1.5 + t as f64).unwrap();
         }
         assert_eq!(done, Some(vec![1u8; 3000]));
+        assert!(r.pending().len() <= MAX_VARIANTS);
+        // The other geometries are their own payloads, and complete as such.
+        let mut done = None;
+        for x in &forged[5] {
+            done = done.or(r.add(x, 9.0).unwrap());
+        }
+        assert_eq!(done, Some(vec![7u8; 4500]));
+    }
+
+    #[test]
+    fn a_forged_body_in_a_streamed_container_costs_nothing() {
+        // Streamed chunks carry no digest: a forger can match their geometry exactly.
+        let (blob, _) = container(21);
+        let layout = crate::container::parse(&blob).unwrap();
+        let mut chunks = chunks_of(&blob, 300, 8);
+        for c in &mut chunks {
+            c[52..84].fill(0); // as encode_chunks sends them
+            reseal(c);
+        }
+        // A forged body for tensor 3's first chunk, with a valid CRC.
+        let target = layout.entries[3].start / 212;
+        let mut forged = chunks[target].clone();
+        forged[CHUNK_HEADER_LEN + 5] ^= 1;
+        reseal(&mut forged);
+        for verify in [true, false] {
+            let mut r = reassembler(Limits {
+                verify,
+                ..Limits::default()
+            });
+            r.add(&forged, 0.0).unwrap();
+            let mut done = None;
+            for c in &chunks {
+                done = done.or(r.add(c, 0.0).unwrap());
+            }
+            assert_eq!(done.as_deref(), Some(&blob[..]));
+        }
     }
 
     #[test]

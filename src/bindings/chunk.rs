@@ -278,17 +278,23 @@ impl PayloadBuffer for BytesBuffer {
 /// checksums to ``decode``, which checks them by default) and other bytes' chunk CRCs.
 ///
 /// Limits: ``max_payload_bytes`` (larger payloads are refused at their first chunk);
-/// ``max_pending_bytes`` bounds the buffers of partial payloads (each charged its full
-/// length from its first chunk on, plus a little bookkeeping); when a new payload does
-/// not fit, ``when_full="evict"`` drops the least recently active partial payloads and
-/// ``"refuse"`` refuses the new one with ``FormatError``. A partial payload that gets no
-/// new chunk for ``timeout`` seconds is dropped (on the next ``add`` or
-/// ``evict_expired``). Chunks of a payload finished less than ``timeout`` ago are ignored
-/// as duplicates. ``now`` arguments are ``time.monotonic()`` seconds (the default).
+/// ``max_pending_bytes`` bounds what partial payloads cost (each charged, from its first
+/// chunk on, its buffer as allocated, its bookkeeping, and the alternative chunk bodies
+/// it holds); when a new payload does not fit, ``when_full="evict"`` drops the least
+/// recently active partial payloads and ``"refuse"`` refuses the new one with
+/// ``FormatError``. A partial payload that gets no new chunk for ``timeout`` seconds is
+/// dropped (on the next ``add`` or ``evict_expired``). Chunks of a payload finished less
+/// than ``timeout`` ago are ignored as duplicates. ``now`` arguments are
+/// ``time.monotonic()`` seconds (the default).
 ///
-/// A corrupt, forged or inconsistent chunk raises ``IntegrityError`` or ``FormatError``
-/// and changes nothing else; a payload that completes but fails verification is dropped
-/// with ``IntegrityError``. Safe to share between threads.
+/// Without keys anyone who sees a payload id can send chunks under it: chunks of another
+/// geometry form another payload (at most 4 per id, the least recently active making
+/// room), and a chunk whose body differs from the one received for its index is kept
+/// beside it (at most 4 per payload, counted in ``stats["conflicts"]``) until the payload
+/// completes, when the combination that verifies is returned. A corrupt or inconsistent
+/// chunk raises ``IntegrityError`` or ``FormatError`` and changes nothing else; a payload
+/// that completes but fails verification is dropped with ``IntegrityError``. Safe to
+/// share between threads.
 #[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
 struct PyReassembler {
     inner: Mutex<reassemble::Reassembler<BytesBuffer>>,
@@ -398,7 +404,7 @@ impl PyReassembler {
         py.detach(|| lock(&self.inner).pending_bytes())
     }
 
-    /// Counters: completed, duplicates, rejected, expired, evicted, failed.
+    /// Counters: completed, duplicates, rejected, expired, evicted, failed, conflicts.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = py.detach(|| lock(&self.inner).stats());
@@ -409,6 +415,7 @@ impl PyReassembler {
         d.set_item("expired", s.expired)?;
         d.set_item("evicted", s.evicted)?;
         d.set_item("failed", s.failed)?;
+        d.set_item("conflicts", s.conflicts)?;
         Ok(d)
     }
 
