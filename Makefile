@@ -9,7 +9,7 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server
+.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ bench-smoke: build
 
 ## test: everything CI runs
 test: lint test-rust test-python bench-smoke
+
+## attacks: the hostile-client suite as a report (benches/results/attacks.md)
+attacks: build
+	$(PY) tests/hostile_clients.py --out benches/results/attacks.md
 
 ## bench: the full benchmark; writes benches/results/
 bench: build

@@ -453,8 +453,9 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
     };
     Ok(Layout {
         entries,
-        structure: header.structure.map(|s| s.get().to_owned()),
-        metadata: header.metadata.map(|m| m.get().to_owned()),
+        // The parsed JSON text becomes the layout's, without another copy.
+        structure: header.structure.map(|s| Box::<str>::from(s).into_string()),
+        metadata: header.metadata.map(|m| Box::<str>::from(m).into_string()),
         base,
         content_id: pre.header_hash,
         minor: pre.minor,

@@ -164,8 +164,9 @@ pub(super) fn decide(
         let limit = sum_limit(spec.dtype, opts.precision);
         if b.is_nan() || *b > limit {
             return Err(format!(
-                "tensor {:?}: weighted by {coef:e}, its values (up to {m:e}) could overflow the \
-                 sums (limit {limit:e}); use smaller weights or accumulate=\"float64\"",
+                "tensor {:?}: its values could overflow the sums (up to {m:e}, weighted by \
+                 {coef:e}, beyond the limit of {limit:e}); use smaller weights or \
+                 accumulate=\"float64\"",
                 spec.name
             ));
         }
