@@ -414,3 +414,83 @@ def test_memory_stays_near_one_model(tmp_path):
     # One model of output plus a tensor of scratch per thread; 100 decoded updates
     # would be 100x. Generous bound for allocator slack.
     assert growth < 1.6, m
+
+
+# -- robust aggregators, refusals ---------------------------------------------------------
+
+
+def nan_update(m):
+    bad = {k: v.copy() for k, v in m.items()}
+    bad["enc/w"].flat[3] = np.nan
+    return tw.encode(bad)
+
+
+def test_median_and_trimmed_mean_match_flowers_strategies():
+    with warnings.catch_warnings():  # Flower's own imports warn about click
+        warnings.simplefilter("ignore", DeprecationWarning)
+        strategies = pytest.importorskip("flwr.server.strategy.aggregate")
+    aggregate_median = strategies.aggregate_median
+    aggregate_trimmed_avg = strategies.aggregate_trimmed_avg
+
+    rng = np.random.default_rng(11)
+    old = model(rng)
+    news = [model(rng) for _ in range(7)]
+    codecs = ["raw", "shuffle+zstd", "lz4", "floatzip", "zstd", "raw", "shuffle+lz4"]
+    payloads = [tw.encode(n, codec=c) for n, c in zip(news, codecs)]
+    names = list(old)
+    arrays = [[n[k] for k in names] for n in news]
+    for count in (7, 6):
+        got = tw.aggregate(payloads[:count], method="median")
+        want = aggregate_median([(a, 1) for a in arrays[:count]])
+        for k, w in zip(names, want):
+            np.testing.assert_allclose(got[k], w, rtol=1e-6, atol=1e-7)
+        got = tw.aggregate(payloads[:count], method="trimmed_mean:0.2")
+        want = aggregate_trimmed_avg([(a, 1) for a in arrays[:count]], 0.2)
+        for k, w in zip(names, want):
+            np.testing.assert_allclose(got[k], w, rtol=1e-6, atol=1e-7)
+    # With a base: base + median of the differences, whatever the update form.
+    ups = [tw.encode_update(old, n, codec="zstd") for n in news[:5]]
+    got = tw.aggregate(ups, base=old, method="median")
+    for k in names:
+        np.testing.assert_allclose(got[k], np.median([n[k] for n in news[:5]], axis=0), atol=1e-6)
+    # One poisoned update cannot move the median far; it moves the mean.
+    poisoned = [*payloads[:6], tw.encode({k: v + 1e6 for k, v in news[6].items()})]
+    assert np.abs(tw.aggregate(poisoned, method="median")["enc/w"]).max() < 10
+    assert np.abs(tw.aggregate(poisoned)["enc/w"]).max() > 1e5
+    with pytest.raises(tw.InputError, match="unweighted"):
+        tw.aggregate(payloads, [1] * 7, method="median")
+    with pytest.raises(tw.InputError, match="trimmed_mean"):
+        tw.aggregate(payloads, method="trimmed_mean:0.5")
+    with (
+        pytest.raises(tw.InputError, match="nothing to aggregate"),
+        pytest.warns(tw.MismatchWarning, match="NaN"),
+    ):
+        tw.aggregate([nan_update(news[0])], method="median", on_mismatch="skip")
+
+
+def test_refused_updates_name_the_reason_and_change_nothing():
+    rng = np.random.default_rng(12)
+    old = model(rng)
+    honest = [tw.encode_update(old, model(rng), codec="zstd", num_samples=10) for _ in range(3)]
+    nan = {k: v.copy() for k, v in model(rng).items()}
+    nan["enc/w"][1, 2] = np.nan
+    bad = [
+        (tw.encode_update(old, nan, codec="lz4"), "element [0-9]+ is NaN"),
+        (honest[0], "same payload"),
+        (tw.encode_update(old, {k: v + 100 for k, v in old.items()}), "exceeds max_norm"),
+    ]
+    agg = tw.Aggregator(base=old, max_norm=50.0, on_mismatch="skip")
+    for h in honest:
+        assert agg.add(h)
+    before = agg.result()
+    for payload, why in bad:
+        with pytest.warns(tw.MismatchWarning, match=why):
+            assert not agg.add(payload)
+    after = agg.result()
+    for k in old:
+        assert np.array_equal(before[k].view(np.uint32), after[k].view(np.uint32))
+    assert [w for _, w in agg.skipped] and agg.count == 3
+    reasons = []
+    tw.aggregate([*honest, *(p for p, _ in bad)], base=old, max_norm=50.0,
+                 on_mismatch=lambda i, why: reasons.append((i, why)))  # fmt: skip
+    assert [i for i, _ in reasons] == [3, 4, 5]

@@ -375,3 +375,52 @@ def test_subclasses_and_layouts_that_need_normalising_mix_in_one_payload(tmp_pat
     for k, v in tensors.items():
         want = np.asarray(v)
         assert out[k].dtype == want.dtype.newbyteorder("<") and np.array_equal(out[k], want), k
+
+
+def test_closed_reader_raises_closed_error(tmp_path):
+    r = tw.open(tw.encode({"w": np.ones(3, np.float32)}))
+    r.close()
+    assert repr(r) == "<tensorwire.Reader closed>" and r.closed
+    for call in (r.keys, lambda: len(r), lambda: r["w"], lambda: r.info("w"),
+                 lambda: r.metadata, lambda: r.content_id, r.verify, r.tensors):  # fmt: skip
+        with pytest.raises(tw.ClosedError, match="closed"):
+            call()
+    assert issubclass(tw.ClosedError, ValueError)
+    r.close()  # twice is fine, as for files
+
+
+def test_files_others_may_change(tmp_path):
+    import os
+
+    path = tmp_path / "m.tw"
+    tw.save({"w": np.arange(1 << 16, dtype=np.float32)}, path)
+    # mmap=False: a private, verified copy; truncating or rewriting the file cannot touch it.
+    out = tw.load(path, mmap=False)
+    with open(path, "r+b") as f:
+        f.truncate(100)
+    assert out["w"][-1] == (1 << 16) - 1
+    # Anything but a regular file is refused, without blocking on a FIFO.
+    os.mkfifo(tmp_path / "pipe.tw")
+    with pytest.raises(tw.FormatError, match="not a regular file"):
+        tw.load(tmp_path / "pipe.tw")
+    with pytest.raises(tw.FormatError, match="not a regular file"):
+        tw.load(tmp_path)
+
+
+def test_writable_buffers_are_copied_so_what_is_verified_is_returned():
+    blob = bytearray(tw.encode({"w": np.arange(100, dtype=np.float32)}))
+    out = tw.decode(blob)
+    blob[-1] ^= 0xFF  # the caller changes its buffer afterwards
+    assert out["w"][-1] == 99.0
+    assert not np.shares_memory(out["w"], np.frombuffer(blob, np.uint8))
+    ro = bytes(blob)
+    assert tw.decode(ro, verify=False)["w"].base is not None  # read-only: still zero-copy
+
+
+def test_decode_budget():
+    sparse = tw.encode({"w": np.zeros(1 << 20, np.float32)}, codec="topk:0.01+zstd")
+    with pytest.raises(tw.FormatError, match="max_decoded_bytes=1000"):
+        tw.decode(sparse, max_decoded_bytes=1000)
+    assert tw.decode(sparse, max_decoded_bytes=4 << 20)["w"].shape == (1 << 20,)
+    with pytest.raises(tw.FormatError, match="max_decoded_bytes"):
+        tw.open(sparse, max_decoded_bytes=10)["w"]

@@ -303,7 +303,7 @@ def aggregate(
         args.append(p.arg(weight, i))
     template = _template(base, first, max_decoded_bytes)
     arrays, result = _outputs(template, out)
-    refused, _norms, _scales, _computed = _core.aggregate(
+    refused, _norms, _scales, computed = _core.aggregate(
         _specs(template),
         template.base_id,
         template.base_views,
@@ -318,6 +318,8 @@ def aggregate(
     )
     for i, reason in refused:
         _report(on_mismatch, i, reason)
+    if not computed:
+        raise InputError("nothing to aggregate: every update was refused")
     return result
 
 

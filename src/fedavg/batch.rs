@@ -24,7 +24,8 @@ pub struct Outcome {
     pub norms: Vec<f64>,
     /// Per update given: the factor it was scaled by (0 if refused).
     pub scales: Vec<f64>,
-    /// False when updates were refused and the caller asked not to compute without them.
+    /// False when updates were refused and the caller asked not to compute without
+    /// them, or when every update was refused.
     pub computed: bool,
 }
 
@@ -88,7 +89,9 @@ pub fn aggregate(
         }
     }
     outcome.refused.sort_by_key(|r| r.0);
-    if !outcome.refused.is_empty() && !skip_refused {
+    if (!outcome.refused.is_empty() && !skip_refused) || accepted.is_empty() && !updates.is_empty()
+    {
+        // Nothing computed: the caller reports the refusals.
         return Ok(outcome);
     }
     let chosen: Vec<&Contribution<'_>> = accepted.iter().map(|&k| &updates[k]).collect();
