@@ -46,6 +46,8 @@ FED_HIDDEN, FED_UPDATES = 384, 50
 #: tw.Aggregator against the numpy loop (one payload in memory at a time).
 FED_STREAM_HIDDEN, FED_STREAM_CODECS = 768, ("raw",)
 FED_CODECS = ("raw", "shuffle+zstd")
+# tw.aggregate(method="median" | "trimmed_mean:0.1") against Flower's robust strategies.
+FED_ROBUST_CODECS = ("raw", "shuffle+zstd")
 #: Bytes per round: hidden 192 (28 MB model), 10 clients; ratios do not depend on size.
 FED_ROUND_HIDDEN, FED_CLIENTS = 192, 10
 FED_ROUND_CODECS = ("shuffle+zstd", "delta+topk:0.01+f16+zstd")
@@ -243,6 +245,20 @@ class Bench:
                 )
         except Exception as e:
             self.res.failures.append(f"federated / aggregate / {type(e).__name__}: {e}")
+            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
+        self.log(f"== robust aggregation: {updates} updates, hidden {hidden}")
+        try:
+            rob = bench_aggregate.compare_robust(
+                hidden, updates, list(FED_ROBUST_CODECS), repeat=1 if self.smoke else 2
+            )
+            self.res.aggregation_robust = rob
+            for r in rob["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['method']:<18} {r['speedup']:.2f}x faster than "
+                    f"Flower, peak RSS {r['memory_ratio']:.2f}x of Flower's"
+                )
+        except Exception as e:
+            self.res.failures.append(f"federated / robust / {type(e).__name__}: {e}")
             self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
         hidden_s = 16 if self.smoke else max(32, int(FED_STREAM_HIDDEN * s**0.5) // 32 * 32)
         self.log(f"== federated aggregation, streaming: {updates} updates, hidden {hidden_s}")

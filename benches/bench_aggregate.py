@@ -98,7 +98,9 @@ warm = [tw.encode({"w": np.ones(4096, np.float32)}, metadata=i) for i in range(2
 tw.aggregate(warm); tw.decode(warm[0])
 if method.startswith("flower"):
     from flwr.common import Code, FitRes, Parameters, Status
-    from flwr.server.strategy.aggregate import aggregate_inplace
+    from flwr.server.strategy.aggregate import (
+        aggregate_inplace, aggregate_median, aggregate_trimmed_avg,
+    )
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 del warm
 
@@ -147,8 +149,23 @@ def flower_legacy():
     ]
     return dict(zip(payloads[0], aggregate_inplace(results)))
 
+def tw_median():
+    return tw.aggregate(payloads, method="median")
+
+def tw_trimmed():
+    return tw.aggregate(payloads, method="trimmed_mean:0.1")
+
+def flower_robust(combine):
+    # Flower's FedMedian / FedTrimmedAvg: every update decoded, then each layer stacked
+    names = list(payloads[0])
+    results = [([a.numpy() for a in p.values()], 1) for p in payloads]
+    return dict(zip(names, combine(results)))
+
 run = {"numpy": numpy_loop, "tensorwire": tensorwire, "flower_fedavg": flower_fedavg,
-       "flower_legacy": flower_legacy}[method]
+       "flower_legacy": flower_legacy, "tw_median": tw_median, "tw_trimmed": tw_trimmed,
+       "flower_median": lambda: flower_robust(aggregate_median),
+       "flower_trimmed": lambda: flower_robust(lambda r: aggregate_trimmed_avg(r, 0.1)),
+       }[method]
 best, out = float("inf"), None
 for _ in range(repeat):
     out = None
@@ -166,6 +183,17 @@ METHODS = {
     "tensorwire": "`tw.aggregate`",
     "flower_fedavg": "Flower FedAvg (`aggregate_arrayrecords`, np.save Arrays)",
     "flower_legacy": "Flower legacy FedAvg (`aggregate_inplace`, np.save Parameters)",
+}
+
+
+#: The robust aggregators compared: label -> (tensorwire's method, Flower's strategy).
+ROBUST = {
+    "median": ("tw_median", "flower_median", "FedMedian (`aggregate_median`)"),
+    "trimmed_mean:0.1": (
+        "tw_trimmed",
+        "flower_trimmed",
+        "FedTrimmedAvg(beta=0.1) (`aggregate_trimmed_avg`)",
+    ),
 }
 
 
@@ -421,6 +449,49 @@ def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
             for p in paths:
                 Path(p).unlink()
     return results
+
+
+def compare_robust(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
+    """``tw.aggregate(..., method="median" | "trimmed_mean:0.1")`` against Flower's
+    FedMedian and FedTrimmedAvg aggregations (on Flower's own payloads, np.save per
+    array) over ``updates`` BERT-shaped updates, each in its own subprocess: seconds,
+    peak-RSS growth, and the ratios. Flower's results must equal tw's (checksums)."""
+    base = bert_shaped(hidden)
+    model_bytes = sum(v.nbytes for v in base.values())
+    noise = bert_shaped(hidden, seed=1)
+    weights = [1.0] * updates
+    out: dict = {"hidden": hidden, "model_mb": model_bytes / 1e6, "updates": updates, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="tw-bench-robust-") as tmp:
+        flower_dir = Path(tmp) / "flower"
+        flower_dir.mkdir()
+        flower_paths = write_flower_updates(base, noise, updates, str(flower_dir))
+        flower: dict = {}
+        for codec in codecs:
+            paths = write_updates(base, noise, updates, codec, tmp)
+            for label, (ours, theirs, what) in ROBUST.items():
+                if label not in flower:
+                    flower[label] = run_method(theirs, paths, weights, repeat, flower_paths)
+                t = run_method(ours, paths, weights, repeat, flower_paths)
+                f = flower[label]
+                assert abs(f["checksum"] - t["checksum"]) <= 1e-4 * max(1.0, abs(t["checksum"])), (
+                    f"{label}: Flower {f['checksum']} != tw {t['checksum']}"
+                )
+                out["runs"].append(
+                    {
+                        "codec": codec,
+                        "method": label,
+                        "flower": what,
+                        "tensorwire": t,
+                        "flower_run": f,
+                        "speedup": f["seconds"] / t["seconds"],
+                        "memory_ratio": t["peak_growth"] / max(1, f["peak_growth"]),
+                        "tw_peak_models": t["peak_growth"] / model_bytes,
+                        "flower_peak_models": f["peak_growth"] / model_bytes,
+                    }
+                )
+            for p in paths:
+                Path(p).unlink()
+    return out
 
 
 def npsave_bytes(tensors: dict[str, np.ndarray]) -> int:

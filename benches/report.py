@@ -70,6 +70,8 @@ class Results:
     chunk_figures: dict[str, float] = field(default_factory=dict)
     #: bench_aggregate.compare(): tw.aggregate vs the numpy loop, per codec
     aggregation: dict = field(default_factory=dict)
+    #: bench_aggregate.compare_robust(): tw.aggregate(method=median|trimmed_mean) vs Flower's
+    aggregation_robust: dict = field(default_factory=dict)
     #: bench_aggregate.compare_stream(): tw.Aggregator vs the numpy loop, one update at a time
     aggregation_stream: dict = field(default_factory=dict)
     #: bench_aggregate.round_bytes(): one simulated round, tensorwire vs Flower's default
@@ -446,6 +448,43 @@ def _federated_section(res: Results) -> list[str]:
             "once). Largest |tw.aggregate - float64 numpy reference|: "
             + ", ".join(f"`{r['codec']}` {r['max_abs_diff']:.2g}" for r in agg["runs"])
             + "."
+        )
+        L.append("")
+    rob = res.aggregation_robust
+    if rob.get("runs"):
+        L.append(
+            f"Robust aggregators over the same {rob['updates']} updates (hidden "
+            f"{rob['hidden']}, {rob['model_mb']:.3g} MB): `tw.aggregate(payloads, "
+            "method=...)` against Flower's FedMedian and FedTrimmedAvg aggregations "
+            "(`aggregate_median`, `aggregate_trimmed_avg`) over Flower's own payloads, each "
+            "in its own subprocess, results checked equal. Flower decodes every update and "
+            "stacks each layer; tensorwire walks the tensors in windows, holding one codec "
+            "block per update and thread."
+        )
+        L.append("")
+        L += _table(
+            [
+                "tw codec",
+                "method",
+                "Flower s",
+                "tw s",
+                "tw faster by",
+                "peak MB (models) Flower / tw",
+                "tw peak / Flower's",
+            ],
+            [
+                [
+                    f"`{r['codec']}`",
+                    f"`{r['method']}` vs {r['flower']}",
+                    f"{r['flower_run']['seconds']:.3g}",
+                    f"{r['tensorwire']['seconds']:.3g}",
+                    f"{r['speedup']:.2f}x",
+                    f"{r['flower_run']['peak_growth'] / 1e6:.0f} ({r['flower_peak_models']:.2f})"
+                    f" / {r['tensorwire']['peak_growth'] / 1e6:.0f} ({r['tw_peak_models']:.2f})",
+                    f"{r['memory_ratio']:.2f}x",
+                ]
+                for r in rob["runs"]
+            ],
         )
         L.append("")
     st = res.aggregation_stream

@@ -28,9 +28,10 @@ enum Reader<'a> {
     Coded(Coded<'a>),
 }
 
-/// One worker's cache: per update, the index of the block held and its decoded bytes.
+/// One worker's cache: per update, which block it holds (round tensor, block index) and
+/// the block's decoded bytes.
 struct Cache {
-    blocks: Vec<(usize, Vec<u8>)>,
+    blocks: Vec<((usize, usize), Vec<u8>)>,
     gather: Vec<f64>,
     values: Vec<f64>,
     base: Vec<f64>,
@@ -73,7 +74,7 @@ pub(super) fn combine(
         }
     }
     let fresh = || Cache {
-        blocks: (0..n).map(|_| (usize::MAX, Vec::new())).collect(),
+        blocks: (0..n).map(|_| ((usize::MAX, 0), Vec::new())).collect(),
         gather: vec![0.0; n * SUB],
         values: vec![0.0; SUB],
         base: vec![0.0; SUB],
@@ -90,7 +91,7 @@ pub(super) fn combine(
                 let e = SUB.min(hi - a);
                 for (u, c) in updates.iter().enumerate() {
                     let rel = b.filter(|_| !c.kind.is_difference());
-                    fetch(&readers[t][u], spec.dtype, rel, a, e, u, cache)
+                    fetch(&readers[t][u], spec.dtype, rel, (t, a, e), u, cache)
                         .map_err(|err| about_update(c.id, err))?;
                     for (i, v) in cache.values[..e].iter().enumerate() {
                         cache.gather[i * n + u] = v * scales[u];
@@ -168,14 +169,14 @@ fn open<'a>(c: &'a Contribution<'a>, t: usize) -> Result<Reader<'a>> {
     Ok(Reader::Coded(coded))
 }
 
-/// Elements `a..a + e` of an update's tensor, as `d` (relative to `base` when given), into
-/// `cache.values`; coded tensors decode the blocks they need into the update's slot.
+/// Elements `a..a + e` of update `u`'s round tensor `t`, as `d` (relative to `base` when
+/// given), into `cache.values`; coded tensors decode the blocks they need into the
+/// update's slot.
 fn fetch(
     reader: &Reader<'_>,
     dtype: DType,
     base: Option<TensorView<'_>>,
-    a: usize,
-    e: usize,
+    (t, a, e): (usize, usize, usize),
     u: usize,
     cache: &mut Cache,
 ) -> Result<()> {
@@ -193,14 +194,14 @@ fn fetch(
                 let at = a + done;
                 let blk = at / per_block;
                 let (held, bytes) = &mut cache.blocks[u];
-                if *held != blk {
+                if *held != (t, blk) {
                     let start = blk * coded.block_bytes();
                     let len = coded.block_len(blk);
                     try_grow(bytes, len, "a decoded block")?;
                     let b = base.map(|b| &b.data[start..start + len]);
-                    *held = usize::MAX;
+                    *held = (usize::MAX, 0);
                     coded.decode_block(blk, b, &mut bytes[..len])?;
-                    *held = blk;
+                    *held = (t, blk);
                 }
                 let from = at - blk * per_block;
                 let take = (e - done).min(per_block - from);

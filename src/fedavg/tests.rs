@@ -493,10 +493,10 @@ fn median_and_trimmed_mean_match_a_reference_across_codecs_and_blocks() {
     let blobs = parsed(
         rows.iter()
             .zip(codecs)
-            .map(|(r, c)| payload(&[("w", r.clone()), ("s", vec![r[0]])], c))
+            .map(|(r, c)| payload(&[("w", r.clone()), ("s", vec![r[1] - 1.0, r[2]])], c))
             .collect(),
     );
-    let r = round(&[("w", n), ("s", 1)], None);
+    let r = round(&[("w", n), ("s", 2)], None);
     for m in [
         Method::Median,
         Method::TrimmedMean(0.2),
@@ -517,7 +517,12 @@ fn median_and_trimmed_mean_match_a_reference_across_codecs_and_blocks() {
             let want = reference(&rows[..count], m);
             let wrong = out[0].iter().zip(&want).filter(|(a, b)| a != b).count();
             assert_eq!(wrong, 0, "{m:?} of {count}: {wrong} elements differ");
-            assert_eq!(out[1], vec![want[0]]);
+            let second: Vec<Vec<f32>> = rows.iter().map(|r| vec![r[1] - 1.0, r[2]]).collect();
+            assert_eq!(
+                out[1],
+                reference(&second[..count], m),
+                "{m:?}: the second tensor"
+            );
         }
     }
     // The weights do not count; a streaming aggregator does not do medians.
@@ -529,6 +534,49 @@ fn median_and_trimmed_mean_match_a_reference_across_codecs_and_blocks() {
         }
     )
     .is_err());
+}
+
+#[test]
+fn robust_methods_keep_many_small_coded_tensors_apart() {
+    // Every tensor is one codec block (block 0): a worker must not take one tensor's
+    // decoded block for another's.
+    let names: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    let rows: Vec<Vec<Vec<f32>>> = (0..5)
+        .map(|u| {
+            (0..40)
+                .map(|t| (0..3).map(|e| (u * 7 + t * 3 + e) as f32 * 0.5).collect())
+                .collect()
+        })
+        .collect();
+    let blobs = parsed(
+        rows.iter()
+            .zip(["zstd", "lz4", "shuffle+zstd", "floatzip", "zstd"])
+            .map(|(r, c)| {
+                let ts: Vec<(&str, Vec<f32>)> = names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .zip(r.iter().cloned())
+                    .collect();
+                payload(&ts, c)
+            })
+            .collect(),
+    );
+    let specs: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 3)).collect();
+    let r = round(&specs, None);
+    let ups = contributions(&r, &blobs);
+    let (_, out) = run(
+        &r,
+        &ups,
+        &Options {
+            method: Method::Median,
+            ..opts()
+        },
+        false,
+    );
+    for (t, got) in out.iter().enumerate() {
+        let col: Vec<Vec<f32>> = rows.iter().map(|r| r[t].clone()).collect();
+        assert_eq!(got, &reference(&col, Method::Median), "tensor {t}");
+    }
 }
 
 #[test]
