@@ -114,6 +114,40 @@ def test_bad_messages_do_not_stop_the_subscription(server: str) -> None:
     assert [type(e) for e in errors] == [tw.FormatError, tw.IntegrityError]
 
 
+def test_a_first_piece_that_cannot_be_allocated_does_not_stop_the_subscription(
+    server: str,
+) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import forge
+
+    payload = bytes(range(256)) * 1000
+    # A forged first piece of a payload of 100 GiB (valid CRC), which a receiver that
+    # allows it (max_payload_bytes) cannot allocate: an error, and the next payload lands.
+    forged = forge.chunk(
+        b"x" * 100, payload_id=os.urandom(16), index=0, count=1 << 30, total=100 << 30,
+        offset=0, kind=0,
+    )  # fmt: skip
+    errors: list[tw.TensorwireError] = []
+
+    async def main() -> bytes:
+        nc = await nats.connect(server)
+        try:
+            r = tw.Reassembler(max_payload_bytes=1 << 62, max_pending_bytes=1 << 62)
+            sub = await twnats.subscribe(
+                nc, "huge", reassembler=r, on_error=lambda e, msg: errors.append(e)
+            )
+            await nc.publish("huge", forged)
+            for piece in tw.chunk(payload, 100_000):
+                await nc.publish("huge", piece)
+            return await sub.next_payload(timeout=30)
+        finally:
+            await nc.close()
+
+    assert run(main()) == payload
+    assert [type(e) for e in errors] == [tw.FormatError], errors
+    assert "cannot allocate" in str(errors[0])
+
+
 def test_max_bytes_above_the_server_limit_is_refused(server: str) -> None:
     async def main() -> None:
         nc = await nats.connect(server)

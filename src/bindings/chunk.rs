@@ -17,7 +17,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use super::arrays::Tensors;
 use super::container::EncodeArgs;
-use super::{bytes_of, new_bytes, to_py, InputError};
+use super::{bytes_of, catch, new_bytes, to_py, InputError};
 use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
 use crate::container;
 use crate::error::Error;
@@ -68,16 +68,18 @@ impl Chunks {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
         let payload = bytes_of(&self.blob)?;
         py.detach(|| {
-            let mut next = lock(&self.next);
-            if *next >= self.plan.geometry.count {
-                return Ok(None);
-            }
-            let i = *next;
-            let out = fill_new_bytes(self.plan.geometry.chunk_len(i), |out| {
-                self.plan.write(payload, i, out)
-            })?;
-            *next += 1;
-            Ok(Some(out))
+            catch(|| {
+                let mut next = lock(&self.next);
+                if *next >= self.plan.geometry.count {
+                    return Ok(None);
+                }
+                let i = *next;
+                let out = fill_new_bytes(self.plan.geometry.chunk_len(i), |out| {
+                    self.plan.write(payload, i, out)
+                })?;
+                *next += 1;
+                Ok(Some(out))
+            })
         })
     }
 
@@ -119,9 +121,8 @@ fn chunk(
     let buf = PyBuffer::<u8>::get(blob)
         .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
     let data = bytes_of(&buf)?;
-    let plan = py
-        .detach(|| ChunkPlan::new(data, max_bytes, payload_id))
-        .map_err(to_py)?;
+    let plan =
+        py.detach(|| catch(|| ChunkPlan::new(data, max_bytes, payload_id).map_err(to_py)))?;
     Ok(Chunks {
         plan,
         next: Mutex::new(0),
@@ -148,14 +149,16 @@ impl EncodedChunks {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
         py.detach(|| {
-            let mut stream = lock(&self.stream);
-            let Some(len) = stream.next_len() else {
-                return Ok(None);
-            };
-            let out = fill_new_bytes(len, |out| {
-                stream.write_next(out);
-            })?;
-            Ok(Some(out))
+            catch(|| {
+                let mut stream = lock(&self.stream);
+                let Some(len) = stream.next_len() else {
+                    return Ok(None);
+                };
+                let out = fill_new_bytes(len, |out| {
+                    stream.write_next(out);
+                })?;
+                Ok(Some(out))
+            })
         })
     }
 
@@ -198,12 +201,12 @@ fn encode_chunks<'py>(
     let held = args.tensors()?;
     let inputs = held.inputs(py);
     let opts = args.options(metadata);
-    let stream = py
-        .detach(|| {
-            let prepared = container::prepare(&inputs, &opts)?;
-            ChunkStream::new(prepared, max_bytes, payload_id)
+    let stream = py.detach(|| {
+        catch(|| {
+            let prepared = container::prepare(&inputs, &opts).map_err(to_py)?;
+            ChunkStream::new(prepared, max_bytes, payload_id).map_err(to_py)
         })
-        .map_err(to_py)?;
+    })?;
     drop(inputs);
     // SAFETY: the stream borrows only the tensors' bytes, which live in numpy arrays
     // that `held` keeps alive and in place; it is stored in the same object, which drops
@@ -358,22 +361,19 @@ impl PyReassembler {
         let buf = PyBuffer::<u8>::get(chunk)
             .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
         let data = bytes_of(&buf)?;
-        let mut alloc_error = None;
-        let result = py.detach(|| {
-            lock(&self.inner).add_with(data, now, |len| {
-                match Python::attach(|py| new_bytes(py, len)) {
-                    Ok((obj, ptr)) => Ok(BytesBuffer { obj, ptr, len }),
-                    Err(e) => {
-                        alloc_error = Some(e);
-                        Err(Error::input(format!("cannot allocate {len} bytes")))
+        py.detach(|| {
+            catch(|| {
+                let added = lock(&self.inner).add_with(data, now, |len| {
+                    match Python::attach(|py| new_bytes(py, len)) {
+                        Ok((obj, ptr)) => Ok(BytesBuffer { obj, ptr, len }),
+                        Err(_) => Err(Error::format(format!(
+                            "cannot allocate {len} bytes for a payload's first chunk"
+                        ))),
                     }
-                }
+                });
+                Ok(added.map_err(to_py)?.map(|b| b.obj))
             })
-        });
-        if let Some(e) = alloc_error {
-            return Err(e);
-        }
-        Ok(result.map_err(to_py)?.map(|b| b.obj))
+        })
     }
 
     /// Drop partial payloads idle for longer than the timeout; their ids (hex).

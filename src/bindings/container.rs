@@ -54,18 +54,21 @@ fn encode<'py>(
     args: EncodeArgs<'py>,
     metadata: Option<&str>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let held = args.tensors()?;
-    let inputs = held.inputs(py);
-    let opts = args.options(metadata);
-    let prepared = py
-        .detach(|| container::prepare(&inputs, &opts))
-        .map_err(to_py)?;
-    let len = prepared.total_len();
-    let (bytes, ptr) = new_bytes(py, len)?;
-    // SAFETY: the object is fresh, unshared, and exactly `len` bytes long.
-    let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-    py.detach(|| prepared.write_into(out));
-    Ok(bytes.into_bound(py))
+    catch(|| {
+        let held = args.tensors()?;
+        let inputs = held.inputs(py);
+        let opts = args.options(metadata);
+        let prepared = detached(py, || container::prepare(&inputs, &opts))?;
+        let len = prepared.total_len();
+        let (bytes, ptr) = new_bytes(py, len)?;
+        // SAFETY: the object is fresh, unshared, and exactly `len` bytes long.
+        let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
+        detached(py, || {
+            prepared.write_into(out);
+            Ok(())
+        })?;
+        Ok(bytes.into_bound(py))
+    })
 }
 
 /// Encode tensors straight into the file at `path` (written to a temporary file
@@ -78,11 +81,12 @@ fn save<'py>(
     path: std::path::PathBuf,
     metadata: Option<&str>,
 ) -> PyResult<()> {
-    let held = args.tensors()?;
-    let inputs = held.inputs(py);
-    let opts = args.options(metadata);
-    py.detach(|| crate::file::save_atomic(&inputs, &opts, &path))
-        .map_err(to_py)
+    catch(|| {
+        let held = args.tensors()?;
+        let inputs = held.inputs(py);
+        let opts = args.options(metadata);
+        detached(py, || crate::file::save_atomic(&inputs, &opts, &path))
+    })
 }
 
 /// The id of a set of tensors (see FORMAT.md, "Base id"): what a delta's header records.
@@ -92,13 +96,15 @@ fn tensors_id<'py>(
     names: &Bound<'py, PyList>,
     tensors: &Bound<'py, PyList>,
 ) -> PyResult<String> {
-    let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
-    let parts: Vec<_> = held
-        .inputs(py)
-        .iter()
-        .map(|t| (t.name, t.dtype, t.shape, t.data))
-        .collect();
-    Ok(hex32(&py.detach(|| container::tensors_id(&parts))))
+    catch(|| {
+        let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
+        let parts: Vec<_> = held
+            .inputs(py)
+            .iter()
+            .map(|t| (t.name, t.dtype, t.shape, t.data))
+            .collect();
+        Ok(hex32(&detached(py, || Ok(container::tensors_id(&parts)))?))
+    })
 }
 
 /// The memory a payload is read from: the caller's buffer when nobody can write to it
