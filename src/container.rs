@@ -529,6 +529,22 @@ impl Layout {
         Ok(total)
     }
 
+    /// Check that the alignment padding between the stored tensors is zero (with every
+    /// tensor's checksum, that covers every byte of the payload).
+    pub fn check_padding(&self, buf: &[u8]) -> Result<()> {
+        let mut pos = self.data_start;
+        for e in &self.entries {
+            if buf[pos..e.start].iter().any(|&b| b != 0) {
+                return Err(Error::integrity(format!(
+                    "padding before tensor {:?} is not zero: the payload is corrupt",
+                    e.name
+                )));
+            }
+            pos = e.start + e.length;
+        }
+        Ok(())
+    }
+
     /// Verify the checksums of the tensors `indices` (all when `None`), in parallel.
     /// Verifying all also checks that the alignment padding is zero, so that every
     /// byte of the payload is covered.
@@ -536,16 +552,7 @@ impl Layout {
         match indices {
             Some(ix) => ix.par_iter().try_for_each(|&i| self.check_hash(buf, i)),
             None => {
-                let mut pos = self.data_start;
-                for e in &self.entries {
-                    if buf[pos..e.start].iter().any(|&b| b != 0) {
-                        return Err(Error::integrity(format!(
-                            "padding before tensor {:?} is not zero: the payload is corrupt",
-                            e.name
-                        )));
-                    }
-                    pos = e.start + e.length;
-                }
+                self.check_padding(buf)?;
                 (0..self.entries.len())
                     .into_par_iter()
                     .try_for_each(|i| self.check_hash(buf, i))

@@ -287,19 +287,10 @@ impl Source<'_> {
     /// verified aggregation covers every byte of the payload (tensor bytes are
     /// covered by their checksums as they are used).
     pub(super) fn check_padding(&self) -> Result<()> {
-        if let Source::Payload { buf, layout } = self {
-            let mut pos = layout.data_start;
-            for e in &layout.entries {
-                if buf[pos..e.start].iter().any(|&b| b != 0) {
-                    return Err(Error::integrity(format!(
-                        "padding before tensor {:?} is not zero: the payload is corrupt",
-                        e.name
-                    )));
-                }
-                pos = e.start + e.length;
-            }
+        match self {
+            Source::Payload { buf, layout } => layout.check_padding(buf),
+            Source::Tensors(_) => Ok(()),
         }
-        Ok(())
     }
 
     /// The update's tensor `j` when it can be read in place (raw in a payload, or in
