@@ -556,6 +556,11 @@ impl Pipeline {
         }
         self.check(dtype)
             .map_err(|e| Error::format(e.to_string()))?;
+        if crate::header::nbytes(dtype, shape) != Some(nbytes) {
+            return Err(Error::input(format!(
+                "{nbytes} bytes do not hold a {dtype} tensor of shape {shape:?}"
+            )));
+        }
         let plan = Plan::new(self, dtype, shape, nbytes).map_err(|e| match e {
             Error::Codec(m) => Error::Format(m),
             e => e,
