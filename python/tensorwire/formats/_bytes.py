@@ -219,7 +219,7 @@ def read_file(path: PathLike) -> Any:
 
 def write_file(path: PathLike, data: Any) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # a bytes path too (its name is not "b'...'.tmp")
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "xb") as f:  # "x": never clobber; permissions follow the umask
