@@ -2,6 +2,10 @@
 
     python fuzz/python/run.py --seconds 30            # every target, 30 s each
     python fuzz/python/run.py --seconds 600 --targets npz,safetensors --jobs 2
+    python fuzz/python/run.py --seconds 300 --targets decode,open --native
+
+``--native`` fuzzes with the coverage-instrumented extension that ``build_native.py``
+builds (Rust branches guide the fuzzer too; overflow checks on).
 
 Each target starts from its committed seeds (``fuzz/python/corpus/``) plus what earlier
 runs found (``fuzz/python/.work/<target>/``, not committed), with the dictionary
@@ -40,15 +44,25 @@ class Result(NamedTuple):
     log: str
 
 
-def run_target(target: str, seconds: int, rss_limit_mb: int, timeout: int) -> Result:
+NATIVE = os.path.join(HERE, ".work", "native")
+
+
+def run_target(
+    target: str,
+    seconds: int,
+    rss_limit_mb: int,
+    timeout: int,
+    native: bool = False,
+    ignore: str = "",
+) -> Result:
     """Fuzz ``target`` for ``seconds``; a non-zero return code means it found a crash."""
-    work = os.path.join(HERE, ".work", target)
+    work = os.path.join(HERE, ".work", target + ("-native" if native else ""))
     crashes = os.path.join(HERE, "crashes")
     os.makedirs(work, exist_ok=True)
     os.makedirs(crashes, exist_ok=True)
     prefix = os.path.join(crashes, f"{target}-")
     before = set(glob.glob(prefix + "*"))
-    log = os.path.join(HERE, ".work", f"{target}.log")
+    log = os.path.join(HERE, ".work", f"{target}{'-native' if native else ''}.log")
     cmd = [
         sys.executable,
         os.path.join(HERE, "targets.py"),
@@ -62,9 +76,13 @@ def run_target(target: str, seconds: int, rss_limit_mb: int, timeout: int) -> Re
         f"-dict={os.path.join(HERE, 'tensorwire.dict')}",
         "-print_final_stats=1",
     ]
+    env = dict(os.environ, TW_FUZZ_IGNORE=ignore)
+    if native:
+        env["TW_FUZZ_NATIVE"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [NATIVE, env.get("PYTHONPATH")]))
     start = time.monotonic()
     with open(log, "w") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     elapsed = time.monotonic() - start
     with open(log, errors="replace") as f:
         text = f.read()
@@ -81,7 +99,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--rss-limit-mb", type=int, default=2048)
     parser.add_argument("--timeout", type=int, default=20, help="seconds per input")
+    parser.add_argument(
+        "--native", action="store_true", help="use build_native.py's instrumented extension"
+    )
+    parser.add_argument(
+        "--ignore",
+        default="",
+        metavar="NAMES",
+        help="comma-separated exception type names not to count as crashes (a known bug "
+        "being fixed elsewhere, e.g. MemoryError); default: none",
+    )
     args = parser.parse_args(argv[1:])
+    if args.native and not os.path.isdir(os.path.join(NATIVE, "tensorwire")):
+        parser.error("--native: run fuzz/python/build_native.py first")
     targets = [t for t in args.targets.split(",") if t]
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown:
@@ -89,7 +119,10 @@ def main(argv: list[str]) -> int:
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = list(
             pool.map(
-                lambda t: run_target(t, args.seconds, args.rss_limit_mb, args.timeout), targets
+                lambda t: run_target(
+                    t, args.seconds, args.rss_limit_mb, args.timeout, args.native, args.ignore
+                ),
+                targets,
             )
         )
     failed = 0
