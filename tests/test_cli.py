@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tensorwire as tw
+from tensorwire.cli import printable, printable_json
 from tensorwire.formats import md5list, npz, ptth, safetensors
 
 SCRIPT = Path(sys.executable).with_name("tensorwire")
@@ -298,8 +299,6 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
 # --------------------------------------------------------------------------------------
 # hostile strings: names, metadata and paths from a file (or a client) reach the terminal
 # only as printable text, rich never reads them as markup, --json stays exact
-
-from tensorwire.cli import printable, printable_json  # noqa: E402
 
 HOSTILE_NAMES = [
     "[/]",  # rich: "closing tag '[/]' has nothing to close" (was an internal error)
