@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import tensorwire as tw
+from tensorwire.cli import printable, printable_json
 from tensorwire.formats import md5list, npz, ptth, safetensors
 
 SCRIPT = Path(sys.executable).with_name("tensorwire")
@@ -293,3 +294,215 @@ def test_usage_errors_exit_2_without_traceback(tmp_path):
     p = run("inspect", "--from", "pickle", tmp_path / "x")
     assert p.returncode == 2
     assert run("--version", ok=True).stdout.startswith("tensorwire")
+
+
+# --------------------------------------------------------------------------------------
+# hostile strings: names, metadata and paths from a file (or a client) reach the terminal
+# only as printable text, rich never reads them as markup, --json stays exact
+
+HOSTILE_NAMES = [
+    "[/]",  # rich: "closing tag '[/]' has nothing to close" (was an internal error)
+    "[bold red]alarm[/bold red]",
+    "[link=https://evil.example]click[/link]",
+    ":thumbs_up: :smile:",  # rich emoji codes
+    "\x1b]0;pwned title\x07",  # OSC: set the terminal title
+    "\x1b[2J\x1b[H",  # clear the screen, cursor home
+    "\x1b[31mred\x1b[0m",
+    "\x9b31mC1 CSI",  # the 8-bit form of ESC [
+    "\x1bP+q\x1b\\",  # DCS ... ST
+    "report\u202egnp.exe",  # right-to-left override
+    "a\u200bb\ufeff",  # zero-width space, BOM
+    "over\rwrite",  # carriage return
+    "back\x08\x08space\x7f",
+    "line\nbreak\u2028sep\x85",
+    "tab\tand\x0bvt\x0cff\x00nul",
+    "\U000e0041tag",  # an invisible tag character
+]
+
+
+def terminal_safe(text):
+    """Nothing in ``text`` a terminal would act on: only printable characters and newlines."""
+    bad = sorted({c for c in text if c != "\n" and not c.isprintable()})
+    assert not bad, f"unprintable characters reached the terminal: {bad}"
+    return text
+
+
+def hostile_file(fmt, path, names):
+    tensors = {n: np.full(2, i, np.float32) for i, n in enumerate(names)}
+    if fmt == "npz":
+        tensors = {n: a for n, a in tensors.items() if "\0" not in n}  # zip names hold no NUL
+    write(fmt, path, tensors)
+    return tensors
+
+
+def test_printable_escapes_exactly_the_unprintable_characters():
+    for n in range(0x110000):
+        c = chr(n)
+        out = printable(c)
+        assert out.isprintable()
+        if c.isprintable():
+            assert out == c
+        else:
+            assert out.startswith("\\") and len(out) > 1
+    assert printable("a\x1b]0;t\x07b") == "a\\x1b]0;t\\x07b"
+    assert printable("r\u202el \U000e0041") == "r\\u202el \\U000e0041"
+    assert printable("tab\tnl\ncr\r") == "tab\\tnl\\ncr\\r"
+    assert printable("[/] :smile: é 字 \\") == "[/] :smile: é 字 \\"
+    assert printable("\udcff") == "\\udcff"
+
+
+def test_printable_json_is_exact_json_and_terminal_safe():
+    for doc in [
+        HOSTILE_NAMES,
+        {n: n for n in HOSTILE_NAMES},
+        "\udcff\ud800 lone surrogates",
+        "astral \U000e0041 \U0001f600",
+        {"é": ["字", 1, None, 2.5]},
+    ]:
+        for ascii_only in (False, True):
+            text = printable_json(doc, indent=2, ascii_only=ascii_only)
+            terminal_safe(text)
+            assert json.loads(text) == doc
+            if ascii_only:
+                assert text.isascii()
+    assert printable_json({"é": "字"}) == '{"é": "字"}'  # readable non-ASCII kept
+
+
+@pytest.mark.parametrize("fmt", ["tensorwire", "safetensors", "npz", "ptth"])
+def test_hostile_tensor_names_in_every_command(fmt, tmp_path):
+    a = tmp_path / f"a{EXT[fmt]}"
+    tensors = hostile_file(fmt, a, HOSTILE_NAMES)
+
+    p = run("inspect", a, ok=True)
+    terminal_safe(p.stdout + p.stderr)
+    for name in tensors:
+        assert printable(name) in p.stdout, name  # shown, escaped, not interpreted
+    assert "👍" not in p.stdout and "😄" not in p.stdout
+
+    doc = json.loads(terminal_safe(run("inspect", "--json", a, ok=True).stdout))
+    names = [t["name"] for t in doc["tensors"]]
+    assert names == (sorted(tensors) if fmt == "safetensors" else list(tensors))  # exact
+
+    terminal_safe(run("verify", a, ok=True).stdout)
+
+    b = tmp_path / "b.safetensors"
+    p = run("convert", a, b, ok=True)
+    terminal_safe(p.stdout + p.stderr)
+    assert sorted(safetensors.load(b)) == sorted(tensors)
+
+    p = run("diff", a, b, ok=True)
+    terminal_safe(p.stdout)
+    for name in tensors:
+        assert any(
+            ln.startswith(printable(name) + " ") and " same " in ln for ln in p.stdout.splitlines()
+        ), name
+    # by position, where names are shown as "A's | B's"
+    m = write("md5list", tmp_path / "c.md5list", read(a))
+    p = run("diff", a, m, ok=True)
+    terminal_safe(p.stdout)
+    assert "matching by position" in p.stdout
+
+
+@pytest.mark.parametrize("fmt", ["tensorwire", "safetensors"])
+def test_hostile_metadata_is_escaped_in_inspect_and_exact_in_json(fmt, tmp_path):
+    meta = {n: n for n in HOSTILE_NAMES if "\0" not in n}
+    path = tmp_path / f"m{EXT[fmt]}"
+    write(fmt, path, {"w": np.ones(2, np.float32)}, metadata=meta)
+    p = run("inspect", path, ok=True)
+    terminal_safe(p.stdout)
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("  metadata:"))
+    assert json.loads(line.split(":", 1)[1]) == meta  # the metadata line is exact JSON too
+    assert json.loads(run("inspect", "--json", path, ok=True).stdout)["metadata"] == meta
+
+
+def test_hostile_paths_are_escaped_everywhere(tmp_path):
+    evil = "\x1b]0;pwned\x07[red]:smile:\u202e"  # (no "/": it is a file name)
+    src = write("safetensors", tmp_path / f"{evil}.safetensors")
+    for args in (
+        ("inspect", src),
+        ("verify", src),
+        ("convert", src, tmp_path / f"out{evil}.tw"),
+        ("diff", src, src),
+    ):
+        p = run(*args, ok=True)
+        terminal_safe(p.stdout + p.stderr)
+        assert args[0] == "diff" or printable(evil) in p.stdout  # diff shows no paths
+    doc = json.loads(terminal_safe(run("inspect", "--json", src, ok=True).stdout))
+    assert doc["file"] == str(src)
+    # error messages quote paths too: missing file, unknown format, a directory, usage
+    for args, fragment in [
+        (("inspect", tmp_path / f"missing{evil}.tw"), "No such file"),
+        (("inspect", tmp_path / f"{evil}.bin"), "cannot tell its format"),
+        (("convert", src, tmp_path / f"x{evil}.weird"), "unknown extension"),
+    ]:
+        if fragment == "cannot tell its format":
+            (tmp_path / f"{evil}.bin").write_bytes(b"not weights at all, just text")
+        p = run(*args)
+        one_line_error(p, fragment, printable(evil))
+        terminal_safe(p.stderr)
+    (tmp_path / f"dir{evil}.tw").mkdir()
+    p = run("inspect", tmp_path / f"dir{evil}.tw")
+    assert p.returncode == 2 and printable(evil) in p.stderr
+    terminal_safe(p.stderr)
+    p = run(f"frob{evil}")
+    assert p.returncode == 2 and "No such command" in p.stderr
+    terminal_safe(p.stderr)
+
+
+def test_non_utf8_file_names_are_shown_and_exact_in_json(tmp_path):
+    raw = os.path.join(os.fsencode(tmp_path), b"\xff\xfe-bytes.safetensors")
+    safetensors.dump(COMMON, raw)
+    path = os.fsdecode(raw)  # with surrogate escapes, as Python sees argv
+    p = run("inspect", path, ok=True)
+    terminal_safe(p.stdout)
+    assert "\\udcff\\udcfe-bytes.safetensors" in p.stdout
+    doc = json.loads(terminal_safe(run("inspect", "--json", path, ok=True).stdout))
+    assert doc["file"] == path
+
+
+def test_a_checksum_error_naming_a_hostile_tensor_is_escaped(tmp_path):
+    name = "\x1b]0;pwned\x07"
+    path = write("tensorwire", tmp_path / "bad.tw", {name: np.arange(100, dtype=np.float32)})
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    p = run("verify", path)
+    one_line_error(p, "checksum mismatch")
+    terminal_safe(p.stderr)
+    bad = tmp_path / "dup.ptth"  # a ptth file whose error quotes the name
+    one = ptth.dumps({name: np.ones(1, np.float32)})
+    bad.write_bytes(one[:8] + b"\x00\x00\x00\x02" + one[12:] + one[12:])
+    p = run("inspect", bad)
+    one_line_error(p, "appears twice")
+    terminal_safe(p.stderr)
+
+
+def test_ascii_only_terminals_get_escapes_not_crashes(tmp_path):
+    tensors = {"é字": np.ones(1, np.float32)}
+    path = write("safetensors", tmp_path / "u.safetensors", tensors, metadata={"ü": "ß"})
+    ascii_env = {"PYTHONIOENCODING": "ascii"}
+    p = run_env(ascii_env, "inspect", path)
+    assert p.returncode == 0, p.stderr
+    assert "\\xe9\\u5b57" in p.stdout  # the name, escaped, where the table shows it
+    line = next(ln for ln in p.stdout.splitlines() if ln.startswith("  metadata:"))
+    assert json.loads(line.split(":", 1)[1]) == {"ü": "ß"}
+    p = run_env(ascii_env, "diff", path, path)
+    assert p.returncode == 0 and "\\xe9\\u5b57" in p.stdout, p.stderr
+    assert run_env(ascii_env, "verify", path).returncode == 0
+    p = run_env(ascii_env, "inspect", "--json", path)
+    assert p.returncode == 0 and p.stdout.isascii()
+    doc = json.loads(p.stdout)
+    assert doc["metadata"] == {"ü": "ß"} and doc["tensors"][0]["name"] == "é字"
+
+
+def run_env(env, *args):
+    exe = str(SCRIPT) if SCRIPT.exists() else shutil.which("tensorwire")
+    return subprocess.run(
+        [exe, *map(str, args)],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **env},
+        text=True,
+        encoding="ascii",
+        errors="strict",
+    )

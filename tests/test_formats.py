@@ -651,3 +651,175 @@ def test_property_round_trip_every_format(arrays):
     assert_same(npz.loads(npz.dumps(named, compressed=True)), named)
     if all(a.ndim for a in arrays):  # the seed's reader cannot read 0-d arrays
         assert_same(seed_deserialize_weights(md5list.dumps(arrays)), arrays)
+
+
+# --------------------------------------------------------------------------------------
+# hostile field types and sizes: every value a header holds is checked for its exact
+# type and range before use, and JSON itself can only fail as a FormatError
+
+_BIG = "9" * 5000  # past Python's 4,300-digit int conversion limit
+
+
+def _st_text(text, data=b""):
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    return len(raw).to_bytes(8, "little") + raw + data
+
+
+def _entry_json(dtype='"F32"', shape="[1]", offsets="[0, 4]"):
+    return f'{{"x": {{"dtype": {dtype}, "shape": {shape}, "data_offsets": {offsets}}}}}'
+
+
+@pytest.mark.parametrize(
+    ("dtype", "shape", "offsets", "match"),
+    [
+        ("[2, 3]", "[1]", "[0, 4]", r"tensor 'x' has an unsupported dtype \[2, 3\]"),
+        ('{"F32": 1}', "[1]", "[0, 4]", "tensor 'x' has an unsupported dtype"),
+        ("7", "[1]", "[0, 4]", "tensor 'x' has an unsupported dtype 7"),
+        ("true", "[1]", "[0, 4]", "tensor 'x' has an unsupported dtype True"),
+        ("null", "[1]", "[0, 4]", "tensor 'x' has an unsupported dtype None"),
+        ('"f32"', "[1]", "[0, 4]", "tensor 'x' has an unsupported dtype 'f32'"),
+        ('"F32"', f"[{_BIG}]", "[0, 4]", "tensor 'x' has an invalid shape .*5000 digits"),
+        ('"F32"', f"[-{_BIG}]", "[0, 4]", "tensor 'x' has an invalid shape .*5000 digits"),
+        ('"F32"', "[1]", f"[0, {_BIG}]", "tensor 'x' has an invalid data_offsets .*5000 digits"),
+        ('"F32"', "[1]", f"[{_BIG}, 4]", "tensor 'x' has an invalid data_offsets"),
+        ('"F32"', "[1" + "0" * 20 + "]", "[0, 4]", "tensor 'x' has an invalid shape .*21 digits"),
+        ('"F32"', "[true]", "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', "[1.0]", "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', "[1e0]", "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', '"[1]"', "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', "null", "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', '{"0": 1}', "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', "[[1]]", "[0, 4]", "tensor 'x' has an invalid shape"),
+        ('"F32"', "[1]", "[false, 4]", "tensor 'x' has an invalid data_offsets"),
+        ('"F32"', "[1]", "[0.0, 4.0]", "tensor 'x' has an invalid data_offsets"),
+        ('"F32"', "[1]", "[0, 4, 8]", "tensor 'x' has data_offsets"),
+        ('"F32"', "[1]", "[-4, 0]", "tensor 'x' has data_offsets .* outside"),
+        ('"F32"', "[1]", f"[0, {2**64 + 4}]", "tensor 'x' has data_offsets .* outside"),
+        ('"F32"', f"[{2**64 - 1}, {2**64 - 1}]", "[0, 4]", "tensor 'x' has an absurd shape"),
+    ],
+)
+def test_safetensors_every_field_is_type_and_range_checked(dtype, shape, offsets, match):
+    blob = _st_text(_entry_json(dtype, shape, offsets), b"\0" * 4)
+    with pytest.raises(tw.FormatError, match=match):
+        safetensors.loads(blob)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (_entry_json(shape="[NaN]"), "NaN is not JSON"),
+        (_entry_json(shape="[Infinity]"), "Infinity is not JSON"),
+        (_entry_json(offsets="[0, -Infinity]"), "-Infinity is not JSON"),
+        ('{"__metadata__": {"k": NaN}}', "NaN is not JSON"),
+        ('{"__metadata__": ' + "[" * 100_000 + "]" * 100_000 + "}", "not valid JSON"),
+        ("\ufeff{}", "not valid JSON"),
+        ('{"\\ud800": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}', "lone surrogate"),
+        ('{"__metadata__": {"k": "\\udfff"}}', "lone surrogate"),
+        ('{"__metadata__": {"\\ud83d": "v"}}', "lone surrogate"),
+        ('{"__metadata__": {"k": ' + _BIG + "}}", "strings"),
+        ('{"__metadata__": ["k", "v"]}', "strings"),
+        ('{"__metadata__": "k=v"}', "strings"),
+    ],
+)
+def test_safetensors_hostile_json_is_a_format_error(text, match):
+    blob = _st_text(text, b"\0" * 4 if '"x"' in text or "\\ud800" in text else b"")
+    with pytest.raises(tw.FormatError, match=match):
+        safetensors.loads(blob)
+    if "__metadata__" in text or "not" in match:
+        with pytest.raises(tw.FormatError, match=match):
+            safetensors.metadata(blob)
+
+
+def test_safetensors_surrogate_pairs_and_big_but_valid_integers_still_read():
+    # a correct surrogate pair is one character; 20-digit integers are u64 territory
+    text = (
+        '{"\\ud83d\\ude00": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},'
+        ' "e": {"dtype": "U8", "shape": [0, 4611686018427387904], "data_offsets": [4, 4]}}'
+    )
+    out = safetensors.loads(_st_text(text, b"\0\0\x80\x3f"))
+    assert list(out) == ["\U0001f600", "e"]
+    assert out["\U0001f600"].tolist() == [1.0] and out["e"].shape == (0, 2**62)
+
+
+def test_format_errors_quote_hostile_values_briefly():
+    long_name = "n" * 1_000_000 + "TAIL"
+    header = {long_name: {"dtype": "Q128", "shape": [1], "data_offsets": [0, 4]}}
+    with pytest.raises(tw.FormatError) as e:
+        safetensors.loads(_st(header, b"\0" * 4))
+    message = str(e.value)
+    assert len(message) < 500 and "nnnn" in message and "TAIL" in message
+    shape = json.dumps(["x" * 1000] * 1000)
+    with pytest.raises(tw.FormatError, match="invalid shape") as e:
+        safetensors.loads(_st_text(_entry_json(shape=shape), b"\0" * 4))
+    assert len(str(e.value)) < 500
+    body = struct.pack(">I", 1_000_000) + b"\xff" * 1_000_000 + struct.pack(">IIII", 0, 0, 0, 0)
+    with pytest.raises(tw.FormatError, match="UTF-8") as e:
+        ptth.loads(_ptth(1, body))
+    assert len(str(e.value)) < 500
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    field=st.sampled_from(["dtype", "shape", "data_offsets", None, "__metadata__"]),
+    value=_JSON_VALUES,
+)
+def test_property_any_json_in_any_safetensors_field_is_read_or_refused(field, value):
+    entry = {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}
+    header: dict = {"x": entry}
+    if field is None:
+        header["x"] = value
+    elif field == "__metadata__":
+        header["__metadata__"] = value
+    else:
+        entry[field] = value
+    try:
+        out = safetensors.loads(_st(header, b"\0" * 4))
+    except tw.FormatError:
+        return
+    assert sum(a.nbytes for a in out.values()) <= 4
+
+
+def test_npz_file_with_a_negative_member_offset_is_a_format_error(tmp_path):
+    # the central directory claims to start 100 bytes past where it is, so zipfile puts
+    # the member 100 bytes before the start of the file: a negative seek (an OSError on
+    # a real file, a ValueError in memory)
+    for compressed in (False, True):
+        blob = bytearray(npz.dumps({"a": np.arange(4, dtype=np.float32)}, compressed=compressed))
+        eocd = blob.rindex(b"PK\x05\x06")
+        (offset,) = struct.unpack_from("<I", blob, eocd + 16)
+        struct.pack_into("<I", blob, eocd + 16, offset + 100)
+        path = tmp_path / f"neg{compressed}.npz"
+        path.write_bytes(bytes(blob))
+        with pytest.raises(tw.FormatError, match="-100"):
+            npz.loads(bytes(blob))
+        with pytest.raises(tw.FormatError, match="-100"):
+            npz.load(path)
+
+
+def test_npz_reads_in_place_without_copying_the_input():
+    blob = bytearray(npz.dumps({"a": np.arange(64, dtype=np.uint8)}))  # uint8: never misaligned
+    out = npz.loads(blob)
+    assert np.shares_memory(out["a"], np.frombuffer(blob, np.uint8))
+
+
+@pytest.mark.parametrize("mod", [safetensors, npz, md5list, ptth])
+def test_unreadable_buffers_are_input_errors(mod):
+    import mmap
+
+    closed = mmap.mmap(-1, 64)
+    closed.close()
+    strided = np.zeros((4, 4), np.uint8)[:, 0]
+    for source in (closed, strided, "text", 12, None):
+        with pytest.raises(tw.InputError):
+            mod.loads(source)

@@ -4,13 +4,22 @@ Formats: tensorwire (``.tw``, ``.tensorwire``), safetensors, npz, md5list (the K
 seed's format) and ptth (the iOS seed's format), chosen by extension, by ``--from`` /
 ``--to``, or for unknown extensions by sniffing the file. Errors are one line on
 stderr and a non-zero exit status: 1 for a bad file or a failed check, 2 for misuse.
+
+Every string shown comes from somewhere hostile (tensor names, metadata, paths, error
+messages quoting them), so all human-readable output goes through :func:`printable`,
+which writes unprintable characters (terminal escapes, C0/C1 controls, bidi overrides,
+zero-width characters, lone surrogates) as ``\\x1b``/``\\u202e`` escapes, and rich never
+interprets markup or emoji codes in it; ``--json`` output goes through
+:func:`printable_json`, exact JSON with those characters as ``\\u`` escapes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +30,7 @@ import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import _container
 from ._errors import InputError, TensorwireError
@@ -28,7 +38,7 @@ from ._structure import flatten
 from .formats import md5list, npz, ptth, safetensors
 from .formats._bytes import read_file
 
-__all__ = ["main"]
+__all__ = ["main", "printable", "printable_json"]
 
 FORMATS = ("tensorwire", "safetensors", "npz", "md5list", "ptth")
 _EXTENSIONS = {
@@ -49,6 +59,74 @@ def _canonical(fmt: Optional[str]) -> Optional[str]:
         return None
     fmt = fmt.lower()
     return "tensorwire" if fmt == "tw" else fmt
+
+
+# ----------------------------------------------------------------------------------------
+# Showing strings from hostile files
+
+_SHORT_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    if c in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[c]
+    if n < 0x100:
+        return f"\\x{n:02x}"
+    return f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def printable(text: object) -> str:
+    """``str(text)`` safe to write to a terminal: every character that is not printable
+    (``str.isprintable``: C0 and C1 controls, DEL, format characters such as bidi
+    overrides and zero-width spaces, line/paragraph separators, lone surrogates,
+    unassigned code points) is written as a Python-style escape (``\\x1b``, ``\\u202e``,
+    ``\\U000e0001``); printable text, non-ASCII included, is unchanged. The one function
+    every human-readable line of the CLI goes through."""
+    s = str(text)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else _escape(c) for c in s)
+
+
+def _json_escape(c: str) -> str:
+    n = ord(c)
+    if n < 0x10000:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
+
+
+def printable_json(doc: Any, *, ascii_only: bool = False, **dumps_args: Any) -> str:
+    """``json.dumps(doc, ensure_ascii=False, **dumps_args)`` with every unprintable
+    character written as a JSON ``\\u`` escape: exact JSON (it parses back to ``doc``),
+    safe to write to a terminal, readable non-ASCII kept as is (unless ``ascii_only``,
+    for outputs that cannot encode it)."""
+    text = json.dumps(doc, ensure_ascii=ascii_only, **dumps_args)
+    if text.isprintable():
+        return text
+    # json.dumps has escaped every control character inside strings already; what is left
+    # raw is the indentation's newlines (kept) and non-ASCII inside strings
+    return "".join(c if c == "\n" or c.isprintable() else _json_escape(c) for c in text)
+
+
+def _unicode_out(stream: Any) -> bool:
+    """Whether ``stream`` encodes every character (a UTF encoding)."""
+    return str(getattr(stream, "encoding", None) or "").lower().replace("_", "-").startswith("utf")
+
+
+def _escape_unencodable(stream: Any) -> None:
+    """Make ``stream`` write characters its encoding lacks (``é`` on an ASCII terminal)
+    as ``\\xe9`` escapes instead of failing with UnicodeEncodeError."""
+    reconfigure = getattr(stream, "reconfigure", None)
+    if reconfigure is not None and not _unicode_out(stream):
+        with contextlib.suppress(ValueError, OSError):
+            reconfigure(errors="backslashreplace")
+
+
+def _text(value: object, style: str = "") -> Text:
+    """A rich Text of ``printable(value)``: never parsed as markup or emoji codes."""
+    return Text(printable(value), style=style)
 
 
 # ----------------------------------------------------------------------------------------
@@ -200,15 +278,18 @@ def _write(tensors: Any, path: str, fmt: str, codec: Optional[str], meta: Any) -
 # Output helpers
 
 
-def _console() -> Console:
-    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+def _console(stderr: bool = False) -> Console:
+    """A rich console that never reads markup, emoji codes or highlighting into text
+    (everything printed is also a :class:`Text` of :func:`printable` strings)."""
+    width = None if (sys.stderr if stderr else sys.stdout).isatty() else 200
+    return Console(stderr=stderr, width=width, markup=False, emoji=False, highlight=False)
 
 
 def _status(text: str) -> contextlib.AbstractContextManager[Any]:
     """A transient spinner on stderr while long work runs (only on a terminal)."""
     if not sys.stderr.isatty():
         return contextlib.nullcontext()
-    return Console(stderr=True).status(text)
+    return _console(stderr=True).status(_text(text))
 
 
 def _track(items: Sequence[T], text: str) -> Iterator[T]:
@@ -219,7 +300,7 @@ def _track(items: Sequence[T], text: str) -> Iterator[T]:
         track(
             items,
             description=text,
-            console=Console(stderr=True),
+            console=_console(stderr=True),
             transient=True,
             disable=not sys.stderr.isatty() or len(items) < 2,
         )
@@ -288,18 +369,22 @@ def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
                 for r in src.rows
             ],
         }
-        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        click.echo(printable_json(doc, indent=2, ascii_only=not _unicode_out(sys.stdout)))
         return
     out = _console()
-    out.print(f"[bold]{file}[/bold]")
-    out.print(f"  format:     {src.format}")
+    out.print(_text(file, style="bold"))
+    out.print(_text(f"  format:     {src.format}"))
     for k, v in src.facts.items():
-        out.print(f"  {k + ':':<11} {v}")
+        out.print(_text(f"  {k + ':':<11} {v}"))
     if src.metadata is not None:
-        out.print(f"  metadata:   {json.dumps(src.metadata, ensure_ascii=False)}", markup=False)
+        # one line, never wrapped: it is exact JSON, like --json's
+        meta = printable_json(src.metadata, ascii_only=not _unicode_out(sys.stdout))
+        out.print(Text(f"  metadata:   {meta}"), soft_wrap=True)
     out.print(
-        f"  tensors:    {len(src.rows)}, {_size(nbytes)} decoded, {_size(stored)} stored "
-        f"(ratio {_ratio(stored, nbytes)}), file {_size(os.path.getsize(file))}"
+        _text(
+            f"  tensors:    {len(src.rows)}, {_size(nbytes)} decoded, {_size(stored)} stored "
+            f"(ratio {_ratio(stored, nbytes)}), file {_size(os.path.getsize(file))}"
+        )
     )
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("name", overflow="fold")
@@ -310,7 +395,17 @@ def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
     table.add_column("ratio", justify="right")
     for r in src.rows:
         table.add_row(
-            r.name, r.dtype, _shape(r.shape), r.codec, _size(r.stored), _ratio(r.stored, r.nbytes)
+            *map(
+                _text,
+                (
+                    r.name,
+                    r.dtype,
+                    _shape(r.shape),
+                    r.codec,
+                    _size(r.stored),
+                    _ratio(r.stored, r.nbytes),
+                ),
+            )
         )
     out.print(table)
 
@@ -339,7 +434,7 @@ def verify(file: str, fmt: Optional[str]) -> None:
     else:
         what = f"structure valid ({fmt} has no checksums)"
     nbytes = sum(r.nbytes for r in src.rows)
-    click.echo(f"OK {file}: {fmt}, {len(src.rows)} tensors, {_size(nbytes)}; {what}")
+    click.echo(printable(f"OK {file}: {fmt}, {len(src.rows)} tensors, {_size(nbytes)}; {what}"))
 
 
 @cli.command()
@@ -361,11 +456,13 @@ def convert(
         src = _open_source(source, _canonical(from_fmt))
         notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
     for note in notes:
-        click.echo(f"note: {note}", err=True)
+        click.echo(printable(f"note: {note}"), err=True)
     in_size, out_size = os.path.getsize(source), os.path.getsize(dest)
     click.echo(
-        f"{source} ({src.format}, {_size(in_size)}) -> {dest} ({out_fmt}, {_size(out_size)}): "
-        f"{len(src.rows)} tensors, ratio {_ratio(out_size, in_size)}"
+        printable(
+            f"{source} ({src.format}, {_size(in_size)}) -> {dest} ({out_fmt}, "
+            f"{_size(out_size)}): {len(src.rows)} tensors, ratio {_ratio(out_size, in_size)}"
+        )
     )
 
 
@@ -448,7 +545,7 @@ def diff(
         pairs += [(n, None, x) for n, x in tb.items() if n not in ta]
     out = _console()
     if positional:
-        out.print("note: no tensor names in common; matching by position")
+        out.print(_text("note: no tensor names in common; matching by position"))
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col, justify in [("name", "left"), ("status", "left"), ("dtype", "left")]:
         table.add_column(col, justify=justify, overflow="fold")  # type: ignore[arg-type]
@@ -482,10 +579,10 @@ def diff(
                 status = "different"
             cells = [dt, _shape(xa.shape), f"{max_abs:.6g}", f"{max_rel:.6g}"]
         counts[status] = counts.get(status, 0) + 1
-        table.add_row(name, status, *cells)
+        table.add_row(*map(_text, (name, status, *cells)))
     out.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    out.print(f"{len(pairs)} tensors: {summary or 'none'}")
+    out.print(_text(f"{len(pairs)} tensors: {summary or 'none'}"))
     ok = all(s in ("same", "close") for s in counts)
     ctx.exit(0 if ok else 1)
 
@@ -496,10 +593,16 @@ def diff(
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Run the command line; errors become one line on stderr and a non-zero exit."""
+    _escape_unencodable(sys.stdout)
+    _escape_unencodable(sys.stderr)
     try:
         rc = cli.main(args=argv, prog_name="tensorwire", standalone_mode=False)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except click.exceptions.ClickException as e:  # usage errors quote arguments (paths)
+        shown = io.StringIO()
+        e.show(file=shown)
+        lines = shown.getvalue().split("\n")
+        for line in lines[:-1] if lines[-1] == "" else lines:
+            click.echo(printable(line), err=True)
         sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("tensorwire: aborted", err=True)
@@ -517,12 +620,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def _one_line(e: BaseException) -> str:
+    """The message of ``e`` on one printable line (it may quote names, paths, data)."""
     text = (
         str(e)
         if not isinstance(e, OSError) or not e.filename
         else (f"{e.filename}: {e.strerror or e}")
     )
-    return " ".join(text.split()) or type(e).__name__
+    return printable(re.sub(r"[ \t]*\r?\n[ \t]*", " ", text).strip()) or type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

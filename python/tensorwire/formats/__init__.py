@@ -10,8 +10,12 @@ Each submodule has ``dumps(tensors) -> bytes``, ``loads(data) -> tensors``,
 
 Loaders validate every length, count and shape against the input before allocating:
 malformed or truncated input is a :class:`~tensorwire.FormatError` (a bad checksum an
-:class:`~tensorwire.IntegrityError`), never a crash or a huge allocation. Submodules are
-imported on first use.
+:class:`~tensorwire.IntegrityError`, a buffer that is not bytes an
+:class:`~tensorwire.InputError`), never another exception, a crash or a huge allocation.
+Every field is checked for its exact type (an int, not a bool, a float or a 5,000-digit
+number) and range before use; JSON headers are parsed strictly. Error messages quote
+what the input holds cut short. Submodules are imported on first use; the atheris
+targets in ``fuzz/python/`` exercise every loader.
 """
 
 from __future__ import annotations

@@ -1,30 +1,40 @@
-"""Bytes in and out for the format modules: input buffers, bounded array views, files.
+"""Bytes in and out for the format modules: input buffers, bounded array views, JSON,
+error-message values, files.
 
-Every format reader goes through :func:`buffer_of` and :func:`array_at`, so the checks
-that keep hostile input from turning into a crash or a huge allocation live here once.
+Every format reader goes through :func:`buffer_of`, :func:`array_at` and (for JSON
+headers) :func:`json_loads`, so the checks that keep hostile input from turning into a
+crash or a huge allocation live here once; :func:`shown` keeps values quoted in error
+messages short whatever the input holds.
 """
 
 from __future__ import annotations
 
+import json
 import mmap
 import os
+import re
+import reprlib
 import secrets
-from typing import Any, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from .._arrays import as_array
-from .._errors import FormatError, InputError
+from .._errors import FormatError, InputError, TensorwireError
 from .._structure import flatten
 
 __all__ = [
+    "MAX_INT_DIGITS",
     "MAX_RANK",
+    "Oversized",
     "PathLike",
     "array_at",
     "buffer_of",
     "check_shape",
+    "json_loads",
     "named_arrays",
     "read_file",
+    "shown",
     "write_file",
 ]
 
@@ -35,36 +45,143 @@ MAX_RANK = 64
 # Largest byte size numpy can address for any shape (the product of non-zero dimensions
 # times the item size must fit in a signed 64-bit integer, with room to spare).
 _MAX_ADDRESSABLE = 1 << 62
+#: Most digits an integer in a JSON header may have to be read as an int (a u64 has 20);
+#: longer ones become :class:`Oversized`, so Python never converts a 5,000-digit string.
+MAX_INT_DIGITS = 20
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = 200
+_SHOWN.maxother = 80
+_SHOWN.maxlong = 40
+_SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxdict = _SHOWN.maxset = 8
+_SHOWN.maxlevel = 3
+_SHOWN_MAX = 300
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, cut to a few hundred characters (long strings keep both ends), for
+    quoting what the input holds in an error message."""
+    try:
+        text = _SHOWN.repr(value)
+    except ValueError:  # an int past Python's digit limit; never built by our readers
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 4] + " ..."
 
 
 def buffer_of(data: Any, what: str) -> memoryview:
     """A flat, read-only byte view of ``data`` (bytes, bytearray, memoryview, mmap, array)."""
     try:
         view = memoryview(data)
-    except TypeError:
+    except (TypeError, ValueError) as e:  # ValueError: a closed mmap, a released view
         raise InputError(
-            f"{what}: expected a bytes-like object, got {type(data).__name__}"
+            f"{what}: expected a bytes-like object, got {type(data).__name__} ({e})"
         ) from None
     if not view.c_contiguous:
         raise InputError(f"{what}: the buffer is not contiguous")
     if view.format != "B" or view.ndim != 1:
-        view = view.cast("B")
+        try:
+            view = view.cast("B")
+        except (TypeError, ValueError) as e:  # e.g. a '>f4' or structured numpy array
+            raise InputError(
+                f"{what}: cannot read a buffer of format {view.format!r} as bytes ({e})"
+            ) from None
     return view.toreadonly()
+
+
+class Oversized:
+    """What :func:`json_loads` gives for an integer of more than :data:`MAX_INT_DIGITS`
+    digits: not an ``int``, so type checks refuse it, and short to show in messages."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> Union[int, Oversized]:
+    digits = len(text) - text.startswith("-")
+    return Oversized(digits) if digits > MAX_INT_DIGITS else int(text)
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# A \uD800-\uDFFF escape: the only way a lone surrogate gets into a parsed str (raw
+# surrogates are not valid UTF-8). A hit only means "check the strings".
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _check_unicode(value: Any, what: str) -> None:
+    """Refuse any string (key or value) holding a lone surrogate, as strict JSON readers
+    (the Rust ones included) do: such a str cannot even be written back as UTF-8."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                raise FormatError(
+                    f"{what}: the header holds a string with a lone surrogate {shown(v)}"
+                ) from None
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+
+
+def json_loads(
+    raw: Any,
+    what: str,
+    *,
+    object_pairs_hook: Optional[Callable[[list[tuple[str, Any]]], Any]] = None,
+) -> Any:
+    """Parse hostile UTF-8 JSON bytes; anything wrong is a :class:`FormatError`.
+
+    Strict: no ``NaN``/``Infinity``, no lone surrogates, nesting as deep as Python's
+    parser allows (deeper is refused, not a crash); integers longer than
+    :data:`MAX_INT_DIGITS` digits come back as :class:`Oversized` (never converted).
+    ``object_pairs_hook`` may raise tensorwire errors, which pass through unchanged.
+    """
+    try:
+        text = str(raw, "utf-8")
+        value = json.loads(
+            text,
+            object_pairs_hook=object_pairs_hook,
+            parse_int=_parse_int,
+            parse_constant=_no_constants,
+        )
+    except TensorwireError:
+        raise
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError...
+        raise FormatError(f"{what}: the header is not valid JSON: {shown(str(e))[1:-1]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _check_unicode(value, what)
+    return value
 
 
 def check_shape(shape: tuple[int, ...], itemsize: int, tensor: str, what: str) -> int:
     """Validate a shape read from input and return its size in bytes."""
     if len(shape) > MAX_RANK:
-        raise FormatError(f"{what}: tensor {tensor!r} has {len(shape)} dimensions (max {MAX_RANK})")
+        raise FormatError(
+            f"{what}: tensor {shown(tensor)} has {len(shape)} dimensions (max {MAX_RANK})"
+        )
     count = 1
     addressable = itemsize
     for d in shape:
-        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
-            raise FormatError(f"{what}: tensor {tensor!r} has an invalid dimension {d!r}")
+        if type(d) is not int or d < 0:  # exactly int: not bool, not numpy, not Oversized
+            raise FormatError(f"{what}: tensor {shown(tensor)} has an invalid dimension {shown(d)}")
         count *= d
         addressable *= max(d, 1)
         if addressable > _MAX_ADDRESSABLE:
-            raise FormatError(f"{what}: tensor {tensor!r} has an absurd shape {list(shape)}")
+            raise FormatError(
+                f"{what}: tensor {shown(tensor)} has an absurd shape {shown(list(shape))}"
+            )
     return count * itemsize
 
 
@@ -102,7 +219,7 @@ def read_file(path: PathLike) -> Any:
 
 def write_file(path: PathLike, data: Any) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = os.fspath(path)
+    path = os.fsdecode(path)  # a bytes path too (its name is not "b'...'.tmp")
     tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
         with open(tmp, "xb") as f:  # "x": never clobber; permissions follow the umask

@@ -23,10 +23,13 @@ array([3., 4., 5.])
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import struct
 import zipfile
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +42,7 @@ from ._bytes import (
     check_shape,
     named_arrays,
     read_file,
+    shown,
     write_file,
 )
 
@@ -89,16 +93,16 @@ def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
     for info in infos:
         name = info.filename
         if not name.endswith(".npy") or info.is_dir():
-            raise FormatError(f"{_WHAT}: member {name!r} is not a .npy array")
+            raise FormatError(f"{_WHAT}: member {shown(name)} is not a .npy array")
         if name in names:
-            raise FormatError(f"{_WHAT}: member {name!r} appears twice")
+            raise FormatError(f"{_WHAT}: member {shown(name)} appears twice")
         if info.flag_bits & 0x1:
-            raise FormatError(f"{_WHAT}: member {name!r} is encrypted")
+            raise FormatError(f"{_WHAT}: member {shown(name)} is encrypted")
         names.add(name)
         if info.compress_type == zipfile.ZIP_STORED:
             if info.file_size != info.compress_size:
                 raise FormatError(
-                    f"{_WHAT}: stored member {name!r} claims {info.file_size} bytes from "
+                    f"{_WHAT}: stored member {shown(name)} claims {info.file_size} bytes from "
                     f"{info.compress_size} stored bytes"
                 )
             limit = info.compress_size
@@ -106,12 +110,12 @@ def _check_members(zf: zipfile.ZipFile, size: int) -> list[zipfile.ZipInfo]:
             limit = info.compress_size * _DEFLATE_MAX_RATIO + 64
         else:
             raise FormatError(
-                f"{_WHAT}: member {name!r} uses zip compression method {info.compress_type} "
+                f"{_WHAT}: member {shown(name)} uses zip compression method {info.compress_type} "
                 "(only stored and deflate are read)"
             )
         if info.file_size > limit:
             raise FormatError(
-                f"{_WHAT}: member {name!r} claims {info.file_size} bytes from "
+                f"{_WHAT}: member {shown(name)} claims {info.file_size} bytes from "
                 f"{info.compress_size} stored bytes"
             )
         compressed_total += info.compress_size
@@ -130,18 +134,18 @@ def _npy_header(f: Any, key: str, file_size: int) -> tuple[tuple[int, ...], bool
     elif version == (2, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
     else:
-        raise FormatError(f"{_WHAT}: member {key!r} is .npy version {version}, not 1.0/2.0")
+        raise FormatError(f"{_WHAT}: member {shown(key)} is .npy version {version}, not 1.0/2.0")
     if dtype.hasobject:
         raise FormatError(
-            f"{_WHAT}: member {key!r} is an object array, which only pickle can load; refused"
+            f"{_WHAT}: member {shown(key)} is an object array, which only pickle can load; refused"
         )
     if dtype.name not in _NUMPY_DTYPES or dtype.fields is not None or dtype.subdtype:
-        raise FormatError(f"{_WHAT}: member {key!r} has unsupported dtype {dtype.str!r}")
+        raise FormatError(f"{_WHAT}: member {shown(key)} has unsupported dtype {dtype.str!r}")
     shape = tuple(shape)
     nbytes = check_shape(shape, dtype.itemsize, key, _WHAT)
     if f.tell() + nbytes != file_size:
         raise FormatError(
-            f"{_WHAT}: member {key!r} is {dtype.str}{list(shape)} ({nbytes} bytes) but "
+            f"{_WHAT}: member {shown(key)} is {dtype.str}{list(shape)} ({nbytes} bytes) but "
             f"holds {file_size - f.tell()} bytes after its header"
         )
     return shape, fortran, dtype
@@ -155,19 +159,19 @@ def _stored_member(buf: memoryview, info: zipfile.ZipInfo) -> np.ndarray:
     """A stored member read in place: the local header checked, the CRC computed over
     the member's bytes, the array a view into ``buf`` where aligned."""
     key = info.filename[: -len(".npy")]
-    at = info.header_offset
-    if at + 30 > len(buf) or bytes(buf[at : at + 4]) != b"PK\x03\x04":
-        raise FormatError(f"{_WHAT}: member {key!r} has no local header at offset {at}")
+    at = info.header_offset  # zipfile adds a prefix length to it, which can be negative
+    if not 0 <= at <= len(buf) - 30 or bytes(buf[at : at + 4]) != b"PK\x03\x04":
+        raise FormatError(f"{_WHAT}: member {shown(key)} has no local header at offset {at}")
     name_len, extra_len = struct.unpack_from("<HH", buf, at + 26)
     start = at + 30 + name_len + extra_len
     local_name = bytes(buf[at + 30 : at + 30 + name_len])
     if local_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437") != info.orig_filename:
-        raise FormatError(f"{_WHAT}: member {key!r}: local and central names differ")
+        raise FormatError(f"{_WHAT}: member {shown(key)}: local and central names differ")
     if start + info.file_size > len(buf):
-        raise FormatError(f"{_WHAT}: member {key!r} runs past the end of the archive")
+        raise FormatError(f"{_WHAT}: member {shown(key)} runs past the end of the archive")
     member = buf[start : start + info.file_size]
     if zlib.crc32(member) != info.CRC:
-        raise IntegrityError(f"{_WHAT}: member {key!r}: bad CRC-32 (the data is corrupted)")
+        raise IntegrityError(f"{_WHAT}: member {shown(key)}: bad CRC-32 (the data is corrupted)")
     head = io.BytesIO(member[: min(len(member), 65536 + 16)])
     shape, fortran, dtype = _npy_header(head, key, info.file_size)
     count = 1
@@ -184,52 +188,95 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
         nbytes = info.file_size - f.tell()
         raw = f.read(nbytes)  # one allocation of the size just checked against the zip
         if len(raw) != nbytes:
-            raise FormatError(f"{_WHAT}: member {key!r} ends after {len(raw)} of {nbytes} bytes")
+            raise FormatError(
+                f"{_WHAT}: member {shown(key)} ends after {len(raw)} of {nbytes} bytes"
+            )
         if f.read(1):  # also makes zipfile check the CRC
-            raise FormatError(f"{_WHAT}: member {key!r} holds bytes past its array")
+            raise FormatError(f"{_WHAT}: member {shown(key)} holds bytes past its array")
     return _arrange(np.frombuffer(raw, dtype=dtype), shape, fortran)
 
 
-def _open(source: Any) -> zipfile.ZipFile:
-    return zipfile.ZipFile(source, mode="r")
+class _ViewFile(io.RawIOBase):
+    """A read-only, seekable file over a byte view, for zipfile: nothing is copied up
+    front, and a read returns at most the bytes present, whatever size is asked for."""
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__()
+        self._view, self._pos = view, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        if base + offset < 0:  # what a real file says (zipfile expects an OSError)
+            raise OSError(errno.EINVAL, f"seek to {base + offset}, before the start")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._pos + size
+        out = bytes(self._view[self._pos : end])
+        self._pos += len(out)
+        return out
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, b: Any) -> int:
+        out = memoryview(b).cast("B")
+        chunk = self._view[self._pos : self._pos + len(out)]
+        out[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
 
 
-def _read(source: Any, buf: memoryview) -> dict[str, np.ndarray]:
+# What zipfile, zlib and numpy's .npy header parser raise on malformed input.
+_MALFORMED = (
+    zlib.error,
+    struct.error,
+    EOFError,
+    ValueError,  # UnicodeDecodeError, numpy's header errors...
+    OSError,  # a seek before the start: the archive is in memory, so no real I/O error
+    SyntaxError,
+    RecursionError,
+    OverflowError,
+    NotImplementedError,
+    RuntimeError,
+)
+
+
+@contextlib.contextmanager
+def _archive_errors() -> Iterator[None]:
+    """Turn what zipfile and numpy raise on a malformed archive into tensorwire errors."""
     try:
-        with _open(source) as zf:
-            out = {}
-            for info in _check_members(zf, len(buf)):
-                key = info.filename[: -len(".npy")]
-                if info.compress_type == zipfile.ZIP_STORED:
-                    out[key] = _stored_member(buf, info)
-                else:
-                    out[key] = _read_member(zf, info)
-            return out
+        yield
     except TensorwireError:
         raise
     except zipfile.BadZipFile as e:
         if "CRC" in str(e):
-            raise IntegrityError(f"{_WHAT}: {e}") from None
-        raise FormatError(f"{_WHAT}: not a valid zip archive: {e}") from None
-    except (
-        zlib.error,
-        struct.error,
-        EOFError,
-        ValueError,
-        SyntaxError,
-        RecursionError,
-        OverflowError,
-        NotImplementedError,
-        RuntimeError,
-    ) as e:
-        raise FormatError(f"{_WHAT}: malformed archive: {e}") from None
+            raise IntegrityError(f"{_WHAT}: {shown(str(e))[1:-1]}") from None
+        raise FormatError(f"{_WHAT}: not a valid zip archive: {shown(str(e))[1:-1]}") from None
+    except _MALFORMED as e:
+        raise FormatError(f"{_WHAT}: malformed archive: {shown(str(e))[1:-1]}") from None
 
 
-def _as_source(data: Any) -> tuple[Any, memoryview]:
-    """A file object for zipfile (sharing ``data`` when it is bytes) and a byte view."""
-    if not isinstance(data, bytes):
-        data = bytes(buffer_of(data, _WHAT))
-    return io.BytesIO(data), buffer_of(data, _WHAT)  # BytesIO shares immutable bytes
+def _read(buf: memoryview) -> dict[str, np.ndarray]:
+    with _archive_errors(), zipfile.ZipFile(_ViewFile(buf), mode="r") as zf:
+        out = {}
+        for info in _check_members(zf, len(buf)):
+            key = info.filename[: -len(".npy")]
+            if info.compress_type == zipfile.ZIP_STORED:
+                out[key] = _stored_member(buf, info)
+            else:
+                out[key] = _read_member(zf, info)
+        return out
 
 
 def loads(data: Any) -> dict[str, np.ndarray]:
@@ -238,27 +285,21 @@ def loads(data: Any) -> dict[str, np.ndarray]:
     Arrays are read-only (like every tensorwire loader's): stored members are views into
     ``data`` where aligned, deflated ones own their bytes; ``.copy()`` one to modify it.
     """
-    source, buf = _as_source(data)
-    return _read(source, buf)
+    return _read(buffer_of(data, _WHAT))
 
 
 def stored(data: Any) -> dict[str, tuple[str, int]]:
     """Each member's zip method (``"stored"`` or ``"deflate"``) and stored size in bytes
     (compressed, including the ``.npy`` header), by name; reads the zip directory only."""
-    source, buf = _as_source(data)
-    try:
-        with _open(source) as zf:
-            return {
-                i.filename[: -len(".npy")]: (
-                    "deflate" if i.compress_type == zipfile.ZIP_DEFLATED else "stored",
-                    i.compress_size,
-                )
-                for i in _check_members(zf, len(buf))
-            }
-    except TensorwireError:
-        raise
-    except (zipfile.BadZipFile, struct.error, ValueError, EOFError) as e:
-        raise FormatError(f"{_WHAT}: not a valid zip archive: {e}") from None
+    buf = buffer_of(data, _WHAT)
+    with _archive_errors(), zipfile.ZipFile(_ViewFile(buf), mode="r") as zf:
+        return {
+            i.filename[: -len(".npy")]: (
+                "deflate" if i.compress_type == zipfile.ZIP_DEFLATED else "stored",
+                i.compress_size,
+            )
+            for i in _check_members(zf, len(buf))
+        }
 
 
 def dump(tensors: Any, path: PathLike, *, compressed: bool = False) -> None:
@@ -268,6 +309,4 @@ def dump(tensors: Any, path: PathLike, *, compressed: bool = False) -> None:
 
 def load(path: PathLike) -> dict[str, np.ndarray]:
     """The arrays of the file ``path`` (memory-mapped); see :func:`loads`."""
-    data = read_file(path)
-    with open(path, "rb") as f:
-        return _read(f, buffer_of(data, _WHAT))
+    return loads(read_file(path))

@@ -45,6 +45,7 @@ from ._bytes import (
     check_shape,
     named_arrays,
     read_file,
+    shown,
     write_file,
 )
 
@@ -131,24 +132,25 @@ def loads(data: Any) -> dict[str, np.ndarray]:
         except UnicodeDecodeError:
             raise FormatError(f"{_WHAT}: parameter {i}'s name is not UTF-8: {raw[:40]!r}") from None
         if name in out:
-            raise FormatError(f"{_WHAT}: parameter {name!r} appears twice")
-        (rank,) = cur.uint32s(1, f"{name!r}'s rank")
+            raise FormatError(f"{_WHAT}: parameter {shown(name)} appears twice")
+        (rank,) = cur.uint32s(1, f"{shown(name)}'s rank")
         if rank > MAX_RANK:
-            raise FormatError(f"{_WHAT}: parameter {name!r} has rank {rank} (max {MAX_RANK})")
-        shape = cur.uint32s(rank, f"{name!r}'s shape")
-        code, data_len = cur.uint32s(2, f"{name!r}'s dtype and data length")
+            raise FormatError(f"{_WHAT}: parameter {shown(name)} has rank {rank} (max {MAX_RANK})")
+        shape = cur.uint32s(rank, f"{shown(name)}'s shape")
+        code, data_len = cur.uint32s(2, f"{shown(name)}'s dtype and data length")
         if code not in DTYPE_CODES:
             raise FormatError(
-                f"{_WHAT}: parameter {name!r} has dtype code {code} (0=float32, 1=float64, 2=int32)"
+                f"{_WHAT}: parameter {shown(name)} has dtype code {code} "
+                "(0=float32, 1=float64, 2=int32)"
             )
         dtype = DTYPE_CODES[code]
         nbytes = check_shape(shape, dtype.itemsize, name, _WHAT)
         if data_len != nbytes:
             raise FormatError(
-                f"{_WHAT}: parameter {name!r} is {dtype.name}{list(shape)} ({nbytes} bytes) "
+                f"{_WHAT}: parameter {shown(name)} is {dtype.name}{list(shape)} ({nbytes} bytes) "
                 f"but declares {data_len} bytes of data"
             )
-        start = cur.take(data_len, f"{name!r}'s data")
+        start = cur.take(data_len, f"{shown(name)}'s data")
         out[name] = array_at(buf, start, dtype, shape)
     if cur.left():
         raise FormatError(f"{_WHAT}: {cur.left()} bytes left over after the last parameter")

@@ -11,6 +11,12 @@ ordered by dtype size then name, header padded to 8 bytes); :func:`loads` reads 
 valid file, returning read-only numpy arrays that are views into the input wherever
 alignment allows (always, for files written by the reference writer).
 
+The header is hostile until checked: it is parsed strictly (no ``NaN``, no lone
+surrogates, integers of more than 20 digits never converted), and every field must have
+exactly its type (``dtype`` a known code string, ``shape`` and ``data_offsets`` lists of
+ints, not bools or floats) and fit the bytes present; anything else is a
+:class:`~tensorwire.FormatError` naming the tensor.
+
 >>> import numpy as np
 >>> from tensorwire.formats import safetensors
 >>> blob = safetensors.dumps({"w": np.ones((2, 3), np.float32)}, metadata={"step": "7"})
@@ -28,7 +34,17 @@ import numpy as np
 
 from .._arrays import SUPPORTED, byte_view, dtype_named
 from .._errors import FormatError, InputError
-from ._bytes import PathLike, array_at, buffer_of, check_shape, named_arrays, read_file, write_file
+from ._bytes import (
+    PathLike,
+    array_at,
+    buffer_of,
+    check_shape,
+    json_loads,
+    named_arrays,
+    read_file,
+    shown,
+    write_file,
+)
 
 __all__ = ["MAX_HEADER_LEN", "dump", "dumps", "load", "loads", "metadata"]
 
@@ -111,7 +127,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in pairs:
         if k in out:
-            raise FormatError(f"{_WHAT}: the header names {k!r} twice")
+            raise FormatError(f"{_WHAT}: the header names {shown(k)} twice")
         out[k] = v
     return out
 
@@ -126,10 +142,7 @@ def _parse_header(buf: memoryview) -> tuple[dict[str, Any], int]:
         raise FormatError(
             f"{_WHAT}: header length {n} runs past the end of the input ({len(buf)} bytes)"
         )
-    try:
-        header = json.loads(str(buf[8 : 8 + n], "utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        raise FormatError(f"{_WHAT}: the header is not valid JSON: {e}") from None
+    header = json_loads(buf[8 : 8 + n], _WHAT, object_pairs_hook=_no_duplicates)
     if not isinstance(header, dict):
         raise FormatError(f"{_WHAT}: the header is a JSON {type(header).__name__}, not an object")
     return header, 8 + n
@@ -151,10 +164,9 @@ def metadata(data: Any) -> Optional[dict[str, str]]:
 
 
 def _int_list(value: Any, name: str, field: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(
-        isinstance(x, int) and not isinstance(x, bool) for x in value
-    ):
-        raise FormatError(f"{_WHAT}: tensor {name!r} has an invalid {field} {value!r}")
+    """``value`` as a tuple of ints, if it is a JSON list of (exactly) ints."""
+    if not isinstance(value, list) or not all(type(x) is int for x in value):
+        raise FormatError(f"{_WHAT}: tensor {shown(name)} has an invalid {field} {shown(value)}")
     return tuple(value)
 
 
@@ -170,30 +182,34 @@ def loads(data: Any) -> dict[str, np.ndarray]:
         if name == "__metadata__":
             continue
         if not isinstance(info, dict):
-            raise FormatError(f"{_WHAT}: tensor {name!r} is described by a non-object")
+            raise FormatError(f"{_WHAT}: tensor {shown(name)} is described by a non-object")
         code = info.get("dtype")
-        if code not in _CODES:
-            raise FormatError(f"{_WHAT}: tensor {name!r} has an unsupported dtype {code!r}")
+        if not isinstance(code, str) or code not in _CODES:
+            raise FormatError(
+                f"{_WHAT}: tensor {shown(name)} has an unsupported dtype {shown(code)}"
+            )
         dtype_name = _CODES[code]
         if dtype_name not in SUPPORTED:
             raise FormatError(
-                f"{_WHAT}: tensor {name!r} has dtype {code}: install ml_dtypes to read it"
+                f"{_WHAT}: tensor {shown(name)} has dtype {code}: install ml_dtypes to read it"
             )
         dtype = dtype_named(dtype_name, name)
         shape = _int_list(info.get("shape"), name, "shape")
         offsets = _int_list(info.get("data_offsets"), name, "data_offsets")
         if len(offsets) != 2:
-            raise FormatError(f"{_WHAT}: tensor {name!r} has data_offsets {list(offsets)}")
+            raise FormatError(
+                f"{_WHAT}: tensor {shown(name)} has data_offsets {shown(list(offsets))}"
+            )
         begin, end = offsets
         nbytes = check_shape(shape, dtype.itemsize, name, _WHAT)
         if not 0 <= begin <= end <= data_len:
             raise FormatError(
-                f"{_WHAT}: tensor {name!r} has data_offsets [{begin}, {end}] outside the "
+                f"{_WHAT}: tensor {shown(name)} has data_offsets [{begin}, {end}] outside the "
                 f"{data_len}-byte data section"
             )
         if end - begin != nbytes:
             raise FormatError(
-                f"{_WHAT}: tensor {name!r} is {code}{list(shape)} ({nbytes} bytes) but its "
+                f"{_WHAT}: tensor {shown(name)} is {code}{list(shape)} ({nbytes} bytes) but its "
                 f"data_offsets span {end - begin} bytes"
             )
         layout.append((begin, end, name, dtype, shape))
@@ -202,7 +218,7 @@ def loads(data: Any) -> dict[str, np.ndarray]:
     for begin, end, name, _, _ in layout:
         if begin != expected:
             what = "overlaps the previous tensor" if begin < expected else "leaves a gap before it"
-            raise FormatError(f"{_WHAT}: tensor {name!r} at offset {begin} {what}")
+            raise FormatError(f"{_WHAT}: tensor {shown(name)} at offset {begin} {what}")
         expected = end
     if expected != data_len:
         raise FormatError(
