@@ -13,6 +13,8 @@
 //!   ([`reseal_header`], [`reseal_tensors`], [`reseal_chunk`]), which lets mutations
 //!   reach the JSON header, the codecs and the reassembly logic behind the checks.
 
+pub mod targets;
+
 use tensorwire::aggregate::{self, Accumulator, Contribution, Kind, Options, Precision, Round};
 use tensorwire::aggregate::{Source, TensorSpec};
 use tensorwire::chunk::{ChunkPlan, CHUNK_HEADER_LEN};
