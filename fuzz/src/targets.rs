@@ -18,9 +18,10 @@ use crate::{
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/run.sh` and `fuzz/regressions/<name>/` name them.
-pub const ALL: [(&str, Target); 4] = [
+pub const ALL: [(&str, Target); 5] = [
     ("parse", parse),
     ("codec_decode", codec_decode),
+    ("codec_roundtrip", codec_roundtrip),
     ("reassemble", reassemble),
     ("aggregate", aggregate),
 ];
@@ -216,4 +217,75 @@ fn digest_of(chunk: &[u8]) -> [u8; 32] {
     let mut d = [0u8; 32];
     d.copy_from_slice(&chunk[52..84]);
     d
+}
+
+/// Largest tensor `codec_roundtrip` encodes (64 KiB).
+pub const ROUNDTRIP_MAX_BYTES: usize = 64 << 10;
+
+/// Encode arbitrary values with a pipeline, then decode them: what a server does with
+/// values that came from clients (an aggregate re-encoded for the next round, with any
+/// NaN, infinity, subnormal or -0.0 in it). Byte 0 picks the spec from
+/// [`crate::SPECS`] (`auto` included), byte 1 the dtype, byte 2 bits 0-1 the rank and
+/// bit 2 whether the base is zeros or comes from the input too; then one byte per
+/// dimension (decoded size at most 64 KiB); the rest, repeated as needed, are the
+/// tensor's bytes (and then the base's). An encoding error is fine (a value the codec
+/// refuses); but what encodes must decode, a lossless pipeline must give back every
+/// bit, and nothing may panic.
+pub fn codec_roundtrip(data: &[u8]) {
+    let [sel, d, flags, rest @ ..] = data else {
+        return;
+    };
+    let spec = crate::SPECS[*sel as usize % crate::SPECS.len()];
+    let dtype = tensorwire::DType::ALL[*d as usize % tensorwire::DType::ALL.len()];
+    let rank = (flags & 3) as usize;
+    if rest.len() < rank {
+        return;
+    }
+    let (dims, values) = rest.split_at(rank);
+    let shape: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    let Some(nbytes) = capped_nbytes(dtype, &shape) else {
+        return;
+    };
+    if nbytes > ROUNDTRIP_MAX_BYTES {
+        return;
+    }
+    let fill = |skip: usize| -> Vec<u8> {
+        if values.is_empty() {
+            return vec![0; nbytes];
+        }
+        values
+            .iter()
+            .cycle()
+            .skip(skip)
+            .take(nbytes)
+            .copied()
+            .collect()
+    };
+    let tensor = fill(0);
+    let Ok(pipeline) = Pipeline::parse(spec) else {
+        return;
+    };
+    let base = pipeline.needs_base().then(|| {
+        if flags & 4 != 0 {
+            fill(nbytes % values.len().max(1) + 1)
+        } else {
+            vec![0; nbytes]
+        }
+    });
+    let Ok(resolved) = pipeline.resolve(dtype, &tensor) else {
+        return;
+    };
+    let Ok(stored) = pipeline.encode(dtype, &shape, &tensor, base.as_deref()) else {
+        return;
+    };
+    let mut out = vec![0u8; nbytes];
+    if let Err(e) = resolved.decode(dtype, &shape, &stored, base.as_deref(), &mut out) {
+        panic!("{resolved} ({spec}) encoded a {dtype}{shape:?} tensor it cannot decode: {e}");
+    }
+    if resolved.is_lossless() {
+        assert!(
+            out == tensor,
+            "{resolved} is lossless but did not give back the {dtype}{shape:?} tensor's bits"
+        );
+    }
 }

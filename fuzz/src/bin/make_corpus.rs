@@ -86,6 +86,31 @@ fn main() {
     }
     corpora.insert("codec_decode", codec);
 
+    // codec_roundtrip: spec, dtype, rank, dims, then sample values (with special floats).
+    let mut rt = Vec::new();
+    for (k, spec) in SPECS.iter().enumerate() {
+        let dtypes = if *spec == "auto" {
+            vec![DType::F32, DType::I16, DType::U8]
+        } else {
+            dtypes_for(spec)
+        };
+        for (j, dtype) in dtypes.into_iter().enumerate().step_by(2) {
+            let shape: &[u8] = if j % 4 == 0 { &[3, 5] } else { &[16] };
+            let n = shape.iter().map(|&d| d as usize).product();
+            let mut v = vec![k as u8, dtype.index() as u8, shape.len() as u8 | 4];
+            v.extend_from_slice(shape);
+            v.extend_from_slice(&sample_bytes(dtype, n, k as u32));
+            if dtype == DType::F32 {
+                for x in [f32::NAN, -0.0, f32::INFINITY, 1e-45, -3.4e38] {
+                    v.extend_from_slice(&x.to_le_bytes());
+                }
+            }
+            let name = format!("{}_{}", spec.replace([':', '+', '='], "_"), dtype.name());
+            rt.push((name, v));
+        }
+    }
+    corpora.insert("codec_roundtrip", rt);
+
     // reassemble: real chunk bytes (RAW ops) and references to built-in chunks.
     let payloads = reassembly_payloads();
     let mut reasm = Vec::new();
