@@ -122,6 +122,41 @@ pub fn reseal_header(buf: &mut [u8]) -> bool {
     true
 }
 
+/// A payload put together by hand from already stored tensors
+/// `(name, dtype name, shape, codec, stored bytes)`, laid out as FORMAT.md says, with
+/// correct checksums: for reproducers that no encoder would write (a declared shape
+/// far larger than the stored bytes, a codec applied to a dtype it does not fit).
+pub fn assemble(tensors: &[(&str, &str, &[u64], &str, &[u8])]) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut entries = Vec::new();
+    for (name, dtype, shape, codec, stored) in tensors {
+        while data.len() % 64 != 0 {
+            data.push(0);
+        }
+        let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+        entries.push(format!(
+            r#"{{"name":"{name}","dtype":"{dtype}","shape":[{}],"codec":"{codec}","offset":{},"length":{},"hash":"{}"}}"#,
+            shape.join(","),
+            data.len(),
+            stored.len(),
+            hex(blake3::hash(stored).as_bytes())
+        ));
+        data.extend_from_slice(stored);
+    }
+    let mut header = format!(r#"{{"tensors":[{}]}}"#, entries.join(",")).into_bytes();
+    while header.len() % 64 != 0 {
+        header.push(b' ');
+    }
+    let mut out = vec![0u8; 64];
+    out[..8].copy_from_slice(b"\x89TWR\r\n\x1a\n");
+    out[8..10].copy_from_slice(&1u16.to_le_bytes());
+    out[16..24].copy_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    reseal_header(&mut out);
+    out
+}
+
 fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
