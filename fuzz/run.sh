@@ -7,11 +7,12 @@
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
 # Targets are built with optimisations, AddressSanitizer and debug assertions (so
-# arithmetic overflow panics). Seeds come from fuzz/corpus/<target>/ (committed, read
-# only here); what libFuzzer finds goes to fuzz/corpus-work/<target>/ and crash inputs to
-# fuzz/artifacts/<target>/ (both gitignored). Environment: FUZZ_RSS_MB (2048),
-# FUZZ_MALLOC_MB (512: the targets themselves allocate at most 64 MiB per tensor),
-# FUZZ_TIMEOUT (10 s per input), FUZZ_ARGS (more libFuzzer flags).
+# arithmetic overflow panics). Seeds come from fuzz/corpus/<target>/ (committed, only
+# read here), the dictionary from fuzz/dict/tensorwire.dict; what libFuzzer finds goes
+# to fuzz/corpus-work/<target>/, crash inputs and logs to fuzz/artifacts/ (both
+# gitignored). Environment: FUZZ_RSS_MB (2048), FUZZ_MALLOC_MB (512: the targets
+# themselves allocate at most 64 MiB per tensor), FUZZ_TIMEOUT (10 s per input),
+# FUZZ_ARGS (more libFuzzer flags).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,7 @@ for t in "${targets[@]}"; do
   t0=$(date +%s)
   echo "fuzz: $t for $seconds s"
   "$BIN/$t" "${flags[@]}" -max_total_time="$seconds" -print_final_stats=1 \
+    -dict=fuzz/dict/tensorwire.dict \
     -artifact_prefix="fuzz/artifacts/$t/" "${EXTRA[@]}" \
     "fuzz/corpus-work/$t" "fuzz/corpus/$t" >"fuzz/artifacts/$t.log" 2>&1
   rc=$?
