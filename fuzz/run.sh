@@ -33,6 +33,14 @@ fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${ALL_TARGETS[@]}")
 
+if ! rustc +nightly -V >/dev/null 2>&1; then
+  echo "fuzz: no nightly toolchain (rustup toolchain install nightly)" >&2
+  exit 2
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  echo "fuzz: cargo-fuzz is missing: cargo install cargo-fuzz --locked (about 2 minutes)" >&2
+  exit 2
+fi
 TRIPLE=$(rustc +nightly -vV | sed -n 's/^host: //p')
 BIN=fuzz/target/$TRIPLE/release
 RSS=${FUZZ_RSS_MB:-2048}
