@@ -1,5 +1,5 @@
 //! Helpers shared by the fuzz targets (`fuzz_targets/`) and the corpus generator
-//! (`src/bin/make_corpus.rs`).
+//! (`examples/make_corpus.rs`).
 //!
 //! Two ideas run through all of it:
 //!

@@ -1,4 +1,4 @@
-//! Write the seed corpora: `cargo run --manifest-path fuzz/Cargo.toml --bin make_corpus`
+//! Write the seed corpora: `cargo run --manifest-path fuzz/Cargo.toml --example make_corpus`
 //! (stable toolchain; writes `fuzz/corpus/<target>/`, replacing the seeds it wrote
 //! before, leaving any other file there alone). Every file is small (about 2 KB at
 //! most) and deterministic, so the corpora can be committed and regenerated.
