@@ -122,11 +122,14 @@ pub fn reseal_header(buf: &mut [u8]) -> bool {
     true
 }
 
+/// `(name, dtype name, shape, codec, stored bytes)` of one tensor for [`assemble`].
+pub type StoredTensor<'a> = (&'a str, &'a str, &'a [u64], &'a str, &'a [u8]);
+
 /// A payload put together by hand from already stored tensors
 /// `(name, dtype name, shape, codec, stored bytes)`, laid out as FORMAT.md says, with
 /// correct checksums: for reproducers that no encoder would write (a declared shape
 /// far larger than the stored bytes, a codec applied to a dtype it does not fit).
-pub fn assemble(tensors: &[(&str, &str, &[u64], &str, &[u8])]) -> Vec<u8> {
+pub fn assemble(tensors: &[StoredTensor<'_>]) -> Vec<u8> {
     let mut data = Vec::new();
     let mut entries = Vec::new();
     for (name, dtype, shape, codec, stored) in tensors {
