@@ -9,7 +9,8 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks
+.PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks \
+        fuzz fuzz-smoke fuzz-tools fuzz-corpus
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +30,11 @@ demo: build
 
 lint: build
 	cargo fmt --check
+	cargo fmt --check --manifest-path fuzz/Cargo.toml
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
-	ruff check python tests benches examples
-	ruff format --check python tests benches examples
+	ruff check python tests benches examples fuzz
+	ruff format --check python tests benches examples fuzz
 	python -m mypy.stubtest tensorwire._core
 
 test-rust:
@@ -50,8 +52,31 @@ test-python: build nats-server
 bench-smoke: build
 	$(PY) benches/bench.py --smoke
 
+## fuzz-tools: cargo-fuzz, installed once into ~/.cargo/bin (about 2 minutes); the
+## targets build with the nightly toolchain
+fuzz-tools:
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --quiet
+
+FUZZ_SECONDS ?= 600
+## fuzz: every fuzzer for FUZZ_SECONDS each (cargo-fuzz on the core, atheris on the
+## Python readers); a crash's input is kept (fuzz/artifacts/, fuzz/python/crashes/)
+fuzz: build fuzz-tools
+	fuzz/run.sh $(FUZZ_SECONDS)
+	$(PY) fuzz/python/run.py --seconds $(FUZZ_SECONDS) --jobs 2
+
+## fuzz-smoke: the same, 30 s per cargo-fuzz target and 15 s per atheris target, and
+## every saved crash replayed (part of `make test`)
+fuzz-smoke: build fuzz-tools
+	fuzz/run.sh --regressions
+	fuzz/run.sh 30
+	$(PY) fuzz/python/run.py --seconds 15 --jobs 2
+
+## fuzz-corpus: rewrite the committed cargo-fuzz seeds (deterministic)
+fuzz-corpus:
+	cargo run --quiet --manifest-path fuzz/Cargo.toml --example make_corpus
+
 ## test: everything CI runs
-test: lint test-rust test-python bench-smoke
+test: lint test-rust test-python bench-smoke fuzz-smoke
 
 ## attacks: the hostile-client suite as a report (benches/results/attacks.md)
 attacks: build

@@ -15,11 +15,13 @@
 
 pub mod targets;
 
-use tensorwire::aggregate::{self, Accumulator, Contribution, Kind, Options, Precision, Round};
-use tensorwire::aggregate::{Source, TensorSpec};
 use tensorwire::chunk::{ChunkPlan, CHUNK_HEADER_LEN};
 use tensorwire::container::{self, EncodeOptions, Layout, TensorInput};
+use tensorwire::fedavg::{
+    self, Accumulator, Contribution, Kind, Method, Options, Precision, Round, Source, TensorSpec,
+};
 use tensorwire::DType;
+use tensorwire::TensorView;
 
 /// Largest decoded tensor a target allocates for (64 MiB).
 pub const MAX_DECODE: usize = 64 << 20;
@@ -236,7 +238,12 @@ pub fn exercise_layout(buf: &[u8], layout: &Layout) {
         let base = if e.pipeline.needs_base() {
             zeros.clear();
             zeros.resize(e.nbytes, 0);
-            Some(&zeros[..])
+            Some(TensorView {
+                name: &e.name,
+                dtype: e.dtype,
+                shape: &e.shape,
+                data: &zeros[..],
+            })
         } else {
             None
         };
@@ -630,12 +637,14 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
     };
     let opts = Options {
         clip_norm: flags.clip().then_some(1.0),
+        max_norm: flags.clip().then_some(1e6),
         precision: if flags.float64() {
             Precision::Float64
         } else {
             Precision::Auto
         },
         verify: flags.verify(),
+        method: Method::Mean,
     };
     let source = || Source::Payload { buf, layout };
 
@@ -643,6 +652,7 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
     if let Ok(mut acc) = Accumulator::new(round.clone(), opts) {
         if let Ok(index) = acc.check(&source(), kind) {
             let update = Contribution {
+                id: 0,
                 source: source(),
                 kind,
                 weight: 1.0,
@@ -660,26 +670,38 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
         let (w0, w1) = flags.weights();
         let updates = [
             Contribution {
+                id: 0,
                 source: source(),
                 kind,
                 weight: w0,
                 index: index.clone(),
             },
             Contribution {
+                id: 1,
                 source: source(),
                 kind,
                 weight: w1,
                 index,
             },
         ];
-        let mut outs: Vec<Vec<u8>> = layout.entries.iter().map(|e| vec![0; e.nbytes]).collect();
-        let _ = aggregate::aggregate(
-            &round,
-            base,
-            &updates,
-            outs.iter_mut().map(|o| &mut o[..]).collect(),
-            &opts,
-        );
+        // The second copy is refused (the same payload): both ways of handling that, and
+        // every method.
+        for (method, skip) in [
+            (Method::Mean, false),
+            (Method::Mean, true),
+            (Method::Median, true),
+            (Method::TrimmedMean(0.25), true),
+        ] {
+            let mut outs: Vec<Vec<u8>> = layout.entries.iter().map(|e| vec![0; e.nbytes]).collect();
+            let _ = fedavg::aggregate(
+                &round,
+                base,
+                &updates,
+                outs.iter_mut().map(|o| &mut o[..]).collect(),
+                &Options { method, ..opts },
+                skip,
+            );
+        }
     }
 }
 
