@@ -4,9 +4,9 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::kernels::{as_acc_mut, finish_in_place, Acc};
+use super::kernels::{as_acc_mut, finish_in_place, Acc, Scan};
 use super::mean::Sums;
-use super::survey::{decide, survey};
+use super::survey::{decide, summarize, survey};
 use super::{
     base_of, check_buffers, check_weight, robust, uses_f64, Contribution, Method, Options, Round,
 };
@@ -74,7 +74,25 @@ pub fn aggregate(
         }
     }
     let refs: Vec<&Contribution<'_>> = fresh.iter().map(|&k| &updates[k]).collect();
-    let surveys = survey(round, base, &refs, opts.verify)?;
+    // The mean without norms scans while it adds, hoping for no refusal (then one pass);
+    // everything else surveys first.
+    let optimistic =
+        opts.method == Method::Mean && opts.clip_norm.is_none() && opts.max_norm.is_none();
+    let mut out = out;
+    let surveys = if optimistic {
+        if opts.verify {
+            for c in &refs {
+                c.source
+                    .check_padding()
+                    .map_err(|e| super::about_update(c.id, e))?;
+            }
+        }
+        let ones = vec![1.0; refs.len()];
+        let scans = mean(round, base, &refs, &ones, &mut out, opts, opts.verify)?;
+        summarize(round, base, &refs, scans, opts)?
+    } else {
+        survey(round, base, &refs, opts)?
+    };
     let mut bounds = vec![0f64; round.tensors.len()];
     let mut accepted = Vec::with_capacity(refs.len());
     for ((&k, c), s) in fresh.iter().zip(&refs).zip(&surveys) {
@@ -89,30 +107,39 @@ pub fn aggregate(
         }
     }
     outcome.refused.sort_by_key(|r| r.0);
-    if (!outcome.refused.is_empty() && !skip_refused) || accepted.is_empty() && !updates.is_empty()
+    if (!outcome.refused.is_empty() && !skip_refused)
+        || (accepted.is_empty() && !updates.is_empty())
     {
-        // Nothing computed: the caller reports the refusals.
+        // Nothing computed (`out` holds no result): the caller reports the refusals.
+        return Ok(outcome);
+    }
+    outcome.computed = true;
+    if optimistic && accepted.len() == refs.len() {
         return Ok(outcome);
     }
     let chosen: Vec<&Contribution<'_>> = accepted.iter().map(|&k| &updates[k]).collect();
     let scales: Vec<f64> = accepted.iter().map(|&k| outcome.scales[k]).collect();
     match opts.method {
-        Method::Mean => mean(round, base, &chosen, &scales, out, opts)?,
+        Method::Mean => {
+            mean(round, base, &chosen, &scales, &mut out, opts, false)?;
+        }
         method => robust::combine(round, base, &chosen, &scales, method, out)?,
     }
-    outcome.computed = true;
     Ok(outcome)
 }
 
-/// The weighted mean of surveyed, accepted updates into `out`.
+/// The weighted mean of `updates` (each scaled by `scales[u]`) into `out`, and what each
+/// update's tensors held (`[tensor][update]`); with `verify`, raw tensors' checksums are
+/// checked in the same pass.
 fn mean(
     round: &Round,
     base: Option<&[&[u8]]>,
     updates: &[&Contribution<'_>],
     scales: &[f64],
-    out: Vec<&mut [u8]>,
+    out: &mut [&mut [u8]],
     opts: &Options,
-) -> Result<()> {
+    verify: bool,
+) -> Result<Vec<Vec<Scan>>> {
     let total: f64 = updates.iter().map(|c| c.weight).sum();
     if total.is_nan() || total <= 0.0 {
         return Err(Error::input(
@@ -125,10 +152,11 @@ fn mean(
         .map(|(c, s)| c.weight * s)
         .collect();
     let inv_w = 1.0 / total;
-    let mut jobs: Vec<(usize, &mut [u8])> = out.into_iter().enumerate().collect();
+    let mut jobs: Vec<(usize, &mut [u8])> = out.iter_mut().map(|o| &mut **o).enumerate().collect();
     // Largest tensors first, so that no big one is left for the end.
     jobs.sort_by_key(|(_, o)| std::cmp::Reverse(o.len()));
-    jobs.into_par_iter()
+    let mut scans: Vec<(usize, Vec<Scan>)> = jobs
+        .into_par_iter()
         .map_init(Vec::new, |scratch, (t, out)| {
             let spec = &round.tensors[t];
             let b = base_of(round, base, t);
@@ -139,9 +167,11 @@ fn mean(
                     if <$a as Acc>::DTYPE == spec.dtype {
                         if let Some(acc) = as_acc_mut::<$a>(out) {
                             acc.fill(0.0);
-                            super::mean::add_tensor(acc, spec, t, b, updates, &coef, scratch)?;
+                            let s = super::mean::add_tensor(
+                                acc, spec, t, b, updates, &coef, scratch, verify,
+                            )?;
                             finish_in_place(acc, b.map(|b| b.data), inv_w);
-                            return Ok(());
+                            return Ok((t, s));
                         }
                     }
                 };
@@ -153,9 +183,11 @@ fn mean(
                 in_out!(f32);
                 Sums::F32(try_zeroed(spec.numel(), "the sums")?)
             };
-            sums.add(spec, t, b, updates, &coef, scratch)?;
+            let s = sums.add(spec, t, b, updates, &coef, scratch, verify)?;
             sums.finish(spec, b.map(|b| b.data), inv_w, out);
-            Ok(())
+            Ok((t, s))
         })
-        .collect::<Result<()>>()
+        .collect::<Result<_>>()?;
+    scans.sort_by_key(|(t, _)| *t);
+    Ok(scans.into_iter().map(|(_, s)| s).collect())
 }

@@ -30,6 +30,9 @@ pub(super) trait Acc:
     fn from_f64(v: f64) -> Self;
     fn to_f32(self) -> f32;
     fn to_f64(self) -> f64;
+    fn abs(self) -> Self;
+    /// `self` if it is greater than `max`, else `max` (NaN is never greater).
+    fn at_least(self, max: Self) -> Self;
 }
 
 impl Acc for f32 {
@@ -47,6 +50,16 @@ impl Acc for f32 {
     fn to_f64(self) -> f64 {
         self as f64
     }
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    fn at_least(self, max: Self) -> Self {
+        if self > max {
+            self
+        } else {
+            max
+        }
+    }
 }
 
 impl Acc for f64 {
@@ -63,6 +76,16 @@ impl Acc for f64 {
     }
     fn to_f64(self) -> f64 {
         self
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    fn at_least(self, max: Self) -> Self {
+        if self > max {
+            self
+        } else {
+            max
+        }
     }
 }
 
@@ -132,36 +155,115 @@ pub(super) fn store<A: Acc>(dtype: DType, src: &[A], dst: &mut [u8]) {
     }
 }
 
-/// `acc += c * (x - base)` (or `c * x` without a base), `x` and `base` as `dtype` bytes.
-pub(super) fn add_scaled<A: Acc>(
+/// `x`'s bytes as `A` values without a copy, when they are `A`'s own dtype and aligned.
+fn view<A: Acc>(dtype: DType, x: &[u8]) -> Option<&[A]> {
+    if dtype != A::DTYPE || cfg!(target_endian = "big") {
+        return None;
+    }
+    // SAFETY: A is f32 or f64, for which every bit pattern is a valid value.
+    let (pre, mid, post) = unsafe { x.align_to::<A>() };
+    (pre.is_empty() && post.is_empty()).then_some(mid)
+}
+
+/// `d = x - base` (or `x`), `x` and `base` as `dtype` bytes, block by block in the
+/// accumulator's type: `f` gets each block of `d` and its offset in elements. Bytes that
+/// already are `A` values are read in place when there is no base.
+fn for_each_block<A: Acc>(
+    dtype: DType,
+    x: &[u8],
+    base: Option<&[u8]>,
+    mut f: impl FnMut(usize, &[A]),
+) {
+    let size = dtype.itemsize();
+    let n = x.len() / size.max(1);
+    if base.is_none() {
+        if let Some(values) = view::<A>(dtype, x) {
+            for (k, d) in values.chunks(BLOCK).enumerate() {
+                f(k * BLOCK, d);
+            }
+            return;
+        }
+    }
+    let mut xb = [A::default(); BLOCK];
+    let mut bb = [A::default(); BLOCK];
+    let mut k = 0;
+    while k < n {
+        let m = BLOCK.min(n - k);
+        let range = k * size..(k + m) * size;
+        load(dtype, &x[range.clone()], &mut xb[..m]);
+        if let Some(b) = base {
+            load(dtype, &b[range], &mut bb[..m]);
+            for (x, &b) in xb[..m].iter_mut().zip(&bb[..m]) {
+                *x = *x - b;
+            }
+        }
+        f(k, &xb[..m]);
+        k += m;
+    }
+}
+
+/// Lanes of the running extent: independent maxima and probes that the compiler keeps
+/// in one vector register each (a single running value would be a sequential chain).
+const LANES: usize = 8;
+
+/// What a pass over `d` tracks in float arithmetic only, lane by lane (it vectorizes):
+/// the largest magnitude, and `probe`, the sum of `d - d`, which is 0 while every value
+/// is finite and NaN as soon as one is not.
+#[derive(Clone, Copy, Default)]
+struct Extent<A> {
+    max: [A; LANES],
+    probe: [A; LANES],
+}
+
+impl<A: Acc> Extent<A> {
+    #[allow(clippy::eq_op)] // `d - d` is the point: NaN for NaN and ±inf, else 0
+    fn see(&mut self, lane: usize, d: A) {
+        self.max[lane] = d.abs().at_least(self.max[lane]);
+        self.probe[lane] += d - d;
+    }
+
+    fn see_all(&mut self, d: &[A]) {
+        let mut chunks = d.chunks_exact(LANES);
+        for c in &mut chunks {
+            for (lane, &v) in c.iter().enumerate() {
+                self.see(lane, v);
+            }
+        }
+        for (lane, &v) in chunks.remainder().iter().enumerate() {
+            self.see(lane, v);
+        }
+    }
+
+    fn scan(self) -> Scan {
+        let non_finite = self.probe.iter().any(|p| p.to_f64() != 0.0);
+        let max = self.max.iter().map(|m| m.to_f64()).fold(0.0, f64::max);
+        Scan {
+            max_abs: if non_finite { f64::INFINITY } else { max },
+            non_finite,
+            ..Scan::default()
+        }
+    }
+}
+
+/// `acc += c * d`, `d = x - base` (or `x`), computed as the sums are, and what `d`
+/// held: its largest magnitude and whether some element is not finite (without its
+/// norm, and without the element's index: [`scan`] finds it when needed).
+pub(super) fn add_scan<A: Acc>(
     acc: &mut [A],
     dtype: DType,
     x: &[u8],
     base: Option<&[u8]>,
     c: f64,
-) {
-    let size = dtype.itemsize();
+) -> Scan {
     let c = A::from_f64(c);
-    let mut xb = [A::default(); BLOCK];
-    let mut bb = [A::default(); BLOCK];
-    for (k, a) in acc.chunks_mut(BLOCK).enumerate() {
-        let n = a.len();
-        let range = k * BLOCK * size..(k * BLOCK + n) * size;
-        load(dtype, &x[range.clone()], &mut xb[..n]);
-        match base {
-            Some(b) => {
-                load(dtype, &b[range], &mut bb[..n]);
-                for ((a, &x), &b) in a.iter_mut().zip(&xb[..n]).zip(&bb[..n]) {
-                    *a += c * (x - b);
-                }
-            }
-            None => {
-                for (a, &x) in a.iter_mut().zip(&xb[..n]) {
-                    *a += c * x;
-                }
-            }
+    let mut seen = Extent::<A>::default();
+    for_each_block(dtype, x, base, |k, d: &[A]| {
+        for (a, &d) in acc[k..k + d.len()].iter_mut().zip(d) {
+            *a += c * d;
         }
-    }
+        seen.see_all(d);
+    });
+    seen.scan()
 }
 
 /// Write `base + acc * inv_w` (or `acc * inv_w`) as `dtype` into `out`.
@@ -233,13 +335,14 @@ pub(super) fn as_acc_mut<A: Acc>(bytes: &mut [u8]) -> Option<&mut [A]> {
     (pre.is_empty() && post.is_empty()).then_some(mid)
 }
 
-/// What [`scan`] found in one tensor of an update: the sum of squares and the largest
-/// magnitude of its contribution `d` (in float64), and the first element that is not
-/// finite (its index and value).
+/// What a pass saw of one tensor of an update, its contribution `d`: the sum of
+/// squares (when asked for), the largest magnitude, and whether some element is not
+/// finite — with its index and value when [`scan`] looked for it.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct Scan {
     pub sum_sq: f64,
     pub max_abs: f64,
+    pub non_finite: bool,
     pub bad: Option<(usize, f64)>,
 }
 
@@ -248,49 +351,33 @@ impl Scan {
     pub(super) fn join(&mut self, other: Scan, offset: usize) {
         self.sum_sq += other.sum_sq;
         self.max_abs = self.max_abs.max(other.max_abs);
+        self.non_finite |= other.non_finite;
         if self.bad.is_none() {
             self.bad = other.bad.map(|(i, v)| (i + offset, v));
         }
     }
 }
 
-/// Scan `x` (elements of `dtype`) as a contribution `d = x - base` (or `d = x`), in
-/// float64: non-finite `x`, or a `d` beyond float64, is reported in `bad`.
-pub(super) fn scan(dtype: DType, x: &[u8], base: Option<&[u8]>) -> Scan {
-    let size = dtype.itemsize();
-    let n = x.len() / size.max(1);
-    let mut xb = [0f64; BLOCK];
-    let mut bb = [0f64; BLOCK];
+/// Scan `d = x - base` (or `x`), computed in the accumulator's type `A` as the sums will
+/// be: its sum of squares in float64 (when `norm`), its largest magnitude, and the first
+/// element that is not finite (a value that is, or a difference that overflows `A`).
+pub(super) fn scan<A: Acc>(dtype: DType, x: &[u8], base: Option<&[u8]>, norm: bool) -> Scan {
     let mut out = Scan::default();
-    let mut k = 0;
-    while k < n {
-        let m = BLOCK.min(n - k);
-        let range = k * size..(k + m) * size;
-        load(dtype, &x[range.clone()], &mut xb[..m]);
-        if let Some(b) = base {
-            load(dtype, &b[range], &mut bb[..m]);
-            for (x, b) in xb[..m].iter_mut().zip(&bb[..m]) {
-                *x -= b;
-            }
+    for_each_block(dtype, x, base, |k, d: &[A]| {
+        let mut seen = Extent::<A>::default();
+        seen.see_all(d);
+        let block = seen.scan();
+        if block.non_finite && out.bad.is_none() {
+            let i = d
+                .iter()
+                .position(|v| !v.to_f64().is_finite())
+                .expect("found");
+            out.bad = Some((k + i, d[i].to_f64()));
         }
-        let d = &xb[..m];
-        let mut sum = 0f64;
-        let mut max = 0f64;
-        for &v in d {
-            sum += v * v;
-            max = max.max(v.abs());
+        out.join(block, 0);
+        if norm {
+            out.sum_sq += d.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
         }
-        // NaN is lost by max() and inf shows in the sum: only then look for the element.
-        if !(sum.is_finite() && max.is_finite()) || sum.is_nan() {
-            if let Some(i) = d.iter().position(|v| !v.is_finite()) {
-                if out.bad.is_none() {
-                    out.bad = Some((k + i, d[i]));
-                }
-            }
-        }
-        out.sum_sq += sum;
-        out.max_abs = out.max_abs.max(max);
-        k += m;
-    }
+    });
     out
 }

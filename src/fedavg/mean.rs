@@ -1,10 +1,11 @@
-//! The add pass of the mean: surveyed updates added into per-tensor sums, and the sums
-//! turned into the result.
+//! The add pass of the mean: updates added into per-tensor sums — scanning what they
+//! add and, for the batch, hashing raw tensors in the same pass — and the sums turned
+//! into the result.
 
-use super::kernels::{add_scaled, finish, Acc};
+use super::kernels::{add_scan, finish, Acc, Scan};
 use super::{Contribution, TensorSpec};
 use crate::container::TensorView;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Elements per block of the in-place add (256 KiB of float32: cache-sized).
 const FUSED_BLOCK: usize = 64 << 10;
@@ -27,10 +28,11 @@ impl Sums {
         updates: &[&Contribution<'_>],
         coef: &[f64],
         scratch: &mut Vec<u8>,
-    ) -> Result<()> {
+        verify: bool,
+    ) -> Result<Vec<Scan>> {
         match self {
-            Sums::F32(acc) => add_tensor(acc, spec, t, base, updates, coef, scratch),
-            Sums::F64(acc) => add_tensor(acc, spec, t, base, updates, coef, scratch),
+            Sums::F32(acc) => add_tensor(acc, spec, t, base, updates, coef, scratch, verify),
+            Sums::F64(acc) => add_tensor(acc, spec, t, base, updates, coef, scratch, verify),
         }
     }
 
@@ -49,12 +51,26 @@ impl Sums {
     }
 }
 
-/// Add every update's tensor `t`, times `coef[u]`, into `acc`: encoded tensors one
-/// update at a time through `scratch`, tensors readable in place all together, block by
-/// block (each byte of every update read once, the block of `acc` kept in cache).
-/// The updates were surveyed: their checksums are not checked again.
+/// An update's tensor read in place by [`add_tensor`].
+struct InPlace<'a> {
+    u: usize,
+    bytes: &'a [u8],
+    /// Relative to the base (a model, not a difference).
+    relative: bool,
+    coef: f64,
+    /// Its hasher and expected checksum, when verifying.
+    check: Option<(blake3::Hasher, &'a [u8; 32])>,
+}
+
+/// Add every update's tensor `t`, times `coef[u]`, into `acc`, and return what each
+/// update's tensor held (its largest `|d|`, whether some value is not finite): encoded
+/// tensors one update at a time through `scratch`, tensors readable in place all
+/// together, block by block (each byte of every update read once, the block of `acc`
+/// kept in cache). With `verify`, checksums are checked in the same pass (the caller
+/// has checked the padding); a mismatch is an error naming the update.
 /// Parallelism is across tensors only: nesting it here would let a waiting worker start
 /// another tensor with another scratch block, and memory would grow past one per thread.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn add_tensor<A: Acc>(
     acc: &mut [A],
     spec: &TensorSpec,
@@ -63,8 +79,10 @@ pub(super) fn add_tensor<A: Acc>(
     updates: &[&Contribution<'_>],
     coef: &[f64],
     scratch: &mut Vec<u8>,
-) -> Result<()> {
-    let mut in_place: Vec<(&[u8], bool, f64)> = Vec::new();
+    verify: bool,
+) -> Result<Vec<Scan>> {
+    let mut scans = vec![Scan::default(); updates.len()];
+    let mut in_place: Vec<InPlace<'_>> = Vec::new();
     for (u, c) in updates.iter().enumerate() {
         if coef[u] == 0.0 {
             continue;
@@ -72,24 +90,50 @@ pub(super) fn add_tensor<A: Acc>(
         let relative = !c.kind.is_difference();
         let j = c.index[t];
         match c.source.in_place(j) {
-            Some((bytes, _)) => in_place.push((bytes, relative, coef[u])),
+            Some((bytes, hash)) => {
+                let check = hash.filter(|_| verify).map(|h| (blake3::Hasher::new(), h));
+                in_place.push(InPlace {
+                    u,
+                    bytes,
+                    relative,
+                    coef: coef[u],
+                    check,
+                });
+            }
             None => {
                 let x = c
                     .source
-                    .values(j, scratch, base, false)
+                    .values(j, scratch, base, verify)
                     .map_err(|e| super::about_update(c.id, e))?;
                 let b = base.filter(|_| relative).map(|b| b.data);
-                add_scaled(acc, spec.dtype, x, b, coef[u]);
+                scans[u] = add_scan(acc, spec.dtype, x, b, coef[u]);
             }
         }
     }
     let size = spec.dtype.itemsize();
     for (k, a) in acc.chunks_mut(FUSED_BLOCK).enumerate() {
         let range = k * FUSED_BLOCK * size..(k * FUSED_BLOCK + a.len()) * size;
-        for &(x, relative, coef) in &in_place {
-            let b = base.filter(|_| relative).map(|b| &b.data[range.clone()]);
-            add_scaled(a, spec.dtype, &x[range.clone()], b, coef);
+        for p in &mut in_place {
+            let x = &p.bytes[range.clone()];
+            if let Some((h, _)) = &mut p.check {
+                h.update(x);
+            }
+            let b = base.filter(|_| p.relative).map(|b| &b.data[range.clone()]);
+            scans[p.u].join(add_scan(a, spec.dtype, x, b, p.coef), 0);
         }
     }
-    Ok(())
+    for InPlace { u, check, .. } in in_place {
+        if let Some((h, expected)) = check {
+            if h.finalize().as_bytes() != expected {
+                return Err(super::about_update(
+                    updates[u].id,
+                    Error::integrity(format!(
+                        "tensor {:?}: checksum mismatch, its bytes are corrupt",
+                        spec.name
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(scans)
 }

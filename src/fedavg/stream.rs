@@ -139,7 +139,7 @@ impl Accumulator {
                 "it is the same payload as one already added".into(),
             ));
         }
-        let s = &survey(&self.round, base, &[update], self.opts.verify)?[0];
+        let s = &survey(&self.round, base, &[update], &self.opts)?[0];
         let mut bounds = self.bounds.clone();
         let scale = match decide(&self.round, &self.opts, s, update.weight, Some(&mut bounds)) {
             Ok(scale) => scale,
@@ -154,7 +154,8 @@ impl Accumulator {
             .enumerate()
             .map_init(Vec::new, |scratch, (t, sums)| {
                 let b = base_of(round, base, t);
-                sums.add(&round.tensors[t], t, b, &refs, &coef, scratch)
+                sums.add(&round.tensors[t], t, b, &refs, &coef, scratch, false)
+                    .map(drop)
             })
             .collect::<Result<()>>();
         if let Err(e) = added {
