@@ -436,7 +436,7 @@ impl ChunkPlan {
             Some(id) => id,
             None => random_id()?,
         };
-        let (kind, digest) = match crate::container::parse(payload) {
+        let (kind, digest) = match crate::format::parse(payload) {
             Ok(layout) => (PayloadKind::Container, layout.content_id),
             Err(_) => {
                 let mut h = blake3::Hasher::new();

@@ -619,7 +619,7 @@ pub fn verify_payload(
             Ok(())
         }
         PayloadKind::Container => {
-            let layout = crate::container::parse(payload)?;
+            let layout = crate::format::parse(payload)?;
             if *digest != [0; 32] && layout.content_id != *digest {
                 return Err(Error::integrity(
                     "its content id does not match the digest in its chunks",
@@ -951,7 +951,7 @@ mod tests {
     fn a_forged_body_in_a_streamed_container_costs_nothing() {
         // Streamed chunks carry no digest: a forger can match their geometry exactly.
         let (blob, _) = container(21);
-        let layout = crate::container::parse(&blob).unwrap();
+        let layout = crate::format::parse(&blob).unwrap();
         let mut chunks = chunks_of(&blob, 300, 8);
         for c in &mut chunks {
             c[52..84].fill(0); // as encode_chunks sends them

@@ -13,9 +13,9 @@
 use crate::chunk::{
     random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
 };
-use crate::container::Prepared;
 use crate::error::Result;
-use crate::header::PREAMBLE_LEN;
+use crate::format::Prepared;
+use crate::format::PREAMBLE_LEN;
 
 /// Copy, checksum and hash in blocks of this size (each block is processed while in cache).
 const BLOCK: usize = 64 << 10;

@@ -16,10 +16,10 @@
 pub mod targets;
 
 use tensorwire::chunk::{ChunkPlan, CHUNK_HEADER_LEN};
-use tensorwire::container::{self, EncodeOptions, Layout, TensorInput};
 use tensorwire::fedavg::{
     self, Accumulator, Contribution, Kind, Method, Options, Precision, Round, Source, TensorSpec,
 };
+use tensorwire::format::{self, EncodeOptions, Layout, TensorInput};
 use tensorwire::DType;
 use tensorwire::TensorView;
 
@@ -172,7 +172,7 @@ fn hex(h: &[u8]) -> String {
 pub fn reseal_tensors(buf: &[u8]) -> Option<(Vec<u8>, Layout)> {
     let mut out = buf.to_vec();
     reseal_header(&mut out);
-    let layout = container::parse(&out).ok()?;
+    let layout = format::parse(&out).ok()?;
     let header = layout.data_start;
     let mut changed = false;
     for e in &layout.entries {
@@ -190,7 +190,7 @@ pub fn reseal_tensors(buf: &[u8]) -> Option<(Vec<u8>, Layout)> {
     if changed {
         reseal_header(&mut out);
     }
-    let layout = container::parse(&out).ok()?;
+    let layout = format::parse(&out).ok()?;
     Some((out, layout))
 }
 
@@ -467,14 +467,14 @@ pub fn encode(tensors: &[SampleTensor], metadata: Option<&str>) -> tensorwire::R
                 )
             })
             .collect();
-        hex(&container::tensors_id(&items))
+        hex(&format::tensors_id(&items))
     });
     let opts = EncodeOptions {
         structure: None,
         metadata,
         base_id: base_id.as_deref(),
     };
-    let prepared = container::prepare(&inputs, &opts)?;
+    let prepared = format::prepare(&inputs, &opts)?;
     let mut out = vec![0u8; prepared.total_len()];
     prepared.write_into(&mut out);
     Ok(out)
@@ -547,7 +547,7 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
         metadata: None,
         base_id: None,
     };
-    let prepared = container::prepare(&inputs, &opts).unwrap();
+    let prepared = format::prepare(&inputs, &opts).unwrap();
     let mut blob = vec![0u8; prepared.total_len()];
     prepared.write_into(&mut blob);
     out.push(("structure".into(), blob));

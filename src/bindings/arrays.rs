@@ -19,8 +19,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::InputError;
-use crate::container::TensorInput;
 use crate::dtype::DType;
+use crate::format::TensorInput;
 
 /// numpy's dtype for each [`DType`] (by [`DType::index`]); `None` where numpy has none
 /// here (bfloat16 and float8 without `ml_dtypes`).

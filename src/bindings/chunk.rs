@@ -19,8 +19,8 @@ use super::arrays::Tensors;
 use super::container::EncodeArgs;
 use super::{bytes_of, catch, new_bytes, to_py, InputError};
 use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
-use crate::container;
 use crate::error::Error;
+use crate::format;
 use crate::reassemble::{self, Limits, PayloadBuffer, WhenFull};
 use crate::stream::ChunkStream;
 
@@ -203,7 +203,7 @@ fn encode_chunks<'py>(
     let opts = args.options(metadata);
     let stream = py.detach(|| {
         catch(|| {
-            let prepared = container::prepare(&inputs, &opts).map_err(to_py)?;
+            let prepared = format::prepare(&inputs, &opts).map_err(to_py)?;
             ChunkStream::new(prepared, max_bytes, payload_id).map_err(to_py)
         })
     })?;

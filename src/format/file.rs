@@ -13,7 +13,7 @@ use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use crate::container::{prepare, EncodeOptions, TensorInput};
+use super::container::{prepare, EncodeOptions, TensorInput};
 use crate::error::{Error, Result};
 
 /// The infix of temporary file names: `.NAME.tw-tmp.PID.NONCE`.
@@ -198,7 +198,7 @@ mod tests {
             };
             save_atomic(&[input], &EncodeOptions::default(), &path).unwrap();
             let blob = fs::read(&path).unwrap();
-            let layout = crate::container::parse(&blob).unwrap();
+            let layout = crate::format::parse(&blob).unwrap();
             assert_eq!(layout.stored(&blob, 0), &[value; 16]);
         }
         assert!(

@@ -32,7 +32,7 @@ pub const MAX_RANK: usize = 64;
 /// Longest tensor name, in UTF-8 bytes.
 pub const MAX_NAME_LEN: usize = 65_535;
 /// Deepest JSON nesting anywhere in the header (unknown keys included): room for a
-/// structure of [`crate::structure::MAX_DEPTH`] levels, three JSON levels each.
+/// structure of [`super::structure::MAX_DEPTH`] levels, three JSON levels each.
 pub const MAX_JSON_DEPTH: usize = 256;
 /// Deepest JSON nesting of the user metadata.
 pub const MAX_METADATA_DEPTH: usize = 128;

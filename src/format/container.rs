@@ -13,14 +13,14 @@ use std::io::{Seek, SeekFrom, Write};
 use rayon::prelude::*;
 use serde_json::value::RawValue;
 
-use crate::codec::Pipeline;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::header::{
+use super::header::{
     align_up, hex32, json_depth, nbytes, parse_hex32, validate_entry, validate_metadata, Entry,
     Header, Preamble, TensorEntry, ALIGN, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
     VERSION_MINOR,
 };
+use crate::codec::Pipeline;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
 use crate::memory::{copy_and_hash, hash};
 
 /// One tensor handed to [`prepare`]: little-endian, C-contiguous bytes.
@@ -119,7 +119,7 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     }
     let structure = match opts.structure {
         Some(s) => {
-            crate::structure::validate(s, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
+            super::structure::validate(s, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
             Some(RawValue::from_string(s.to_owned()).expect("validated JSON"))
         }
         None => None,
@@ -440,7 +440,7 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         )));
     }
     if let Some(s) = &header.structure {
-        crate::structure::validate(s.get(), entries.len())?;
+        super::structure::validate(s.get(), entries.len())?;
     }
     if let Some(m) = &header.metadata {
         validate_metadata(m.get())?;
