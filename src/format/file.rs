@@ -13,7 +13,7 @@ use std::fs;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use super::container::{prepare, EncodeOptions, TensorInput};
+use super::write::{prepare, EncodeOptions, TensorInput};
 use crate::error::{Error, Result};
 
 /// The infix of temporary file names: `.NAME.tw-tmp.PID.NONCE`.

@@ -1,23 +1,40 @@
-//! The container format (`docs/FORMAT.md`): preamble, JSON header, data section.
+//! The container format (`docs/FORMAT.md`): a fixed preamble, a JSON header, the data
+//! section.
 //!
-//! [`prepare`] validates tensors, runs their codecs and lays a payload out; the
-//! [`Prepared`] payload is then written into memory or streamed to a file
-//! ([`save_atomic`]). [`parse`] validates a payload's preamble and header without
-//! touching tensor bytes; the [`Layout`] it returns verifies and decodes tensors.
+//! - [`preamble`]: the 64 fixed bytes (magic, version, section lengths, header hash).
+//! - [`header`]: the JSON header's limits, entries and their validation.
+//! - [`structure`]: the header's `structure` tree, walked without building a document.
+//! - [`ids`]: hex digests and the id of a set of tensors (a delta's base id).
+//! - [`write`]: [`prepare`] a payload, then write it into memory or stream it out.
+//! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors.
+//! - [`file`]: atomic file writes ([`save_atomic`]).
 
-pub mod container;
+use crate::error::Error;
+
 pub mod file;
 pub mod header;
+pub mod ids;
+pub mod preamble;
+pub mod read;
 pub mod structure;
+pub mod write;
 
-pub use container::{
-    check_bools, default_max_decoded_bytes, parse, prepare, tensors_id, DecodeJob, EncodeOptions,
-    Layout, Prepared, TensorInput, TensorView, DEFAULT_DECODED_SLACK, DEFAULT_EXPANSION,
-};
 pub use file::save_atomic;
 pub use header::{
-    align_up, hex32, json_depth, nbytes, numel, parse_hex32, validate_entry, validate_metadata,
-    Entry, Header, Preamble, TensorEntry, ALIGN, MAGIC, MAX_HEADER_LEN, MAX_JSON_DEPTH,
-    MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS, PREAMBLE_LEN, VERSION_MAJOR,
-    VERSION_MINOR,
+    json_depth, nbytes, numel, validate_entry, validate_metadata, Entry, Header, TensorEntry,
+    MAX_JSON_DEPTH, MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
 };
+pub use ids::{hex32, parse_hex32, tensors_id};
+pub use preamble::{
+    align_up, Preamble, ALIGN, MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION_MAJOR, VERSION_MINOR,
+};
+pub use read::{
+    check_bools, default_max_decoded_bytes, parse, DecodeJob, Layout, DEFAULT_DECODED_SLACK,
+    DEFAULT_EXPANSION,
+};
+pub use write::{prepare, EncodeOptions, Prepared, TensorInput, TensorView};
+
+/// Prefix an error's message with the tensor it concerns.
+fn about(name: &str, e: Error) -> Error {
+    e.context(format_args!("tensor {name:?}"))
+}
