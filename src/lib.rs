@@ -11,8 +11,6 @@ pub mod error;
 pub mod fedavg;
 pub mod format;
 pub mod memory;
-pub mod reassemble;
-pub mod stream;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use tensorwire::chunk::PayloadKind;
+use tensorwire::chunk::{verify_payload, Limits, Reassembler, WhenFull};
 use tensorwire::codec::Pipeline;
 use tensorwire::format;
-use tensorwire::reassemble::{verify_payload, Limits, Reassembler, WhenFull};
 
 use crate::{
     capped_nbytes, codec_base, exercise_aggregate, exercise_layout, reasm_op as op, reseal_chunk,

@@ -3,8 +3,8 @@
 //!
 //! Every chunk is an 88-byte header followed by a slice of the payload (its "body");
 //! `docs/FORMAT.md`, "Chunk framing", is the specification. [`ChunkPlan`] cuts an
-//! in-memory payload; `crate::stream` cuts a payload while it is being encoded;
-//! `crate::reassemble` puts the chunks back together.
+//! in-memory payload; `super::stream` cuts a payload while it is being encoded;
+//! `super::reassemble` puts the chunks back together.
 
 use rayon::prelude::*;
 

@@ -5,12 +5,12 @@
 //! output (encoded ones), copying, checksumming (CRC-32) and hashing (blake3, for the
 //! container's per-tensor hashes) each byte in one pass. Chunks that hold the data
 //! section come first, in order; the chunks that hold the preamble and header come
-//! last, once every tensor's hash is known. A [`crate::reassemble::Reassembler`] accepts
+//! last, once every tensor's hash is known. A [`super::reassemble::Reassembler`] accepts
 //! chunks in any order, so this needs nothing from the receiver. The chunks are of
 //! kind [`PayloadKind::Container`] with an all-zero digest (the content id is not
 //! known when the first chunk leaves); the receiver verifies the container itself.
 
-use crate::chunk::{
+use super::framing::{
     random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
 };
 use crate::error::Result;
@@ -215,7 +215,7 @@ impl<'a> ChunkStream<'a> {
             let head = self.head.as_ref().expect("built above");
             let n = (self.data_start.min(end) - pos) as usize;
             let src = &head[pos as usize..pos as usize + n];
-            crate::chunk::copy_and_crc(src, &mut body[..n], &mut crc);
+            super::framing::copy_and_crc(src, &mut body[..n], &mut crc);
             at = n;
             pos += n as u64;
         }
@@ -239,7 +239,7 @@ impl<'a> ChunkStream<'a> {
                                 h.update(d);
                             }
                         }
-                        None => crate::chunk::copy_and_crc(src, dst, &mut crc),
+                        None => super::framing::copy_and_crc(src, dst, &mut crc),
                     }
                     at += src.len();
                 }

@@ -1,6 +1,6 @@
 //! Putting chunks back together: [`Reassembler`].
 //!
-//! It accepts chunks (see [`crate::chunk`]) in any order, duplicated and interleaved
+//! It accepts chunks (see [`super::framing`]) in any order, duplicated and interleaved
 //! with the chunks of other payloads; writes each body once into a buffer allocated for
 //! its payload when the payload's first chunk arrives; bounds the memory it holds (a
 //! limit per payload, a limit on all partial payloads — charged what they really cost —
@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use crate::chunk::{
+use super::framing::{
     check_crc, copy_and_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind,
     CHUNK_HEADER_LEN, CRC_AT,
 };
@@ -1176,7 +1176,7 @@ mod tests {
                 })
                 .collect();
             let prepared = crate::prepare(&inputs, &Default::default()).unwrap();
-            let stream = crate::stream::ChunkStream::new(prepared, max_bytes, None).unwrap();
+            let stream = crate::chunk::stream::ChunkStream::new(prepared, max_bytes, None).unwrap();
             assert_eq!(stream.total_len(), payload.len() as u64);
             let chunks: Vec<Vec<u8>> = stream.collect();
             assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
