@@ -269,3 +269,45 @@ impl Iterator for ChunkStream<'_> {
         Some(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::fixtures::container;
+    use crate::chunk::{Limits, Reassembler};
+
+    #[test]
+    fn streamed_chunks_reassemble_to_the_encoded_payload() {
+        for max_bytes in [89u64, 100, 150, 300, 1000, 4096, 100_000] {
+            let (payload, datas) = container(max_bytes);
+            let shapes: Vec<Vec<u64>> = (0..5).map(|i| vec![100 + 37 * i as u64]).collect();
+            let names: Vec<String> = (0..5).map(|i| format!("layer{i}.weight")).collect();
+            let inputs: Vec<crate::TensorInput<'_>> = (0..5)
+                .map(|i| crate::TensorInput {
+                    name: &names[i],
+                    dtype: crate::DType::F32,
+                    shape: &shapes[i],
+                    data: &datas[i],
+                    codec: if i == 2 { "zstd" } else { "raw" },
+                    base: None,
+                })
+                .collect();
+            let prepared = crate::prepare(&inputs, &Default::default()).unwrap();
+            let stream = ChunkStream::new(prepared, max_bytes, None).unwrap();
+            assert_eq!(stream.total_len(), payload.len() as u64);
+            let chunks: Vec<Vec<u8>> = stream.collect();
+            assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
+            let first = ChunkHeader::parse(&chunks[0]).unwrap();
+            assert!(
+                first.index > 0 || chunks.len() == 1,
+                "data chunks come first"
+            );
+            let mut r = Reassembler::new(Limits::default()).unwrap();
+            let mut done = None;
+            for c in &chunks {
+                done = done.or(r.add(c, 0.0).unwrap());
+            }
+            assert_eq!(done.as_deref(), Some(&payload[..]), "max_bytes={max_bytes}");
+        }
+    }
+}
