@@ -6,8 +6,6 @@
 //! in-memory payload; [`super::stream`] cuts a payload while it is being encoded;
 //! [`super::reassemble`] puts the chunks back together.
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
 
 /// The first four bytes of every chunk.
@@ -22,13 +20,6 @@ pub(crate) const CRC_AT: usize = 84;
 pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
 /// Most chunks one payload may be cut into (the index and count are u32).
 pub const MAX_CHUNKS: u64 = u32::MAX as u64;
-/// Copy and checksum in blocks of this size, so each block is checksummed while in cache.
-const COPY_BLOCK: usize = 64 << 10;
-/// Bodies at least this large are copied and checksummed by several threads...
-const PARALLEL_BODY: usize = 512 << 10;
-/// ...in parts of this size.
-const PARALLEL_PART: usize = 256 << 10;
-
 /// A payload id: 16 bytes chosen by the sender, random unless given.
 pub type PayloadId = [u8; 16];
 
@@ -194,22 +185,7 @@ fn crcs(chunk: &[u8]) -> (u32, u32) {
     let stored = u32::from_le_bytes(chunk[CRC_AT..CHUNK_HEADER_LEN].try_into().expect("4"));
     let mut h = crc32fast::Hasher::new();
     h.update(&chunk[..CRC_AT]);
-    let body = &chunk[CHUNK_HEADER_LEN..];
-    if body.len() >= PARALLEL_BODY {
-        let parts: Vec<crc32fast::Hasher> = body
-            .par_chunks(PARALLEL_PART)
-            .map(|part| {
-                let mut p = crc32fast::Hasher::new();
-                p.update(part);
-                p
-            })
-            .collect();
-        for p in &parts {
-            h.combine(p);
-        }
-    } else {
-        h.update(body);
-    }
+    crate::memory::crc(&chunk[CHUNK_HEADER_LEN..], &mut h);
     (stored, h.finalize())
 }
 
@@ -386,30 +362,6 @@ pub(crate) fn write_chunk(
     crc.update(&fields);
     fill_body(body, &mut crc);
     head[CRC_AT..].copy_from_slice(&crc.finalize().to_le_bytes());
-}
-
-/// Copy `src` into `dst` (same length) and feed the copy to `crc`, block by block;
-/// large bodies are split over threads, their CRCs combined in order.
-pub(crate) fn copy_and_crc(src: &[u8], dst: &mut [u8], crc: &mut crc32fast::Hasher) {
-    if src.len() >= PARALLEL_BODY {
-        let parts: Vec<crc32fast::Hasher> = src
-            .par_chunks(PARALLEL_PART)
-            .zip(dst.par_chunks_mut(PARALLEL_PART))
-            .map(|(s, d)| {
-                let mut h = crc32fast::Hasher::new();
-                copy_and_crc(s, d, &mut h);
-                h
-            })
-            .collect();
-        for h in &parts {
-            crc.combine(h);
-        }
-        return;
-    }
-    for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
-        d.copy_from_slice(s);
-        crc.update(d);
-    }
 }
 
 #[cfg(test)]

@@ -19,10 +19,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::framing::{
-    check_crc, copy_and_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind,
-    CHUNK_HEADER_LEN, CRC_AT,
+    check_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
+    CRC_AT,
 };
 use crate::error::{Error, Result};
+use crate::memory::copy_and_crc;
 
 mod limits;
 

@@ -1,9 +1,8 @@
 //! Cutting an in-memory payload into chunks: [`ChunkPlan`].
 
-use super::framing::{
-    copy_and_crc, random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind,
-};
+use super::framing::{random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind};
 use crate::error::Result;
+use crate::memory::{copy_and_crc, hash};
 
 /// How to cut one in-memory payload into chunks.
 #[derive(Debug, Clone, Copy)]
@@ -31,15 +30,7 @@ impl ChunkPlan {
         };
         let (kind, digest) = match crate::format::parse(payload) {
             Ok(layout) => (PayloadKind::Container, layout.content_id),
-            Err(_) => {
-                let mut h = blake3::Hasher::new();
-                if payload.len() >= 1 << 20 {
-                    h.update_rayon(payload);
-                } else {
-                    h.update(payload);
-                }
-                (PayloadKind::Bytes, *h.finalize().as_bytes())
-            }
+            Err(_) => (PayloadKind::Bytes, hash(payload)),
         };
         Ok(ChunkPlan {
             payload_id,

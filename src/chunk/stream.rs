@@ -16,9 +16,7 @@ use super::framing::{
 use crate::error::Result;
 use crate::format::Prepared;
 use crate::format::PREAMBLE_LEN;
-
-/// Copy, checksum and hash in blocks of this size (each block is processed while in cache).
-const BLOCK: usize = 64 << 10;
+use crate::memory::{copy_and_crc, copy_crc_and_hash};
 
 /// One tensor's stored bytes within the payload.
 struct Extent {
@@ -215,7 +213,7 @@ impl<'a> ChunkStream<'a> {
             let head = self.head.as_ref().expect("built above");
             let n = (self.data_start.min(end) - pos) as usize;
             let src = &head[pos as usize..pos as usize + n];
-            super::framing::copy_and_crc(src, &mut body[..n], &mut crc);
+            copy_and_crc(src, &mut body[..n], &mut crc);
             at = n;
             pos += n as u64;
         }
@@ -232,14 +230,8 @@ impl<'a> ChunkStream<'a> {
                     // Head chunks' data bytes were hashed in `new`.
                     let hasher = hasher.filter(|_| !is_head);
                     match hasher {
-                        Some(h) => {
-                            for (s, d) in src.chunks(BLOCK).zip(dst.chunks_mut(BLOCK)) {
-                                d.copy_from_slice(s);
-                                crc.update(d);
-                                h.update(d);
-                            }
-                        }
-                        None => super::framing::copy_and_crc(src, dst, &mut crc),
+                        Some(h) => copy_crc_and_hash(src, dst, &mut crc, h),
+                        None => copy_and_crc(src, dst, &mut crc),
                     }
                     at += src.len();
                 }

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::format::{hex32, nbytes};
+use crate::format::hex32;
 use crate::format::{Layout, TensorView};
+use crate::memory::nbytes;
 use crate::memory::try_grow;
 
 /// At most this many problems are listed in one mismatch reason.

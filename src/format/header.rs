@@ -13,6 +13,7 @@ use super::preamble::ALIGN;
 use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::memory::nbytes;
 
 /// Most tensors one payload may hold.
 pub const MAX_TENSORS: usize = 1 << 20;
@@ -86,23 +87,6 @@ pub struct Entry {
     pub hash: [u8; 32],
     /// Decoded size in bytes (product of the shape times the itemsize).
     pub nbytes: usize,
-}
-
-/// Number of elements of `shape`, or an error if the product overflows.
-pub fn numel(shape: &[u64]) -> Option<u64> {
-    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
-}
-
-/// Decoded size in bytes of a tensor, checked against overflow and the address space.
-pub fn nbytes(dtype: DType, shape: &[u64]) -> Option<usize> {
-    if shape.iter().any(|&d| d > isize::MAX as u64) {
-        return None;
-    }
-    let n = numel(shape)?.checked_mul(dtype.itemsize() as u64)?;
-    if n > isize::MAX as u64 {
-        return None;
-    }
-    usize::try_from(n).ok()
 }
 
 /// Check one stored entry against every rule of FORMAT.md except the data hash.
@@ -253,13 +237,5 @@ mod tests {
         validate_metadata(&("[".repeat(128) + &"]".repeat(128))).unwrap();
         assert!(validate_metadata(&("[".repeat(129) + &"]".repeat(129))).is_err());
         assert!(validate_metadata("[1, 2").is_err());
-    }
-
-    #[test]
-    fn overflowing_shape_is_refused() {
-        assert_eq!(nbytes(DType::F32, &[u64::MAX, 2]), None);
-        assert_eq!(nbytes(DType::F64, &[1 << 62]), None);
-        assert_eq!(nbytes(DType::F32, &[0, u64::MAX]), None);
-        assert_eq!(nbytes(DType::F32, &[0, 7]), Some(0));
     }
 }

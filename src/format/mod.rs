@@ -21,8 +21,8 @@ pub mod write;
 
 pub use file::save_atomic;
 pub use header::{
-    json_depth, nbytes, numel, validate_entry, validate_metadata, Entry, Header, TensorEntry,
-    MAX_JSON_DEPTH, MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
+    json_depth, validate_entry, validate_metadata, Entry, Header, TensorEntry, MAX_JSON_DEPTH,
+    MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
 };
 pub use ids::{hex32, parse_hex32, tensors_id};
 pub use preamble::{

@@ -10,13 +10,13 @@ use rayon::prelude::*;
 use serde_json::value::RawValue;
 
 use super::about;
-use super::header::{nbytes, validate_metadata, Header, TensorEntry, MAX_NAME_LEN, MAX_TENSORS};
+use super::header::{validate_metadata, Header, TensorEntry, MAX_NAME_LEN, MAX_TENSORS};
 use super::ids::{hex32, parse_hex32};
 use super::preamble::{align_up, Preamble, ALIGN, PREAMBLE_LEN, VERSION_MINOR};
 use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::memory::{copy_and_hash, hash};
+use crate::memory::{copy_and_hash, hash, nbytes};
 
 /// One tensor handed to [`prepare`]: little-endian, C-contiguous bytes.
 #[derive(Debug, Clone, Copy)]
