@@ -445,26 +445,26 @@ pub fn encode(tensors: &[SampleTensor], metadata: Option<&str>) -> tensorwire::R
     let inputs: Vec<TensorInput<'_>> = tensors
         .iter()
         .map(|t| TensorInput {
-            name: &t.name,
-            dtype: t.dtype,
-            shape: &t.shape,
-            data: &t.data,
+            tensor: TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: &t.data,
+            },
             codec: &t.codec,
             base: t.base.as_deref(),
         })
         .collect();
     let base_id = tensors.iter().any(|t| t.base.is_some()).then(|| {
         let zeros: Vec<Vec<u8>> = tensors.iter().map(|t| vec![0; t.data.len()]).collect();
-        let items: Vec<(&str, DType, &[u64], &[u8])> = tensors
+        let items: Vec<TensorView<'_>> = tensors
             .iter()
             .zip(&zeros)
-            .map(|(t, z)| {
-                (
-                    t.name.as_str(),
-                    t.dtype,
-                    &t.shape[..],
-                    t.base.as_deref().unwrap_or(z),
-                )
+            .map(|(t, z)| TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: t.base.as_deref().unwrap_or(z),
             })
             .collect();
         hex(&format::tensors_id(&items))
@@ -534,10 +534,12 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
     let inputs: Vec<TensorInput<'_>> = mixed[..2]
         .iter()
         .map(|t| TensorInput {
-            name: &t.name,
-            dtype: t.dtype,
-            shape: &t.shape,
-            data: &t.data,
+            tensor: TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: &t.data,
+            },
             codec: &t.codec,
             base: None,
         })

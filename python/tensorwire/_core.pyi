@@ -12,6 +12,7 @@ __all__ = [
     "Chunks",
     "EncodedChunks",
     "FORMAT_VERSION",
+    "MAX_DEPTH",
     "MAX_HEADER_LEN",
     "MAX_NAME_LEN",
     "MAX_RANK",
@@ -35,6 +36,7 @@ FORMAT_VERSION: tuple[int, int]
 MAX_HEADER_LEN: int
 MAX_TENSORS: int
 MAX_RANK: int
+MAX_DEPTH: int
 MAX_NAME_LEN: int
 
 class _EncodeArgs(Protocol):

@@ -98,11 +98,7 @@ fn tensors_id<'py>(
 ) -> PyResult<String> {
     catch(|| {
         let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
-        let parts: Vec<_> = held
-            .inputs(py)
-            .iter()
-            .map(|t| (t.name, t.dtype, t.shape, t.data))
-            .collect();
+        let parts: Vec<_> = held.inputs(py).iter().map(|t| t.tensor).collect();
         Ok(hex32(&detached(py, || Ok(format::tensors_id(&parts)))?))
     })
 }

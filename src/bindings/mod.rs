@@ -128,6 +128,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_HEADER_LEN", crate::format::MAX_HEADER_LEN)?;
     m.add("MAX_TENSORS", crate::format::MAX_TENSORS)?;
     m.add("MAX_RANK", crate::format::MAX_RANK)?;
+    m.add("MAX_DEPTH", crate::format::structure::MAX_DEPTH)?;
     m.add("MAX_NAME_LEN", crate::format::MAX_NAME_LEN)?;
     container::register(m)?;
     aggregate::register(m)?;

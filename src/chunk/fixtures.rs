@@ -94,10 +94,12 @@ pub fn container(seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     let names: Vec<String> = (0..5).map(|i| format!("layer{i}.weight")).collect();
     let inputs: Vec<crate::TensorInput<'_>> = (0..5)
         .map(|i| crate::TensorInput {
-            name: &names[i],
-            dtype: crate::DType::F32,
-            shape: &shapes[i],
-            data: &datas[i],
+            tensor: crate::TensorView {
+                name: &names[i],
+                dtype: crate::DType::F32,
+                shape: &shapes[i],
+                data: &datas[i],
+            },
             codec: if i == 2 { "zstd" } else { "raw" },
             base: None,
         })

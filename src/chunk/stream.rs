@@ -276,10 +276,12 @@ mod tests {
             let names: Vec<String> = (0..5).map(|i| format!("layer{i}.weight")).collect();
             let inputs: Vec<crate::TensorInput<'_>> = (0..5)
                 .map(|i| crate::TensorInput {
-                    name: &names[i],
-                    dtype: crate::DType::F32,
-                    shape: &shapes[i],
-                    data: &datas[i],
+                    tensor: crate::TensorView {
+                        name: &names[i],
+                        dtype: crate::DType::F32,
+                        shape: &shapes[i],
+                        data: &datas[i],
+                    },
                     codec: if i == 2 { "zstd" } else { "raw" },
                     base: None,
                 })

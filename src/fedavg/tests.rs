@@ -23,10 +23,12 @@ fn payload_with(tensors: &[(&str, Vec<f32>)], codec: &str, metadata: Option<&str
         .iter()
         .zip(&bytes)
         .map(|((name, _), (data, shape))| TensorInput {
-            name,
-            dtype: DType::F32,
-            shape,
-            data,
+            tensor: TensorView {
+                name,
+                dtype: DType::F32,
+                shape,
+                data,
+            },
             codec,
             base: None,
         })

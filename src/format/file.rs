@@ -171,6 +171,7 @@ fn link(fd: std::os::fd::RawFd, to: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::dtype::DType;
+    use crate::format::TensorView;
 
     #[test]
     fn saves_replace_atomically_and_clear_stale_temporaries() {
@@ -189,10 +190,12 @@ mod tests {
         for value in [1u8, 2] {
             let data = [value; 16];
             let input = TensorInput {
-                name: "w",
-                dtype: DType::U8,
-                shape: &[16],
-                data: &data,
+                tensor: TensorView {
+                    name: "w",
+                    dtype: DType::U8,
+                    shape: &[16],
+                    data: &data,
+                },
                 codec: "raw",
                 base: None,
             };

@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use super::ids::parse_hex32;
 use super::preamble::ALIGN;
+use super::structure::MAX_DEPTH;
 use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -22,8 +23,8 @@ pub const MAX_RANK: usize = 64;
 /// Longest tensor name, in UTF-8 bytes.
 pub const MAX_NAME_LEN: usize = 65_535;
 /// Deepest JSON nesting anywhere in the header (unknown keys included): room for a
-/// structure of [`super::structure::MAX_DEPTH`] levels, three JSON levels each.
-pub const MAX_JSON_DEPTH: usize = 256;
+/// structure of [`MAX_DEPTH`] levels, three JSON levels each, and the levels around it.
+pub const MAX_JSON_DEPTH: usize = 4 * MAX_DEPTH;
 /// Deepest JSON nesting of the user metadata.
 pub const MAX_METADATA_DEPTH: usize = 128;
 

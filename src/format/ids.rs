@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use crate::dtype::DType;
+use super::TensorView;
 use crate::memory::hash;
 
 /// Parse a 64-character lowercase hex digest.
@@ -48,18 +48,18 @@ pub fn hex32(h: &[u8; 32]) -> String {
 
 /// Id of a set of tensors, independent of how they are encoded: blake3 over each
 /// tensor's name, dtype, shape and the blake3 of its bytes (see FORMAT.md, "Base id").
-pub fn tensors_id(tensors: &[(&str, DType, &[u64], &[u8])]) -> [u8; 32] {
-    let hashes: Vec<[u8; 32]> = tensors.par_iter().map(|t| hash(t.3)).collect();
+pub fn tensors_id(tensors: &[TensorView<'_>]) -> [u8; 32] {
+    let hashes: Vec<[u8; 32]> = tensors.par_iter().map(|t| hash(t.data)).collect();
     let mut h = blake3::Hasher::new();
     h.update(b"tensorwire-tensors-id-v1");
     h.update(&(tensors.len() as u64).to_le_bytes());
     for (t, th) in tensors.iter().zip(&hashes) {
-        h.update(&(t.0.len() as u64).to_le_bytes());
-        h.update(t.0.as_bytes());
-        h.update(&(t.1.name().len() as u64).to_le_bytes());
-        h.update(t.1.name().as_bytes());
-        h.update(&(t.2.len() as u64).to_le_bytes());
-        for d in t.2 {
+        h.update(&(t.name.len() as u64).to_le_bytes());
+        h.update(t.name.as_bytes());
+        h.update(&(t.dtype.name().len() as u64).to_le_bytes());
+        h.update(t.dtype.name().as_bytes());
+        h.update(&(t.shape.len() as u64).to_le_bytes());
+        for d in t.shape {
             h.update(&d.to_le_bytes());
         }
         h.update(th);
@@ -70,6 +70,7 @@ pub fn tensors_id(tensors: &[(&str, DType, &[u64], &[u8])]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dtype::DType;
 
     fn floats(n: usize) -> Vec<u8> {
         (0..n)
@@ -89,7 +90,12 @@ mod tests {
     fn tensors_id_depends_on_every_field() {
         let a = floats(4);
         let id = |name: &str, dtype: DType, shape: &[u64], data: &[u8]| {
-            tensors_id(&[(name, dtype, shape, data)])
+            tensors_id(&[TensorView {
+                name,
+                dtype,
+                shape,
+                data,
+            }])
         };
         let base = id("a", DType::F32, &[4], &a);
         assert_eq!(base, id("a", DType::F32, &[4], &a));

@@ -9,6 +9,7 @@
 //! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors.
 //! - [`file`]: atomic file writes ([`save_atomic`]).
 
+use crate::dtype::DType;
 use crate::error::Error;
 
 pub mod file;
@@ -32,9 +33,23 @@ pub use read::{
     check_bools, default_max_decoded_bytes, parse, DecodeJob, Layout, DEFAULT_DECODED_SLACK,
     DEFAULT_EXPANSION,
 };
-pub use write::{prepare, EncodeOptions, Prepared, TensorInput, TensorView};
+pub use write::{prepare, EncodeOptions, Prepared, TensorInput};
 
 /// Prefix an error's message with the tensor it concerns.
 fn about(name: &str, e: Error) -> Error {
     e.context(format_args!("tensor {name:?}"))
+}
+
+/// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
+/// shape (an update's tensor given as arrays, or the base of a delta).
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, C order.
+    pub shape: &'a [u64],
+    /// The bytes (`numel * itemsize` of them).
+    pub data: &'a [u8],
 }

@@ -4,13 +4,12 @@
 
 use rayon::prelude::*;
 
-use super::about;
 use super::header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
 };
 use super::ids::parse_hex32;
 use super::preamble::{Preamble, PREAMBLE_LEN};
-use super::write::TensorView;
+use super::{about, TensorView};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::memory::hash;
@@ -351,10 +350,12 @@ mod tests {
         codec: &'a str,
     ) -> TensorInput<'a> {
         TensorInput {
-            name,
-            dtype: DType::F32,
-            shape,
-            data,
+            tensor: TensorView {
+                name,
+                dtype: DType::F32,
+                shape,
+                data,
+            },
             codec,
             base: None,
         }

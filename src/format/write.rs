@@ -9,26 +9,19 @@ use std::io::{Seek, SeekFrom, Write};
 use rayon::prelude::*;
 use serde_json::value::RawValue;
 
-use super::about;
 use super::header::{validate_metadata, Header, TensorEntry, MAX_NAME_LEN, MAX_TENSORS};
 use super::ids::{hex32, parse_hex32};
 use super::preamble::{align_up, Preamble, ALIGN, PREAMBLE_LEN, VERSION_MINOR};
+use super::{about, TensorView};
 use crate::codec::Pipeline;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::memory::{copy_and_hash, hash, nbytes};
 
-/// One tensor handed to [`prepare`]: little-endian, C-contiguous bytes.
+/// One tensor handed to [`prepare`]: the tensor, and how to encode it.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorInput<'a> {
-    /// Unique name.
-    pub name: &'a str,
-    /// Element type.
-    pub dtype: DType,
-    /// Shape, C order.
-    pub shape: &'a [u64],
-    /// The tensor's bytes (`numel * itemsize` of them).
-    pub data: &'a [u8],
+    /// The tensor (its name unique among the inputs).
+    pub tensor: TensorView<'a>,
     /// Codec spec for this tensor.
     pub codec: &'a str,
     /// The base tensor's bytes, for delta codecs.
@@ -69,20 +62,6 @@ pub struct Prepared<'a> {
     pub(crate) data_len: u64,
 }
 
-/// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
-/// shape (an update's tensor given as arrays, or the base of a delta).
-#[derive(Debug, Clone, Copy)]
-pub struct TensorView<'a> {
-    /// Tensor name.
-    pub name: &'a str,
-    /// Element type.
-    pub dtype: DType,
-    /// Shape, C order.
-    pub shape: &'a [u64],
-    /// The bytes (`numel * itemsize` of them).
-    pub data: &'a [u8],
-}
-
 /// Validate the inputs, run their codecs in parallel, and lay the payload out.
 pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Result<Prepared<'a>> {
     if inputs.len() > MAX_TENSORS {
@@ -92,7 +71,7 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
         )));
     }
     let mut names = std::collections::HashSet::with_capacity(inputs.len());
-    for t in inputs {
+    for t in inputs.iter().map(|input| &input.tensor) {
         if !names.insert(t.name) {
             return Err(Error::input(format!(
                 "tensor name {:?} appears twice",
@@ -146,22 +125,23 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     // Run codecs in parallel; raw tensors are borrowed, not copied.
     let encoded: Vec<(Pipeline, Stored<'a>)> = inputs
         .par_iter()
-        .map(|t| {
-            let pipeline = Pipeline::parse(t.codec)
+        .map(|input| {
+            let t = &input.tensor;
+            let pipeline = Pipeline::parse(input.codec)
                 .and_then(|p| p.resolve(t.dtype, t.data))
                 .map_err(|e| about(t.name, e))?;
             if pipeline.is_raw() {
                 return Ok((pipeline, Stored::Borrowed(t.data)));
             }
             pipeline.check(t.dtype).map_err(|e| about(t.name, e))?;
-            if pipeline.needs_base() && t.base.is_none() {
+            if pipeline.needs_base() && input.base.is_none() {
                 return Err(about(
                     t.name,
                     Error::codec(format!("codec {pipeline} needs a base tensor")),
                 ));
             }
             let bytes = pipeline
-                .encode(t.dtype, t.shape, t.data, t.base)
+                .encode(t.dtype, t.shape, t.data, input.base)
                 .map_err(|e| about(t.name, e))?;
             Ok((pipeline, Stored::Encoded(bytes)))
         })
@@ -170,7 +150,7 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     let mut offset = 0u64;
     let mut tensors = Vec::with_capacity(inputs.len());
     let mut stored = Vec::with_capacity(inputs.len());
-    for (t, (pipeline, s)) in inputs.iter().zip(encoded) {
+    for (t, (pipeline, s)) in inputs.iter().map(|input| &input.tensor).zip(encoded) {
         let length = s.bytes().len() as u64;
         tensors.push(TensorEntry {
             name: Cow::Borrowed(t.name),
