@@ -89,6 +89,18 @@ fn save<'py>(
     })
 }
 
+/// Write the bytes of `data` (any C-contiguous bytes-like object) to the file at `path`
+/// atomically, as `save` writes payloads: readers see the old file or the new one.
+#[pyfunction]
+fn write_file(py: Python<'_>, path: std::path::PathBuf, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    catch(|| {
+        let buf = PyBuffer::<u8>::get(data)
+            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let bytes = bytes_of(&buf)?;
+        detached(py, || crate::format::write_atomic(&path, bytes))
+    })
+}
+
 /// The id of a set of tensors (see FORMAT.md, "Base id"): what a delta's header records.
 #[pyfunction]
 fn tensors_id<'py>(
@@ -498,6 +510,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(tensors_id, m)?)?;
     m.add_function(wrap_pyfunction!(unflatten, m)?)?;
+    m.add_function(wrap_pyfunction!(write_file, m)?)?;
     m.add_class::<Payload>()?;
     Ok(())
 }

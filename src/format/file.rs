@@ -1,4 +1,5 @@
-//! Writing payloads to files atomically, leaving nothing behind when killed.
+//! Writing payloads (or any bytes) to files atomically, leaving nothing behind when
+//! killed: [`save_atomic`] encodes tensors into a file, [`write_atomic`] writes bytes.
 //!
 //! On Linux the payload is written into an unnamed file in the target's directory
 //! (`O_TMPFILE`), synced, given a temporary name and renamed over the target: a
@@ -10,7 +11,7 @@
 //! died (between naming and renaming, or while writing a named one).
 
 use std::fs;
-use std::io::BufWriter;
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::write::{prepare, EncodeOptions, TensorInput};
@@ -84,16 +85,21 @@ pub fn save_atomic(
     path: &Path,
 ) -> Result<()> {
     let prepared = prepare(inputs, opts)?;
+    replace(path, |w| prepared.write_to(w))
+}
+
+/// Write `data` into `path` atomically (see the module documentation).
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, |w| {
+        w.write_all(data)
+            .map_err(io(format!("writing {}", path.display())))
+    })
+}
+
+/// Write a new file with `write` and put it in place of `path` atomically.
+fn replace(path: &Path, write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<()>) -> Result<()> {
     let (dir, name) = split(path)?;
     remove_stale(&dir, &name);
-    let write = |file: fs::File, what: &str| -> Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        prepared.write_to(&mut w)?;
-        let file = w
-            .into_inner()
-            .map_err(|e| io(format!("writing {what}"))(e.into_error()))?;
-        file.sync_all().map_err(io(format!("syncing {what}")))
-    };
     let tmp = dir.join(temp_name(&name));
     let rename = |tmp: &Path| {
         fs::rename(tmp, path).map_err(|e| {
@@ -105,9 +111,10 @@ pub fn save_atomic(
     if let Some(file) = unnamed_file(&dir) {
         use std::os::fd::AsRawFd;
         let fd = file.as_raw_fd();
-        write(
+        write_synced(
             file.try_clone().map_err(io("duplicating a file".into()))?,
             "the payload",
+            write,
         )?;
         link(fd, &tmp)?;
         drop(file);
@@ -118,11 +125,25 @@ pub fn save_atomic(
         .create_new(true)
         .open(&tmp)
         .map_err(io(format!("creating {}", tmp.display())))?;
-    if let Err(e) = write(file, &tmp.display().to_string()) {
+    if let Err(e) = write_synced(file, &tmp.display().to_string(), write) {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
     rename(&tmp)
+}
+
+/// Run `write` on `file` (buffered), then flush and sync it; `what` names it in errors.
+fn write_synced(
+    file: fs::File,
+    what: &str,
+    write: impl FnOnce(&mut BufWriter<fs::File>) -> Result<()>,
+) -> Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    write(&mut w)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| io(format!("writing {what}"))(e.into_error()))?;
+    file.sync_all().map_err(io(format!("syncing {what}")))
 }
 
 /// An unnamed file in `dir` (`O_TMPFILE`), if the filesystem has them and `/proc` can
@@ -214,6 +235,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left.len(), 2, "{left:?}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bytes_are_written_atomically() {
+        let dir = std::env::temp_dir().join(format!("tw-write-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.bin");
+        for data in [&b"first"[..], b"", &[7u8; 3 << 20][..]] {
+            write_atomic(&path, data).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), data);
+        }
+        let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file is left");
+        let err = write_atomic(&dir.join("missing").join("x.bin"), b"x").unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

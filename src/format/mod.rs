@@ -7,7 +7,7 @@
 //! - [`ids`]: hex digests and the id of a set of tensors (a delta's base id).
 //! - [`write`]: [`prepare`] a payload, then write it into memory or stream it out.
 //! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors.
-//! - [`file`]: atomic file writes ([`save_atomic`]).
+//! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
 
 use crate::dtype::DType;
 use crate::error::Error;
@@ -20,7 +20,7 @@ pub mod read;
 pub mod structure;
 pub mod write;
 
-pub use file::save_atomic;
+pub use file::{save_atomic, write_atomic};
 pub use header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, TensorEntry, MAX_JSON_DEPTH,
     MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
