@@ -74,11 +74,11 @@ pub fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Feed `data` to the CRC-32 `crc`; large inputs are split over threads, their CRCs
+/// Feed `data` to the CRC-32 `hasher`; large inputs are split over threads, their CRCs
 /// combined in order.
-pub fn crc(data: &[u8], crc: &mut crc32fast::Hasher) {
+pub fn crc(data: &[u8], hasher: &mut crc32fast::Hasher) {
     if data.len() < PARALLEL_CRC_BYTES {
-        crc.update(data);
+        hasher.update(data);
         return;
     }
     let parts: Vec<crc32fast::Hasher> = data
@@ -90,7 +90,7 @@ pub fn crc(data: &[u8], crc: &mut crc32fast::Hasher) {
         })
         .collect();
     for h in &parts {
-        crc.combine(h);
+        hasher.combine(h);
     }
 }
 
