@@ -10,6 +10,7 @@
 //! the temporary files that earlier saves of the same target left when their process
 //! died (between naming and renaming, or while writing a named one).
 
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -24,11 +25,11 @@ fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
-/// The directory holding `path` and the file name in it.
-fn split(path: &Path) -> Result<(PathBuf, String)> {
+/// The directory holding `path` and the file name in it (any bytes the OS allows, not
+/// only UTF-8).
+fn split(path: &Path) -> Result<(PathBuf, OsString)> {
     let name = path
         .file_name()
-        .and_then(|n| n.to_str())
         .ok_or_else(|| Error::input(format!("{} is not a file name", path.display())))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -37,11 +38,21 @@ fn split(path: &Path) -> Result<(PathBuf, String)> {
     Ok((dir, name.to_owned()))
 }
 
-fn temp_name(name: &str) -> String {
+/// `.NAME.tw-tmp.`: what the temporary files of saves of `name` start with.
+fn temp_prefix(name: &OsStr) -> OsString {
+    let mut prefix = OsString::from(".");
+    prefix.push(name);
+    prefix.push(TEMP_INFIX);
+    prefix
+}
+
+fn temp_name(name: &OsStr) -> OsString {
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    format!(".{name}{TEMP_INFIX}{}.{nonce:x}", std::process::id())
+    let mut tmp = temp_prefix(name);
+    tmp.push(format!("{}.{nonce:x}", std::process::id()));
+    tmp
 }
 
 /// Whether process `pid` is alive on this machine (unknown: assume it is).
@@ -60,17 +71,23 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Remove the temporary files of earlier saves of `name` in `dir` whose process is gone.
-fn remove_stale(dir: &Path, name: &str) {
-    let prefix = format!(".{name}{TEMP_INFIX}");
+fn remove_stale(dir: &Path, name: &OsStr) {
+    let prefix = temp_prefix(name);
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let file = entry.file_name();
-        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+        let Some(rest) = file
+            .as_encoded_bytes()
+            .strip_prefix(prefix.as_encoded_bytes())
+        else {
             continue;
         };
-        let pid = rest.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let pid = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split('.').next())
+            .and_then(|p| p.parse::<u32>().ok());
         if pid.is_some_and(|pid| pid != std::process::id() && !alive(pid)) {
             let _ = fs::remove_file(entry.path());
         }
@@ -246,6 +263,14 @@ mod tests {
         for data in [&b"first"[..], b"", &[7u8; 3 << 20][..]] {
             write_atomic(&path, data).unwrap();
             assert_eq!(fs::read(&path).unwrap(), data);
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = dir.join(OsStr::from_bytes(b"\xff\xfe-bytes.bin"));
+            write_atomic(&odd, b"odd").unwrap();
+            assert_eq!(fs::read(&odd).unwrap(), b"odd");
+            fs::remove_file(&odd).unwrap();
         }
         let left: Vec<_> = fs::read_dir(&dir).unwrap().collect();
         assert_eq!(left.len(), 1, "no temporary file is left");
