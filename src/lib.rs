@@ -6,22 +6,17 @@
 
 pub mod chunk;
 pub mod codec;
-pub mod container;
 pub mod dtype;
 pub mod error;
 pub mod fedavg;
-pub mod file;
-pub mod header;
+pub mod format;
 pub mod memory;
-pub mod reassemble;
-pub mod stream;
-pub mod structure;
 
 #[cfg(feature = "python")]
 mod bindings;
 
-pub use container::{
-    parse, prepare, tensors_id, EncodeOptions, Layout, Prepared, TensorInput, TensorView,
-};
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use format::{
+    parse, prepare, tensors_id, EncodeOptions, Layout, Prepared, TensorInput, TensorView,
+};

@@ -1,10 +1,16 @@
 //! Memory and hashing primitives shared by the format, the codecs, chunking and
-//! aggregation: blake3 with a size-dependent thread policy, copy-and-hash in one pass,
-//! huge-page advice for fresh buffers, and allocations that fail with an error instead
-//! of aborting the process.
+//! aggregation: tensor sizes checked against the address space, blake3 with a
+//! size-dependent thread policy, copy-and-hash and copy-and-CRC in one pass, huge-page
+//! advice for fresh buffers, and allocations that fail with an error instead of
+//! aborting the process.
+//!
+//! Every fused pass (copy and hash, copy and CRC) works block by block, so each block
+//! is hashed or checksummed while it is still in cache; the block sizes and the sizes
+//! from which work is split over threads are set here, once.
 
 use rayon::prelude::*;
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 
 /// Tensors at least this large are copied and hashed by several threads (two passes,
@@ -14,6 +20,30 @@ const PARALLEL_TENSOR_BYTES: usize = 64 << 20;
 const COPY_BLOCK: usize = 256 << 10;
 /// Hash with blake3's multi-threaded tree mode above this size.
 const RAYON_HASH_BYTES: usize = 1 << 20;
+/// Block size of the one-pass copy-and-CRC (and copy, CRC and hash).
+const CRC_BLOCK: usize = 64 << 10;
+/// Inputs at least this large are checksummed (CRC-32) by several threads...
+const PARALLEL_CRC_BYTES: usize = 512 << 10;
+/// ...in parts of this size, whose CRCs are combined in order.
+const CRC_PART: usize = 256 << 10;
+
+/// Number of elements of `shape`, or `None` if the product overflows.
+pub fn numel(shape: &[u64]) -> Option<u64> {
+    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
+}
+
+/// Size in bytes of a tensor of `dtype` and `shape`, or `None` when it overflows or
+/// exceeds the address space.
+pub fn nbytes(dtype: DType, shape: &[u64]) -> Option<usize> {
+    if shape.iter().any(|&d| d > isize::MAX as u64) {
+        return None;
+    }
+    let n = numel(shape)?.checked_mul(dtype.itemsize() as u64)?;
+    if n > isize::MAX as u64 {
+        return None;
+    }
+    usize::try_from(n).ok()
+}
 
 /// blake3 of `data`, with blake3's multi-threaded tree mode for large inputs.
 pub fn hash(data: &[u8]) -> [u8; 32] {
@@ -42,6 +72,65 @@ pub fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
         h.update(d);
     }
     *h.finalize().as_bytes()
+}
+
+/// Feed `data` to the CRC-32 `hasher`; large inputs are split over threads, their CRCs
+/// combined in order.
+pub fn crc(data: &[u8], hasher: &mut crc32fast::Hasher) {
+    if data.len() < PARALLEL_CRC_BYTES {
+        hasher.update(data);
+        return;
+    }
+    let parts: Vec<crc32fast::Hasher> = data
+        .par_chunks(CRC_PART)
+        .map(|part| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(part);
+            h
+        })
+        .collect();
+    for h in &parts {
+        hasher.combine(h);
+    }
+}
+
+/// Copy `src` into `dst` (same length) and feed the copy to the CRC-32 `crc`, block by
+/// block; large inputs are split over threads, their CRCs combined in order.
+pub fn copy_and_crc(src: &[u8], dst: &mut [u8], crc: &mut crc32fast::Hasher) {
+    if src.len() >= PARALLEL_CRC_BYTES {
+        let parts: Vec<crc32fast::Hasher> = src
+            .par_chunks(CRC_PART)
+            .zip(dst.par_chunks_mut(CRC_PART))
+            .map(|(s, d)| {
+                let mut h = crc32fast::Hasher::new();
+                copy_and_crc(s, d, &mut h);
+                h
+            })
+            .collect();
+        for h in &parts {
+            crc.combine(h);
+        }
+        return;
+    }
+    for (s, d) in src.chunks(CRC_BLOCK).zip(dst.chunks_mut(CRC_BLOCK)) {
+        d.copy_from_slice(s);
+        crc.update(d);
+    }
+}
+
+/// Copy `src` into `dst` (same length), feeding the copy to the CRC-32 `crc` and to the
+/// blake3 `hasher` in the same pass, block by block.
+pub fn copy_crc_and_hash(
+    src: &[u8],
+    dst: &mut [u8],
+    crc: &mut crc32fast::Hasher,
+    hasher: &mut blake3::Hasher,
+) {
+    for (s, d) in src.chunks(CRC_BLOCK).zip(dst.chunks_mut(CRC_BLOCK)) {
+        d.copy_from_slice(s);
+        crc.update(d);
+        hasher.update(d);
+    }
 }
 
 /// Ask the kernel to back `buf` with transparent huge pages where it can (Linux, THP in
@@ -113,3 +202,58 @@ unsafe impl Zeroed for f32 {}
 unsafe impl Zeroed for f64 {}
 // SAFETY: as above.
 unsafe impl Zeroed for u8 {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflowing_shape_is_refused() {
+        assert_eq!(nbytes(DType::F32, &[u64::MAX, 2]), None);
+        assert_eq!(nbytes(DType::F64, &[1 << 62]), None);
+        assert_eq!(nbytes(DType::F32, &[0, u64::MAX]), None);
+        assert_eq!(nbytes(DType::F32, &[0, 7]), Some(0));
+    }
+
+    #[test]
+    fn fused_passes_match_the_plain_ones() {
+        for n in [
+            0,
+            1,
+            1000,
+            CRC_BLOCK + 3,
+            PARALLEL_CRC_BYTES + CRC_PART / 2 + 5,
+        ] {
+            let src: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            let plain_crc = crc32fast::hash(&src);
+            let mut c = crc32fast::Hasher::new();
+            crc(&src, &mut c);
+            assert_eq!(c.finalize(), plain_crc, "crc of {n}");
+            let mut dst = vec![0u8; n];
+            let mut c = crc32fast::Hasher::new();
+            copy_and_crc(&src, &mut dst, &mut c);
+            assert_eq!(
+                (c.finalize(), &dst),
+                (plain_crc, &src),
+                "copy_and_crc of {n}"
+            );
+            let mut dst = vec![0u8; n];
+            assert_eq!(
+                copy_and_hash(&src, &mut dst),
+                *blake3::hash(&src).as_bytes()
+            );
+            assert_eq!(dst, src);
+            assert_eq!(hash(&src), *blake3::hash(&src).as_bytes());
+            let (mut dst, mut c, mut h) = (
+                vec![0u8; n],
+                crc32fast::Hasher::new(),
+                blake3::Hasher::new(),
+            );
+            copy_crc_and_hash(&src, &mut dst, &mut c, &mut h);
+            assert_eq!(
+                (c.finalize(), h.finalize(), &dst),
+                (plain_crc, blake3::hash(&src), &src)
+            );
+        }
+    }
+}

@@ -16,10 +16,10 @@
 pub mod targets;
 
 use tensorwire::chunk::{ChunkPlan, CHUNK_HEADER_LEN};
-use tensorwire::container::{self, EncodeOptions, Layout, TensorInput};
 use tensorwire::fedavg::{
     self, Accumulator, Contribution, Kind, Method, Options, Precision, Round, Source, TensorSpec,
 };
+use tensorwire::format::{self, EncodeOptions, Layout, TensorInput};
 use tensorwire::DType;
 use tensorwire::TensorView;
 
@@ -172,7 +172,7 @@ fn hex(h: &[u8]) -> String {
 pub fn reseal_tensors(buf: &[u8]) -> Option<(Vec<u8>, Layout)> {
     let mut out = buf.to_vec();
     reseal_header(&mut out);
-    let layout = container::parse(&out).ok()?;
+    let layout = format::parse(&out).ok()?;
     let header = layout.data_start;
     let mut changed = false;
     for e in &layout.entries {
@@ -190,7 +190,7 @@ pub fn reseal_tensors(buf: &[u8]) -> Option<(Vec<u8>, Layout)> {
     if changed {
         reseal_header(&mut out);
     }
-    let layout = container::parse(&out).ok()?;
+    let layout = format::parse(&out).ok()?;
     Some((out, layout))
 }
 
@@ -445,36 +445,36 @@ pub fn encode(tensors: &[SampleTensor], metadata: Option<&str>) -> tensorwire::R
     let inputs: Vec<TensorInput<'_>> = tensors
         .iter()
         .map(|t| TensorInput {
-            name: &t.name,
-            dtype: t.dtype,
-            shape: &t.shape,
-            data: &t.data,
+            tensor: TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: &t.data,
+            },
             codec: &t.codec,
             base: t.base.as_deref(),
         })
         .collect();
     let base_id = tensors.iter().any(|t| t.base.is_some()).then(|| {
         let zeros: Vec<Vec<u8>> = tensors.iter().map(|t| vec![0; t.data.len()]).collect();
-        let items: Vec<(&str, DType, &[u64], &[u8])> = tensors
+        let items: Vec<TensorView<'_>> = tensors
             .iter()
             .zip(&zeros)
-            .map(|(t, z)| {
-                (
-                    t.name.as_str(),
-                    t.dtype,
-                    &t.shape[..],
-                    t.base.as_deref().unwrap_or(z),
-                )
+            .map(|(t, z)| TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: t.base.as_deref().unwrap_or(z),
             })
             .collect();
-        hex(&container::tensors_id(&items))
+        hex(&format::tensors_id(&items))
     });
     let opts = EncodeOptions {
         structure: None,
         metadata,
         base_id: base_id.as_deref(),
     };
-    let prepared = container::prepare(&inputs, &opts)?;
+    let prepared = format::prepare(&inputs, &opts)?;
     let mut out = vec![0u8; prepared.total_len()];
     prepared.write_into(&mut out);
     Ok(out)
@@ -534,10 +534,12 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
     let inputs: Vec<TensorInput<'_>> = mixed[..2]
         .iter()
         .map(|t| TensorInput {
-            name: &t.name,
-            dtype: t.dtype,
-            shape: &t.shape,
-            data: &t.data,
+            tensor: TensorView {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                data: &t.data,
+            },
             codec: &t.codec,
             base: None,
         })
@@ -547,7 +549,7 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
         metadata: None,
         base_id: None,
     };
-    let prepared = container::prepare(&inputs, &opts).unwrap();
+    let prepared = format::prepare(&inputs, &opts).unwrap();
     let mut blob = vec![0u8; prepared.total_len()];
     prepared.write_into(&mut blob);
     out.push(("structure".into(), blob));

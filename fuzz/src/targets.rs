@@ -5,9 +5,9 @@
 use std::sync::OnceLock;
 
 use tensorwire::chunk::PayloadKind;
+use tensorwire::chunk::{verify_payload, Limits, Reassembler, WhenFull};
 use tensorwire::codec::Pipeline;
-use tensorwire::container;
-use tensorwire::reassemble::{verify_payload, Limits, Reassembler, WhenFull};
+use tensorwire::format;
 
 use crate::{
     capped_nbytes, codec_base, exercise_aggregate, exercise_layout, reasm_op as op, reseal_chunk,
@@ -26,13 +26,13 @@ pub const ALL: [(&str, Target); 5] = [
     ("aggregate", aggregate),
 ];
 
-/// `container::parse` of arbitrary bytes; on success `Layout::verify` and a decode of
+/// `format::parse` of arbitrary bytes; on success `Layout::verify` and a decode of
 /// every tensor within the caps (`tensorwire_fuzz::exercise_layout`). Each input is
 /// tried as it is, then resealed (header hash and data length recomputed), then with
 /// every tensor checksum recomputed too, so mutations reach the JSON header and the
 /// codecs behind the BLAKE3 checks.
 pub fn parse(data: &[u8]) {
-    if let Ok(layout) = container::parse(data) {
+    if let Ok(layout) = format::parse(data) {
         exercise_layout(data, &layout);
         return;
     }
@@ -40,7 +40,7 @@ pub fn parse(data: &[u8]) {
     if !reseal_header(&mut sealed) {
         return;
     }
-    if let Ok(layout) = container::parse(&sealed) {
+    if let Ok(layout) = format::parse(&sealed) {
         exercise_layout(&sealed, &layout);
         if let Some((fixed, layout)) = reseal_tensors(&sealed) {
             exercise_layout(&fixed, &layout);
@@ -93,7 +93,7 @@ pub fn aggregate(data: &[u8]) {
         return;
     };
     let flags = AggFlags(flags);
-    if let Ok(layout) = container::parse(payload) {
+    if let Ok(layout) = format::parse(payload) {
         exercise_aggregate(flags, payload, &layout);
         return;
     }

@@ -1,7 +1,7 @@
 """chunk / encode_chunks / Reassembler: payloads in pieces that fit a broker's size limit.
 
 The framing (an 88-byte header per chunk) is specified in docs/FORMAT.md, "Chunk
-framing"; all the work happens in Rust (src/chunk.rs, src/stream.rs, src/reassemble.rs).
+framing"; all the work happens in Rust (src/chunk/).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ __all__ = [
     "Chunks",
     "EncodedChunks",
     "FORMAT_VERSION",
+    "MAX_DEPTH",
     "MAX_HEADER_LEN",
     "MAX_NAME_LEN",
     "MAX_RANK",
@@ -28,6 +29,7 @@ __all__ = [
     "save",
     "tensors_id",
     "unflatten",
+    "write_file",
 ]
 
 __version__: str
@@ -35,6 +37,7 @@ FORMAT_VERSION: tuple[int, int]
 MAX_HEADER_LEN: int
 MAX_TENSORS: int
 MAX_RANK: int
+MAX_DEPTH: int
 MAX_NAME_LEN: int
 
 class _EncodeArgs(Protocol):
@@ -54,6 +57,7 @@ def encode(args: _EncodeArgs, metadata: Optional[str] = None) -> bytes: ...
 def save(args: _EncodeArgs, path: str, metadata: Optional[str] = None) -> None: ...
 def tensors_id(names: list[str], tensors: list[Any]) -> str: ...
 def unflatten(structure: Optional[str], names: list[str], leaves: list[Any]) -> Any: ...
+def write_file(path: str, data: Buffer) -> None: ...
 
 # (difference base id or None, base id or None, round, client, samples)
 _Record = tuple[Optional[str], Optional[str], Optional[int], Optional[str], Optional[float]]

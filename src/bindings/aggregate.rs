@@ -10,13 +10,13 @@ use pyo3::prelude::*;
 
 use super::container::Payload;
 use super::{bytes_of, bytes_of_mut, catch, detached, dtype_of, to_py, InputError};
-use crate::container::TensorView;
 use crate::error::Error;
 use crate::fedavg::{
     aggregate as combine, stream::Verdict, Accumulator as CoreAccumulator, Contribution, Kind,
     Method, Options, Precision, Round, Source, TensorSpec,
 };
-use crate::header::parse_hex32;
+use crate::format::parse_hex32;
+use crate::format::TensorView;
 
 /// (name, dtype name, shape): one tensor of the round.
 type SpecArg = (String, String, Vec<u64>);

@@ -19,8 +19,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::InputError;
-use crate::container::TensorInput;
 use crate::dtype::DType;
+use crate::format::{TensorInput, TensorView};
 
 /// numpy's dtype for each [`DType`] (by [`DType::index`]); `None` where numpy has none
 /// here (bfloat16 and float8 without `ml_dtypes`).
@@ -257,10 +257,12 @@ impl Tensors {
             .iter()
             .enumerate()
             .map(|(i, h)| TensorInput {
-                name: &h.name,
-                dtype: h.dtype,
-                shape: &h.shape,
-                data: bytes_of_array(py, &h.array, h.nbytes),
+                tensor: TensorView {
+                    name: &h.name,
+                    dtype: h.dtype,
+                    shape: &h.shape,
+                    data: bytes_of_array(py, &h.array, h.nbytes),
+                },
                 codec: match &self.codecs {
                     Codecs::One(c) => c,
                     Codecs::Each(v) => &v[i],
@@ -284,7 +286,7 @@ pub(super) unsafe fn new_array<'py>(
     shape: &[u64],
     view: Option<(*const u8, Bound<'py, PyAny>)>,
 ) -> PyResult<(Bound<'py, PyAny>, *mut u8)> {
-    // Header validation bounded every dimension by isize::MAX and the rank by 64.
+    // Header validation bounded every dimension by isize::MAX and the rank by MAX_RANK.
     let mut dims: Vec<npy_intp> = shape.iter().map(|&d| d as npy_intp).collect();
     let data = view.as_ref().map_or(ptr::null_mut(), |(p, _)| *p as *mut _);
     // SAFETY: the type object and the descriptor come from numpy; NewFromDescr steals

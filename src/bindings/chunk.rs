@@ -18,11 +18,12 @@ use pyo3::types::{PyBytes, PyDict};
 use super::arrays::Tensors;
 use super::container::EncodeArgs;
 use super::{bytes_of, catch, new_bytes, to_py, InputError};
-use crate::chunk::{self as framing, id_hex, ChunkHeader, ChunkPlan, PayloadId};
-use crate::container;
+use crate::chunk::{
+    check_crc, id_hex, ChunkHeader, ChunkPlan, ChunkStream, Limits, PayloadBuffer, PayloadId,
+    Reassembler, WhenFull, CHUNK_HEADER_LEN,
+};
 use crate::error::Error;
-use crate::reassemble::{self, Limits, PayloadBuffer, WhenFull};
-use crate::stream::ChunkStream;
+use crate::format;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while the state is being changed halfway; keep going.
@@ -203,7 +204,7 @@ fn encode_chunks<'py>(
     let opts = args.options(metadata);
     let stream = py.detach(|| {
         catch(|| {
-            let prepared = container::prepare(&inputs, &opts).map_err(to_py)?;
+            let prepared = format::prepare(&inputs, &opts).map_err(to_py)?;
             ChunkStream::new(prepared, max_bytes, payload_id).map_err(to_py)
         })
     })?;
@@ -228,7 +229,7 @@ fn chunk_info<'py>(py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound
         .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
     let data = bytes_of(&buf)?;
     let h = ChunkHeader::parse(data)
-        .and_then(|h| framing::check_crc(data, &h).map(|()| h))
+        .and_then(|h| check_crc(data, &h).map(|()| h))
         .map_err(to_py)?;
     let d = PyDict::new(py);
     d.set_item("payload_id", id_hex(&h.payload_id))?;
@@ -300,7 +301,7 @@ impl PayloadBuffer for BytesBuffer {
 /// share between threads.
 #[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
 struct PyReassembler {
-    inner: Mutex<reassemble::Reassembler<BytesBuffer>>,
+    inner: Mutex<Reassembler<BytesBuffer>>,
     clock: Py<PyAny>,
 }
 
@@ -341,7 +342,7 @@ impl PyReassembler {
             when_full,
             verify,
         };
-        let inner = reassemble::Reassembler::new(limits).map_err(to_py)?;
+        let inner = Reassembler::new(limits).map_err(to_py)?;
         let clock = py.import("time")?.getattr("monotonic")?.unbind();
         Ok(PyReassembler {
             inner: Mutex::new(inner),
@@ -444,7 +445,7 @@ impl PyReassembler {
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("CHUNK_HEADER_LEN", framing::CHUNK_HEADER_LEN)?;
+    m.add("CHUNK_HEADER_LEN", CHUNK_HEADER_LEN)?;
     m.add_function(wrap_pyfunction!(chunk, m)?)?;
     m.add_function(wrap_pyfunction!(encode_chunks, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_info, m)?)?;

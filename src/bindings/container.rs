@@ -11,11 +11,11 @@ use super::arrays::{array_bytes, array_spec, descr_of, new_array, Tensors};
 use super::{
     bytes_of, catch, detached, new_bytes, no_memory, to_py, FormatError, InputError, IntegrityError,
 };
-use crate::container::{self, default_max_decoded_bytes, EncodeOptions, Layout, TensorView};
 use crate::dtype::DType;
 use crate::fedavg::UpdateRecord;
-use crate::header::{hex32, parse_hex32};
-use crate::structure::Builder;
+use crate::format::structure::Builder;
+use crate::format::{self, default_max_decoded_bytes, EncodeOptions, Layout, TensorView};
+use crate::format::{hex32, parse_hex32};
 
 /// What every encoder takes from the Python layer, its `_EncodeArgs`: tensor names, the
 /// tensors, one codec spec or one per tensor, for delta codecs the bases aligned with the
@@ -58,7 +58,7 @@ fn encode<'py>(
         let held = args.tensors()?;
         let inputs = held.inputs(py);
         let opts = args.options(metadata);
-        let prepared = detached(py, || container::prepare(&inputs, &opts))?;
+        let prepared = detached(py, || format::prepare(&inputs, &opts))?;
         let len = prepared.total_len();
         let (bytes, ptr) = new_bytes(py, len)?;
         // SAFETY: the object is fresh, unshared, and exactly `len` bytes long.
@@ -85,7 +85,19 @@ fn save<'py>(
         let held = args.tensors()?;
         let inputs = held.inputs(py);
         let opts = args.options(metadata);
-        detached(py, || crate::file::save_atomic(&inputs, &opts, &path))
+        detached(py, || crate::format::save_atomic(&inputs, &opts, &path))
+    })
+}
+
+/// Write the bytes of `data` (any C-contiguous bytes-like object) to the file at `path`
+/// atomically, as `save` writes payloads: readers see the old file or the new one.
+#[pyfunction]
+fn write_file(py: Python<'_>, path: std::path::PathBuf, data: &Bound<'_, PyAny>) -> PyResult<()> {
+    catch(|| {
+        let buf = PyBuffer::<u8>::get(data)
+            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let bytes = bytes_of(&buf)?;
+        detached(py, || crate::format::write_atomic(&path, bytes))
     })
 }
 
@@ -98,12 +110,8 @@ fn tensors_id<'py>(
 ) -> PyResult<String> {
     catch(|| {
         let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
-        let parts: Vec<_> = held
-            .inputs(py)
-            .iter()
-            .map(|t| (t.name, t.dtype, t.shape, t.data))
-            .collect();
-        Ok(hex32(&detached(py, || Ok(container::tensors_id(&parts)))?))
+        let parts: Vec<_> = held.inputs(py).iter().map(|t| t.tensor).collect();
+        Ok(hex32(&detached(py, || Ok(format::tensors_id(&parts)))?))
     })
 }
 
@@ -199,7 +207,7 @@ impl Payload {
         catch(|| {
             let memory = Memory::of(py, buffer)?;
             let data = SendSlice(memory.bytes());
-            let layout = detached(py, move || container::parse(data.0))?;
+            let layout = detached(py, move || format::parse(data.0))?;
             Ok(Payload { memory, layout })
         })
     }
@@ -254,7 +262,7 @@ impl Payload {
     /// (major, minor) format version of the writer.
     #[getter]
     fn version(&self) -> (u16, u16) {
-        (crate::header::VERSION_MAJOR, self.layout.minor)
+        (crate::format::VERSION_MAJOR, self.layout.minor)
     }
 
     /// Length of the payload in bytes.
@@ -494,7 +502,7 @@ fn unflatten<'py>(
         py,
         leaves: leaves.into_iter().map(Some).collect(),
     };
-    catch(|| crate::structure::walk(json, count, &mut b).map_err(to_py))
+    catch(|| crate::format::structure::walk(json, count, &mut b).map_err(to_py))
 }
 
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -502,6 +510,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(save, m)?)?;
     m.add_function(wrap_pyfunction!(tensors_id, m)?)?;
     m.add_function(wrap_pyfunction!(unflatten, m)?)?;
+    m.add_function(wrap_pyfunction!(write_file, m)?)?;
     m.add_class::<Payload>()?;
     Ok(())
 }

@@ -123,12 +123,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "FORMAT_VERSION",
-        (crate::header::VERSION_MAJOR, crate::header::VERSION_MINOR),
+        (crate::format::VERSION_MAJOR, crate::format::VERSION_MINOR),
     )?;
-    m.add("MAX_HEADER_LEN", crate::header::MAX_HEADER_LEN)?;
-    m.add("MAX_TENSORS", crate::header::MAX_TENSORS)?;
-    m.add("MAX_RANK", crate::header::MAX_RANK)?;
-    m.add("MAX_NAME_LEN", crate::header::MAX_NAME_LEN)?;
+    m.add("MAX_HEADER_LEN", crate::format::MAX_HEADER_LEN)?;
+    m.add("MAX_TENSORS", crate::format::MAX_TENSORS)?;
+    m.add("MAX_RANK", crate::format::MAX_RANK)?;
+    m.add("MAX_DEPTH", crate::format::structure::MAX_DEPTH)?;
+    m.add("MAX_NAME_LEN", crate::format::MAX_NAME_LEN)?;
     container::register(m)?;
     aggregate::register(m)?;
     chunk::register(m)?;

@@ -556,7 +556,7 @@ impl Pipeline {
         }
         self.check(dtype)
             .map_err(|e| Error::format(e.to_string()))?;
-        if crate::header::nbytes(dtype, shape) != Some(nbytes) {
+        if crate::memory::nbytes(dtype, shape) != Some(nbytes) {
             return Err(Error::input(format!(
                 "{nbytes} bytes do not hold a {dtype} tensor of shape {shape:?}"
             )));

@@ -601,7 +601,7 @@ fn framed(block: u32, scales: &[f32], table: &[(u32, Option<u32>)], bodies: &[&[
 fn declared_sizes_must_be_backed_by_the_framing() {
     let check = |spec: &str, dtype: DType, shape: &[u64], stored: &[u8]| {
         let p = Pipeline::parse(spec).unwrap();
-        let nbytes = crate::header::nbytes(dtype, shape).unwrap();
+        let nbytes = crate::memory::nbytes(dtype, shape).unwrap();
         p.check_stored(dtype, shape, nbytes, stored)
     };
     let zeros = zstd::bulk::compress(&[0u8; 4096], 3).unwrap();

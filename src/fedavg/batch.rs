@@ -11,7 +11,7 @@ use super::{
     base_of, check_buffers, check_weight, robust, uses_f64, Contribution, Method, Options, Round,
 };
 use crate::error::{Error, Result};
-use crate::header::hex32;
+use crate::format::hex32;
 use crate::memory::try_zeroed;
 
 /// What [`aggregate`] did with the updates.

@@ -4,8 +4,8 @@
 
 use super::kernels::{add_scan, finish, Acc, Scan};
 use super::{Contribution, TensorSpec};
-use crate::container::TensorView;
 use crate::error::{Error, Result};
+use crate::format::TensorView;
 
 /// Elements per block of the in-place add (256 KiB of float32: cache-sized).
 const FUSED_BLOCK: usize = 64 << 10;

@@ -149,10 +149,10 @@ fn base_of<'b>(
     round: &'b Round,
     base: Option<&[&'b [u8]]>,
     t: usize,
-) -> Option<crate::container::TensorView<'b>> {
+) -> Option<crate::format::TensorView<'b>> {
     base.map(|b| {
         let spec = &round.tensors[t];
-        crate::container::TensorView {
+        crate::format::TensorView {
             name: &spec.name,
             dtype: spec.dtype,
             shape: &spec.shape,

@@ -6,7 +6,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::header::parse_hex32;
+use crate::format::parse_hex32;
 
 /// The metadata key of the update record.
 pub const UPDATE_KEY: &str = "tensorwire.update";

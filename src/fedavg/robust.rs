@@ -12,9 +12,9 @@ use rayon::prelude::*;
 use super::kernels::{load, store};
 use super::{about_update, base_of, Contribution, Method, Round};
 use crate::codec::Coded;
-use crate::container::TensorView;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::format::TensorView;
 use crate::memory::try_grow;
 
 /// Bytes of output per parallel task (the writers' codec block size).

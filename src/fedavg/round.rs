@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 
-use crate::container::{Layout, TensorView};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::header::{hex32, nbytes};
+use crate::format::hex32;
+use crate::format::{Layout, TensorView};
+use crate::memory::nbytes;
 use crate::memory::try_grow;
 
 /// At most this many problems are listed in one mismatch reason.
@@ -42,7 +43,7 @@ pub enum Source<'a> {
     Payload {
         /// The whole payload.
         buf: &'a [u8],
-        /// What [`crate::container::parse`] made of it.
+        /// What [`crate::format::parse`] made of it.
         layout: &'a Layout,
     },
     /// Tensors already in memory.
@@ -108,7 +109,7 @@ fn averageable(dtype: DType) -> bool {
 
 impl Round {
     /// A round over `tensors` (in result order); `base_id` is the id
-    /// ([`crate::container::tensors_id`]) of the base model, when there is one.
+    /// ([`crate::format::tensors_id`]) of the base model, when there is one.
     pub fn new(tensors: Vec<TensorSpec>, base_id: Option<[u8; 32]>) -> Result<Round> {
         let mut by_name = HashMap::with_capacity(tensors.len());
         for (i, t) in tensors.iter().enumerate() {

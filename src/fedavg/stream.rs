@@ -13,7 +13,7 @@ use super::{
     Options, Round, Source,
 };
 use crate::error::{Error, Result};
-use crate::header::hex32;
+use crate::format::hex32;
 use crate::memory::try_zeroed;
 
 /// What [`Accumulator::add`] did with an update.

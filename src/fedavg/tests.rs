@@ -2,7 +2,7 @@
 
 use super::stream::Verdict;
 use super::*;
-use crate::container::{parse, prepare, EncodeOptions, Layout, TensorInput, TensorView};
+use crate::format::{parse, prepare, EncodeOptions, Layout, TensorInput, TensorView};
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -23,10 +23,12 @@ fn payload_with(tensors: &[(&str, Vec<f32>)], codec: &str, metadata: Option<&str
         .iter()
         .zip(&bytes)
         .map(|((name, _), (data, shape))| TensorInput {
-            name,
-            dtype: DType::F32,
-            shape,
-            data,
+            tensor: TensorView {
+                name,
+                dtype: DType::F32,
+                shape,
+                data,
+            },
             codec,
             base: None,
         })
@@ -323,7 +325,7 @@ fn forge_hashes(blob: &[u8]) -> Vec<u8> {
     let header_len = u64::from_le_bytes(blob[16..24].try_into().unwrap()) as usize;
     let mut text = String::from_utf8(blob[64..64 + header_len].to_vec()).unwrap();
     for e in &l {
-        let h = crate::header::hex32(blake3::hash(&blob[e.0..e.0 + e.1]).as_bytes());
+        let h = crate::format::hex32(blake3::hash(&blob[e.0..e.0 + e.1]).as_bytes());
         text = text.replacen(&e.2, &h, 1);
     }
     let mut out = blob.to_vec();

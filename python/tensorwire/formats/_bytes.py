@@ -14,11 +14,11 @@ import mmap
 import os
 import re
 import reprlib
-import secrets
 from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from .. import _core
 from .._arrays import as_array
 from .._errors import FormatError, InputError, TensorwireError
 from .._structure import flatten
@@ -218,18 +218,7 @@ def read_file(path: PathLike) -> Any:
 
 
 def write_file(path: PathLike, data: Any) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = os.fsdecode(path)  # a bytes path too (its name is not "b'...'.tmp")
-    tmp = f"{path}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
-    try:
-        with open(tmp, "xb") as f:  # "x": never clobber; permissions follow the umask
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` (bytes-like) to ``path`` atomically, with the core's atomic write
+    (the one :func:`tensorwire.save` uses): readers see the old file or the new one, and
+    a process killed while writing leaves no partial file behind."""
+    _core.write_file(os.fsdecode(path), data)  # os.fsdecode: a bytes path too

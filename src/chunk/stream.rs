@@ -5,20 +5,18 @@
 //! output (encoded ones), copying, checksumming (CRC-32) and hashing (blake3, for the
 //! container's per-tensor hashes) each byte in one pass. Chunks that hold the data
 //! section come first, in order; the chunks that hold the preamble and header come
-//! last, once every tensor's hash is known. A [`crate::reassemble::Reassembler`] accepts
+//! last, once every tensor's hash is known. A [`super::reassemble::Reassembler`] accepts
 //! chunks in any order, so this needs nothing from the receiver. The chunks are of
 //! kind [`PayloadKind::Container`] with an all-zero digest (the content id is not
 //! known when the first chunk leaves); the receiver verifies the container itself.
 
-use crate::chunk::{
+use super::framing::{
     random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
 };
-use crate::container::Prepared;
 use crate::error::Result;
-use crate::header::PREAMBLE_LEN;
-
-/// Copy, checksum and hash in blocks of this size (each block is processed while in cache).
-const BLOCK: usize = 64 << 10;
+use crate::format::Prepared;
+use crate::format::PREAMBLE_LEN;
+use crate::memory::{copy_and_crc, copy_crc_and_hash};
 
 /// One tensor's stored bytes within the payload.
 struct Extent {
@@ -215,7 +213,7 @@ impl<'a> ChunkStream<'a> {
             let head = self.head.as_ref().expect("built above");
             let n = (self.data_start.min(end) - pos) as usize;
             let src = &head[pos as usize..pos as usize + n];
-            crate::chunk::copy_and_crc(src, &mut body[..n], &mut crc);
+            copy_and_crc(src, &mut body[..n], &mut crc);
             at = n;
             pos += n as u64;
         }
@@ -232,14 +230,8 @@ impl<'a> ChunkStream<'a> {
                     // Head chunks' data bytes were hashed in `new`.
                     let hasher = hasher.filter(|_| !is_head);
                     match hasher {
-                        Some(h) => {
-                            for (s, d) in src.chunks(BLOCK).zip(dst.chunks_mut(BLOCK)) {
-                                d.copy_from_slice(s);
-                                crc.update(d);
-                                h.update(d);
-                            }
-                        }
-                        None => crate::chunk::copy_and_crc(src, dst, &mut crc),
+                        Some(h) => copy_crc_and_hash(src, dst, &mut crc, h),
+                        None => copy_and_crc(src, dst, &mut crc),
                     }
                     at += src.len();
                 }
@@ -267,5 +259,49 @@ impl Iterator for ChunkStream<'_> {
         let mut v = vec![0u8; self.next_len()?];
         self.write_next(&mut v);
         Some(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::fixtures::container;
+    use crate::chunk::{Limits, Reassembler};
+
+    #[test]
+    fn streamed_chunks_reassemble_to_the_encoded_payload() {
+        for max_bytes in [89u64, 100, 150, 300, 1000, 4096, 100_000] {
+            let (payload, datas) = container(max_bytes);
+            let shapes: Vec<Vec<u64>> = (0..5).map(|i| vec![100 + 37 * i as u64]).collect();
+            let names: Vec<String> = (0..5).map(|i| format!("layer{i}.weight")).collect();
+            let inputs: Vec<crate::TensorInput<'_>> = (0..5)
+                .map(|i| crate::TensorInput {
+                    tensor: crate::TensorView {
+                        name: &names[i],
+                        dtype: crate::DType::F32,
+                        shape: &shapes[i],
+                        data: &datas[i],
+                    },
+                    codec: if i == 2 { "zstd" } else { "raw" },
+                    base: None,
+                })
+                .collect();
+            let prepared = crate::prepare(&inputs, &Default::default()).unwrap();
+            let stream = ChunkStream::new(prepared, max_bytes, None).unwrap();
+            assert_eq!(stream.total_len(), payload.len() as u64);
+            let chunks: Vec<Vec<u8>> = stream.collect();
+            assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
+            let first = ChunkHeader::parse(&chunks[0]).unwrap();
+            assert!(
+                first.index > 0 || chunks.len() == 1,
+                "data chunks come first"
+            );
+            let mut r = Reassembler::new(Limits::default()).unwrap();
+            let mut done = None;
+            for c in &chunks {
+                done = done.or(r.add(c, 0.0).unwrap());
+            }
+            assert_eq!(done.as_deref(), Some(&payload[..]), "max_bytes={max_bytes}");
+        }
     }
 }

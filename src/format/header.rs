@@ -1,30 +1,21 @@
-//! The fixed preamble, the JSON header, its limits and its validation.
+//! The JSON header: its limits, its entries, and their validation.
 //!
-//! `docs/FORMAT.md` is the specification; this module is its executable form.
+//! `docs/FORMAT.md` is the specification; this module and [`super::preamble`] are its
+//! executable form.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::ids::parse_hex32;
+use super::preamble::ALIGN;
+use super::structure::MAX_DEPTH;
 use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::memory::nbytes;
 
-/// The first eight bytes of every payload (PNG-style: catches text-mode mangling).
-pub const MAGIC: [u8; 8] = *b"\x89TWR\r\n\x1a\n";
-/// Major version written and read. A different major version is refused.
-pub const VERSION_MAJOR: u16 = 1;
-/// Minor version written. Newer minor versions of 1.x are read (they only add
-/// fields a v1.0 reader may ignore).
-pub const VERSION_MINOR: u16 = 0;
-/// Size of the fixed preamble that precedes the JSON header.
-pub const PREAMBLE_LEN: usize = 64;
-/// Every tensor's stored bytes, and the data section, start at a multiple of this.
-pub const ALIGN: usize = 64;
-
-/// Largest accepted JSON header, in bytes (padding included).
-pub const MAX_HEADER_LEN: u64 = 256 << 20;
 /// Most tensors one payload may hold.
 pub const MAX_TENSORS: usize = 1 << 20;
 /// Most dimensions one tensor may have (numpy's own limit).
@@ -32,92 +23,10 @@ pub const MAX_RANK: usize = 64;
 /// Longest tensor name, in UTF-8 bytes.
 pub const MAX_NAME_LEN: usize = 65_535;
 /// Deepest JSON nesting anywhere in the header (unknown keys included): room for a
-/// structure of [`crate::structure::MAX_DEPTH`] levels, three JSON levels each.
-pub const MAX_JSON_DEPTH: usize = 256;
+/// structure of [`MAX_DEPTH`] levels, three JSON levels each, and the levels around it.
+pub const MAX_JSON_DEPTH: usize = 4 * MAX_DEPTH;
 /// Deepest JSON nesting of the user metadata.
 pub const MAX_METADATA_DEPTH: usize = 128;
-
-/// Round `n` up to the next multiple of [`ALIGN`].
-pub fn align_up(n: u64) -> Option<u64> {
-    n.checked_add(ALIGN as u64 - 1)
-        .map(|v| v & !(ALIGN as u64 - 1))
-}
-
-/// The 64-byte preamble: magic, version, section lengths and the header hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Preamble {
-    /// Minor version of the writer.
-    pub minor: u16,
-    /// Length of the JSON header including its space padding (a multiple of 64).
-    pub header_len: u64,
-    /// Length of the data section that follows the header.
-    pub data_len: u64,
-    /// blake3 of preamble bytes 0..32 followed by the header bytes.
-    pub header_hash: [u8; 32],
-}
-
-impl Preamble {
-    /// Serialise bytes 0..32 (everything the header hash covers).
-    pub fn fixed_bytes(&self) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[..8].copy_from_slice(&MAGIC);
-        b[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
-        b[10..12].copy_from_slice(&self.minor.to_le_bytes());
-        // 12..16 reserved, zero.
-        b[16..24].copy_from_slice(&self.header_len.to_le_bytes());
-        b[24..32].copy_from_slice(&self.data_len.to_le_bytes());
-        b
-    }
-
-    /// Serialise the whole preamble.
-    pub fn to_bytes(&self) -> [u8; PREAMBLE_LEN] {
-        let mut b = [0u8; PREAMBLE_LEN];
-        b[..32].copy_from_slice(&self.fixed_bytes());
-        b[32..].copy_from_slice(&self.header_hash);
-        b
-    }
-
-    /// Parse and check the preamble at the start of `buf`.
-    pub fn parse(buf: &[u8]) -> Result<Preamble> {
-        if buf.len() < 8 || buf[..8] != MAGIC {
-            return Err(Error::format(
-                "not a tensorwire payload: the magic bytes are missing",
-            ));
-        }
-        if buf.len() < PREAMBLE_LEN {
-            return Err(Error::integrity(format!(
-                "payload truncated: {} bytes, the preamble alone needs {PREAMBLE_LEN}",
-                buf.len()
-            )));
-        }
-        let u16_at = |i: usize| u16::from_le_bytes([buf[i], buf[i + 1]]);
-        let u64_at = |i: usize| u64::from_le_bytes(buf[i..i + 8].try_into().expect("8 bytes"));
-        let major = u16_at(8);
-        if major != VERSION_MAJOR {
-            return Err(Error::format(format!(
-                "unsupported format version {major}.{} (this reader reads version {VERSION_MAJOR}.x)",
-                u16_at(10)
-            )));
-        }
-        if buf[12..16] != [0; 4] {
-            return Err(Error::format("reserved preamble bytes 12..16 are not zero"));
-        }
-        let header_len = u64_at(16);
-        if header_len == 0 || header_len % ALIGN as u64 != 0 || header_len > MAX_HEADER_LEN {
-            return Err(Error::format(format!(
-                "header length {header_len} is invalid (must be a non-zero multiple of {ALIGN}, at most {MAX_HEADER_LEN})"
-            )));
-        }
-        let mut header_hash = [0u8; 32];
-        header_hash.copy_from_slice(&buf[32..64]);
-        Ok(Preamble {
-            minor: u16_at(10),
-            header_len,
-            data_len: u64_at(24),
-            header_hash,
-        })
-    }
-}
 
 /// One tensor's entry in the header, as stored. Strings borrow from the header text
 /// when they hold no JSON escapes (parsing 10,000 entries allocates little).
@@ -179,63 +88,6 @@ pub struct Entry {
     pub hash: [u8; 32],
     /// Decoded size in bytes (product of the shape times the itemsize).
     pub nbytes: usize,
-}
-
-/// Number of elements of `shape`, or an error if the product overflows.
-pub fn numel(shape: &[u64]) -> Option<u64> {
-    shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d))
-}
-
-/// Decoded size in bytes of a tensor, checked against overflow and the address space.
-pub fn nbytes(dtype: DType, shape: &[u64]) -> Option<usize> {
-    if shape.iter().any(|&d| d > isize::MAX as u64) {
-        return None;
-    }
-    let n = numel(shape)?.checked_mul(dtype.itemsize() as u64)?;
-    if n > isize::MAX as u64 {
-        return None;
-    }
-    usize::try_from(n).ok()
-}
-
-/// Parse a 64-character lowercase hex digest.
-pub fn parse_hex32(s: &str) -> Option<[u8; 32]> {
-    // Digit values by byte, 0xFF for anything that is not a lowercase hex digit; the
-    // loop has no data-dependent branch (hashes are random, so branches mispredict).
-    const VALUE: [u8; 256] = {
-        let mut t = [0xFFu8; 256];
-        let mut i = 0;
-        while i < 10 {
-            t[b'0' as usize + i] = i as u8;
-            i += 1;
-        }
-        let mut i = 0;
-        while i < 6 {
-            t[b'a' as usize + i] = 10 + i as u8;
-            i += 1;
-        }
-        t
-    };
-    let b: &[u8; 64] = s.as_bytes().try_into().ok()?;
-    let mut out = [0u8; 32];
-    let mut bad = 0u8;
-    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let (hi, lo) = (VALUE[pair[0] as usize], VALUE[pair[1] as usize]);
-        bad |= hi | lo;
-        *o = hi << 4 | lo;
-    }
-    (bad & 0xF0 == 0).then_some(out)
-}
-
-/// Lowercase hex of a digest.
-pub fn hex32(h: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for &b in h {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
-    }
-    s
 }
 
 /// Check one stored entry against every rule of FORMAT.md except the data hash.
@@ -380,27 +232,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_round_trip() {
-        let h = *blake3::hash(b"abc").as_bytes();
-        assert_eq!(parse_hex32(&hex32(&h)), Some(h));
-        assert_eq!(parse_hex32(&hex32(&h).to_uppercase()), None);
-        assert_eq!(parse_hex32("00"), None);
-    }
-
-    #[test]
     fn json_depth_skips_strings() {
         assert_eq!(json_depth(r#"{"a": [1, {"b": "]]]["}], "c\\"[": []}"#), 3);
         assert_eq!(json_depth("7"), 0);
         validate_metadata(&("[".repeat(128) + &"]".repeat(128))).unwrap();
         assert!(validate_metadata(&("[".repeat(129) + &"]".repeat(129))).is_err());
         assert!(validate_metadata("[1, 2").is_err());
-    }
-
-    #[test]
-    fn overflowing_shape_is_refused() {
-        assert_eq!(nbytes(DType::F32, &[u64::MAX, 2]), None);
-        assert_eq!(nbytes(DType::F64, &[1 << 62]), None);
-        assert_eq!(nbytes(DType::F32, &[0, u64::MAX]), None);
-        assert_eq!(nbytes(DType::F32, &[0, 7]), Some(0));
     }
 }

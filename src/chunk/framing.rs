@@ -1,12 +1,10 @@
-//! Chunk framing: cutting a payload into pieces that fit a message broker's size
-//! limit, and putting pieces back together.
+//! Chunk framing: the header every chunk starts with, its CRC, and the geometry of
+//! cutting a payload into chunks.
 //!
 //! Every chunk is an 88-byte header followed by a slice of the payload (its "body");
-//! `docs/FORMAT.md`, "Chunk framing", is the specification. [`ChunkPlan`] cuts an
-//! in-memory payload; `crate::stream` cuts a payload while it is being encoded;
-//! `crate::reassemble` puts the chunks back together.
-
-use rayon::prelude::*;
+//! `docs/FORMAT.md`, "Chunk framing", is the specification. [`super::split`] cuts an
+//! in-memory payload; [`super::stream`] cuts a payload while it is being encoded;
+//! [`super::reassemble`] puts the chunks back together.
 
 use crate::error::{Error, Result};
 
@@ -22,13 +20,6 @@ pub(crate) const CRC_AT: usize = 84;
 pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
 /// Most chunks one payload may be cut into (the index and count are u32).
 pub const MAX_CHUNKS: u64 = u32::MAX as u64;
-/// Copy and checksum in blocks of this size, so each block is checksummed while in cache.
-const COPY_BLOCK: usize = 64 << 10;
-/// Bodies at least this large are copied and checksummed by several threads...
-const PARALLEL_BODY: usize = 512 << 10;
-/// ...in parts of this size.
-const PARALLEL_PART: usize = 256 << 10;
-
 /// A payload id: 16 bytes chosen by the sender, random unless given.
 pub type PayloadId = [u8; 16];
 
@@ -194,22 +185,7 @@ fn crcs(chunk: &[u8]) -> (u32, u32) {
     let stored = u32::from_le_bytes(chunk[CRC_AT..CHUNK_HEADER_LEN].try_into().expect("4"));
     let mut h = crc32fast::Hasher::new();
     h.update(&chunk[..CRC_AT]);
-    let body = &chunk[CHUNK_HEADER_LEN..];
-    if body.len() >= PARALLEL_BODY {
-        let parts: Vec<crc32fast::Hasher> = body
-            .par_chunks(PARALLEL_PART)
-            .map(|part| {
-                let mut p = crc32fast::Hasher::new();
-                p.update(part);
-                p
-            })
-            .collect();
-        for p in &parts {
-            h.combine(p);
-        }
-    } else {
-        h.update(body);
-    }
+    crate::memory::crc(&chunk[CHUNK_HEADER_LEN..], &mut h);
     (stored, h.finalize())
 }
 
@@ -388,106 +364,24 @@ pub(crate) fn write_chunk(
     head[CRC_AT..].copy_from_slice(&crc.finalize().to_le_bytes());
 }
 
-/// Copy `src` into `dst` (same length) and feed the copy to `crc`, block by block;
-/// large bodies are split over threads, their CRCs combined in order.
-pub(crate) fn copy_and_crc(src: &[u8], dst: &mut [u8], crc: &mut crc32fast::Hasher) {
-    if src.len() >= PARALLEL_BODY {
-        let parts: Vec<crc32fast::Hasher> = src
-            .par_chunks(PARALLEL_PART)
-            .zip(dst.par_chunks_mut(PARALLEL_PART))
-            .map(|(s, d)| {
-                let mut h = crc32fast::Hasher::new();
-                copy_and_crc(s, d, &mut h);
-                h
-            })
-            .collect();
-        for h in &parts {
-            crc.combine(h);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::fixtures::{bad_chunks, chunks_of};
+
+    #[test]
+    fn header_errors() {
+        let chunks = chunks_of(&[5u8; 1000], 300, 3);
+        for (bytes, integrity, text) in bad_chunks(&chunks[1]) {
+            let e = ChunkHeader::parse(&bytes)
+                .and_then(|h| check_crc(&bytes, &h))
+                .unwrap_err();
+            assert_eq!(matches!(e, Error::Integrity(_)), integrity, "{e}");
+            assert!(e.to_string().contains(text), "{e:?} lacks {text:?}");
         }
-        return;
-    }
-    for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
-        d.copy_from_slice(s);
-        crc.update(d);
-    }
-}
-
-/// How to cut one in-memory payload into chunks.
-#[derive(Debug, Clone, Copy)]
-pub struct ChunkPlan {
-    /// Payload id written into every chunk.
-    pub payload_id: PayloadId,
-    /// How the payload is verified.
-    pub kind: PayloadKind,
-    /// Whole-payload digest written into every chunk.
-    pub digest: [u8; 32],
-    /// Chunk sizes.
-    pub geometry: Geometry,
-}
-
-impl ChunkPlan {
-    /// Plan the chunks of `payload`, each at most `max_bytes` long. A payload that
-    /// parses as a tensorwire container (header checks only, O(header)) is sent as
-    /// [`PayloadKind::Container`] with its content id as the digest; any other bytes as
-    /// [`PayloadKind::Bytes`] with their blake3 (computed here, in parallel).
-    pub fn new(payload: &[u8], max_bytes: u64, payload_id: Option<PayloadId>) -> Result<Self> {
-        let geometry = Geometry::plan(payload.len() as u64, max_bytes)?;
-        let payload_id = match payload_id {
-            Some(id) => id,
-            None => random_id()?,
-        };
-        let (kind, digest) = match crate::container::parse(payload) {
-            Ok(layout) => (PayloadKind::Container, layout.content_id),
-            Err(_) => {
-                let mut h = blake3::Hasher::new();
-                if payload.len() >= 1 << 20 {
-                    h.update_rayon(payload);
-                } else {
-                    h.update(payload);
-                }
-                (PayloadKind::Bytes, *h.finalize().as_bytes())
-            }
-        };
-        Ok(ChunkPlan {
-            payload_id,
-            kind,
-            digest,
-            geometry,
-        })
-    }
-
-    /// The header of chunk `i`.
-    pub fn header(&self, i: u32) -> ChunkHeader {
-        let (offset, len) = self.geometry.range(i);
-        ChunkHeader {
-            kind: self.kind,
-            payload_id: self.payload_id,
-            index: i,
-            count: self.geometry.count,
-            total: self.geometry.total,
-            offset,
-            body_len: len as u32,
-            digest: self.digest,
-        }
-    }
-
-    /// Write chunk `i` of `payload` (the bytes this plan was made for) into `out`, which
-    /// must be exactly [`Geometry::chunk_len`] bytes; every byte is written.
-    pub fn write(&self, payload: &[u8], i: u32, out: &mut [u8]) {
-        let h = self.header(i);
-        let start = h.offset as usize;
-        let src = &payload[start..start + h.body_len as usize];
-        write_chunk(&h, out, |body, crc| copy_and_crc(src, body, crc));
-    }
-
-    /// All chunks of `payload`, as new vectors (for tests and small payloads).
-    pub fn to_vecs(&self, payload: &[u8]) -> Vec<Vec<u8>> {
-        (0..self.geometry.count)
-            .map(|i| {
-                let mut v = vec![0u8; self.geometry.chunk_len(i)];
-                self.write(payload, i, &mut v);
-                v
-            })
-            .collect()
+        let c = &chunks[1];
+        let h = ChunkHeader::parse(c).unwrap();
+        check_crc(c, &h).unwrap();
+        assert_eq!((h.index, h.count, h.offset, h.body_len), (1, 5, 212, 212));
     }
 }

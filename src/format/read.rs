@@ -1,313 +1,21 @@
-//! Encoding tensors into a payload and reading them back.
-//!
-//! [`prepare`] validates the inputs, runs every non-raw codec (in parallel) and lays
-//! the payload out; [`Prepared::write_into`] then copies and hashes the tensors in one
-//! pass straight into the caller's output buffer, and [`Prepared::write_to`] streams
-//! them to a file. [`parse`] validates a payload's preamble and header without touching
+//! Reading a payload: [`parse`] validates its preamble and header without touching
 //! tensor bytes (O(tensors)); [`Layout::verify`] and [`Layout::decode_into`] do the
 //! per-tensor work, in parallel.
 
-use std::borrow::Cow;
-use std::io::{Seek, SeekFrom, Write};
-
 use rayon::prelude::*;
-use serde_json::value::RawValue;
 
-use crate::codec::Pipeline;
+use super::header::{
+    json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
+};
+use super::ids::parse_hex32;
+use super::preamble::{Preamble, PREAMBLE_LEN};
+use super::{about, TensorView};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::header::{
-    align_up, hex32, json_depth, nbytes, parse_hex32, validate_entry, validate_metadata, Entry,
-    Header, Preamble, TensorEntry, ALIGN, MAX_JSON_DEPTH, MAX_NAME_LEN, MAX_TENSORS, PREAMBLE_LEN,
-    VERSION_MINOR,
-};
-use crate::memory::{copy_and_hash, hash};
-
-/// One tensor handed to [`prepare`]: little-endian, C-contiguous bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct TensorInput<'a> {
-    /// Unique name.
-    pub name: &'a str,
-    /// Element type.
-    pub dtype: DType,
-    /// Shape, C order.
-    pub shape: &'a [u64],
-    /// The tensor's bytes (`numel * itemsize` of them).
-    pub data: &'a [u8],
-    /// Codec spec for this tensor.
-    pub codec: &'a str,
-    /// The base tensor's bytes, for delta codecs.
-    pub base: Option<&'a [u8]>,
-}
-
-/// Payload-wide options of [`prepare`].
-#[derive(Debug, Default, Clone)]
-pub struct EncodeOptions<'a> {
-    /// JSON of the structure tree (see FORMAT.md), if not a flat mapping.
-    pub structure: Option<&'a str>,
-    /// JSON of the user metadata.
-    pub metadata: Option<&'a str>,
-    /// Id of the base tensors, for deltas (lowercase hex).
-    pub base_id: Option<&'a str>,
-}
-
-/// The stored bytes of one tensor: the input itself (raw) or what a codec produced.
-pub(crate) enum Stored<'a> {
-    Borrowed(&'a [u8]),
-    Encoded(Vec<u8>),
-}
-
-impl Stored<'_> {
-    pub(crate) fn bytes(&self) -> &[u8] {
-        match self {
-            Stored::Borrowed(b) => b,
-            Stored::Encoded(v) => v,
-        }
-    }
-}
-
-/// A payload laid out and ready to be written.
-pub struct Prepared<'a> {
-    pub(crate) header: Header<'a>,
-    pub(crate) stored: Vec<Stored<'a>>,
-    pub(crate) header_len: usize,
-    pub(crate) data_len: u64,
-}
-
-/// Prefix an error's message with the tensor it concerns.
-fn about(name: &str, e: Error) -> Error {
-    e.context(format_args!("tensor {name:?}"))
-}
-
-/// Validate the inputs, run their codecs in parallel, and lay the payload out.
-pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Result<Prepared<'a>> {
-    if inputs.len() > MAX_TENSORS {
-        return Err(Error::input(format!(
-            "{} tensors exceed the limit of {MAX_TENSORS}",
-            inputs.len()
-        )));
-    }
-    let mut names = std::collections::HashSet::with_capacity(inputs.len());
-    for t in inputs {
-        if !names.insert(t.name) {
-            return Err(Error::input(format!(
-                "tensor name {:?} appears twice",
-                t.name
-            )));
-        }
-        if t.name.len() > MAX_NAME_LEN {
-            return Err(Error::input(format!(
-                "tensor name of {} bytes exceeds the limit of {MAX_NAME_LEN}",
-                t.name.len()
-            )));
-        }
-        let expected = nbytes(t.dtype, t.shape).ok_or_else(|| {
-            Error::input(format!(
-                "tensor {:?}: shape {:?} is too large",
-                t.name, t.shape
-            ))
-        })?;
-        if t.data.len() != expected {
-            return Err(Error::input(format!(
-                "tensor {:?}: {} bytes given, shape {:?} of {} needs {expected}",
-                t.name,
-                t.data.len(),
-                t.shape,
-                t.dtype
-            )));
-        }
-    }
-    let structure = match opts.structure {
-        Some(s) => {
-            crate::structure::validate(s, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
-            Some(RawValue::from_string(s.to_owned()).expect("validated JSON"))
-        }
-        None => None,
-    };
-    let metadata = match opts.metadata {
-        Some(m) => {
-            validate_metadata(m).map_err(|e| Error::input(e.to_string()))?;
-            Some(RawValue::from_string(m.to_owned()).expect("validated JSON"))
-        }
-        None => None,
-    };
-    if let Some(id) = opts.base_id {
-        if parse_hex32(id).is_none() {
-            return Err(Error::input(format!(
-                "base id must be 64 lowercase hex digits, got {id:?}"
-            )));
-        }
-    }
-
-    // Run codecs in parallel; raw tensors are borrowed, not copied.
-    let encoded: Vec<(Pipeline, Stored<'a>)> = inputs
-        .par_iter()
-        .map(|t| {
-            let pipeline = Pipeline::parse(t.codec)
-                .and_then(|p| p.resolve(t.dtype, t.data))
-                .map_err(|e| about(t.name, e))?;
-            if pipeline.is_raw() {
-                return Ok((pipeline, Stored::Borrowed(t.data)));
-            }
-            pipeline.check(t.dtype).map_err(|e| about(t.name, e))?;
-            if pipeline.needs_base() && t.base.is_none() {
-                return Err(about(
-                    t.name,
-                    Error::codec(format!("codec {pipeline} needs a base tensor")),
-                ));
-            }
-            let bytes = pipeline
-                .encode(t.dtype, t.shape, t.data, t.base)
-                .map_err(|e| about(t.name, e))?;
-            Ok((pipeline, Stored::Encoded(bytes)))
-        })
-        .collect::<Result<_>>()?;
-
-    let mut offset = 0u64;
-    let mut tensors = Vec::with_capacity(inputs.len());
-    let mut stored = Vec::with_capacity(inputs.len());
-    for (t, (pipeline, s)) in inputs.iter().zip(encoded) {
-        let length = s.bytes().len() as u64;
-        tensors.push(TensorEntry {
-            name: Cow::Borrowed(t.name),
-            dtype: Cow::Borrowed(t.dtype.name()),
-            shape: t.shape.to_vec(),
-            codec: Cow::Owned(pipeline.to_string()),
-            offset,
-            length,
-            hash: Cow::Owned(hex32(&[0; 32])),
-        });
-        stored.push(s);
-        offset = align_up(offset + length).expect("payload below 2^64 bytes");
-    }
-    // The data section ends at the last tensor's end, not its padding.
-    let data_len = tensors.last().map_or(0, |t| t.offset + t.length);
-    let header = Header {
-        tensors,
-        structure,
-        metadata,
-        base: opts.base_id.map(str::to_owned),
-    };
-    let header_len = align_up(serialize(&header).len() as u64).expect("small") as usize;
-    Ok(Prepared {
-        header,
-        stored,
-        header_len,
-        data_len,
-    })
-}
-
-fn serialize(header: &Header) -> Vec<u8> {
-    serde_json::to_vec(header).expect("header serialises")
-}
-
-impl Prepared<'_> {
-    /// Total size of the payload in bytes.
-    pub fn total_len(&self) -> usize {
-        PREAMBLE_LEN + self.header_len + self.data_len as usize
-    }
-
-    /// Write the header into `out[..PREAMBLE_LEN + header_len]` now that the hashes are known.
-    pub(crate) fn finish_header(&mut self, hashes: &[[u8; 32]], out: &mut [u8]) {
-        for (entry, h) in self.header.tensors.iter_mut().zip(hashes) {
-            entry.hash = Cow::Owned(hex32(h));
-        }
-        let json = serialize(&self.header);
-        assert!(
-            json.len() <= self.header_len,
-            "fixed-width hashes keep the length"
-        );
-        let (pre, rest) = out.split_at_mut(PREAMBLE_LEN);
-        let header = &mut rest[..self.header_len];
-        header[..json.len()].copy_from_slice(&json);
-        header[json.len()..].fill(b' ');
-        let mut preamble = Preamble {
-            minor: VERSION_MINOR,
-            header_len: self.header_len as u64,
-            data_len: self.data_len,
-            header_hash: [0; 32],
-        };
-        let mut h = blake3::Hasher::new();
-        h.update(&preamble.fixed_bytes());
-        h.update(header);
-        preamble.header_hash = *h.finalize().as_bytes();
-        pre.copy_from_slice(&preamble.to_bytes());
-    }
-
-    /// Write the whole payload into `out`, which must be exactly [`Self::total_len`]
-    /// bytes and may be uninitialised garbage: every byte is written.
-    pub fn write_into(mut self, out: &mut [u8]) {
-        assert_eq!(
-            out.len(),
-            self.total_len(),
-            "output buffer has the wrong size"
-        );
-        let (head, mut data) = out.split_at_mut(PREAMBLE_LEN + self.header_len);
-        // Split the data section into disjoint per-tensor slices, zeroing the gaps.
-        let mut jobs = Vec::with_capacity(self.stored.len());
-        let mut pos = 0u64;
-        for (entry, s) in self.header.tensors.iter().zip(&self.stored) {
-            let gap = (entry.offset - pos) as usize;
-            let (pad, rest) = data.split_at_mut(gap);
-            pad.fill(0);
-            let (dst, rest) = rest.split_at_mut(entry.length as usize);
-            jobs.push((dst, s.bytes()));
-            data = rest;
-            pos = entry.offset + entry.length;
-        }
-        let hashes: Vec<[u8; 32]> = jobs
-            .into_par_iter()
-            .map(|(dst, src)| copy_and_hash(src, dst))
-            .collect();
-        self.finish_header(&hashes, head);
-    }
-
-    /// Stream the payload to `w` (a file): data first, then the header at the start.
-    /// Raw tensors are written straight from the caller's memory, never copied whole.
-    pub fn write_to<W: Write + Seek>(mut self, w: &mut W) -> Result<()> {
-        let io = |context: &str| {
-            let context = context.to_owned();
-            move |source| Error::Io { context, source }
-        };
-        let hashes: Vec<[u8; 32]> = self.stored.par_iter().map(|s| hash(s.bytes())).collect();
-        let data_start = (PREAMBLE_LEN + self.header_len) as u64;
-        w.seek(SeekFrom::Start(data_start))
-            .map_err(io("seeking past the header"))?;
-        let zeros = [0u8; ALIGN];
-        let mut pos = 0u64;
-        for (entry, s) in self.header.tensors.iter().zip(&self.stored) {
-            w.write_all(&zeros[..(entry.offset - pos) as usize])
-                .map_err(io("writing padding"))?;
-            w.write_all(s.bytes())
-                .map_err(|e| io(&format!("writing tensor {:?}", entry.name))(e))?;
-            pos = entry.offset + entry.length;
-        }
-        let mut head = vec![0u8; data_start as usize];
-        self.finish_header(&hashes, &mut head);
-        w.seek(SeekFrom::Start(0))
-            .map_err(io("seeking to the start"))?;
-        w.write_all(&head).map_err(io("writing the header"))?;
-        w.flush().map_err(io("flushing"))?;
-        Ok(())
-    }
-}
+use crate::memory::hash;
 
 /// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<TensorView<'a>>);
-
-/// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
-/// shape (an update's tensor given as arrays, or the base of a delta).
-#[derive(Debug, Clone, Copy)]
-pub struct TensorView<'a> {
-    /// Tensor name.
-    pub name: &'a str,
-    /// Element type.
-    pub dtype: DType,
-    /// Shape, C order.
-    pub shape: &'a [u64],
-    /// The bytes (`numel * itemsize` of them).
-    pub data: &'a [u8],
-}
 
 /// By default a payload may decode to this many bytes beyond [`DEFAULT_EXPANSION`]
 /// times its own length (see [`default_max_decoded_bytes`]).
@@ -440,7 +148,7 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         )));
     }
     if let Some(s) = &header.structure {
-        crate::structure::validate(s.get(), entries.len())?;
+        super::structure::validate(s.get(), entries.len())?;
     }
     if let Some(m) = &header.metadata {
         validate_metadata(m.get())?;
@@ -622,30 +330,11 @@ impl Layout {
     }
 }
 
-/// Id of a set of tensors, independent of how they are encoded: blake3 over each
-/// tensor's name, dtype, shape and the blake3 of its bytes (see FORMAT.md, "Base id").
-pub fn tensors_id(tensors: &[(&str, DType, &[u64], &[u8])]) -> [u8; 32] {
-    let hashes: Vec<[u8; 32]> = tensors.par_iter().map(|t| hash(t.3)).collect();
-    let mut h = blake3::Hasher::new();
-    h.update(b"tensorwire-tensors-id-v1");
-    h.update(&(tensors.len() as u64).to_le_bytes());
-    for (t, th) in tensors.iter().zip(&hashes) {
-        h.update(&(t.0.len() as u64).to_le_bytes());
-        h.update(t.0.as_bytes());
-        h.update(&(t.1.name().len() as u64).to_le_bytes());
-        h.update(t.1.name().as_bytes());
-        h.update(&(t.2.len() as u64).to_le_bytes());
-        for d in t.2 {
-            h.update(&d.to_le_bytes());
-        }
-        h.update(th);
-    }
-    *h.finalize().as_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::preamble::ALIGN;
+    use crate::format::write::{prepare, EncodeOptions, TensorInput};
 
     fn encode(inputs: &[TensorInput<'_>], opts: &EncodeOptions<'_>) -> Vec<u8> {
         let prepared = prepare(inputs, opts).unwrap();
@@ -661,10 +350,12 @@ mod tests {
         codec: &'a str,
     ) -> TensorInput<'a> {
         TensorInput {
-            name,
-            dtype: DType::F32,
-            shape,
-            data,
+            tensor: TensorView {
+                name,
+                dtype: DType::F32,
+                shape,
+                data,
+            },
             codec,
             base: None,
         }
@@ -796,19 +487,5 @@ mod tests {
             prepare(&[input("k", &[1], &a, "raw")], &opts),
             Err(Error::Input(_))
         ));
-    }
-
-    #[test]
-    fn tensors_id_depends_on_every_field() {
-        let a = floats(4);
-        let id = |name: &str, dtype: DType, shape: &[u64], data: &[u8]| {
-            tensors_id(&[(name, dtype, shape, data)])
-        };
-        let base = id("a", DType::F32, &[4], &a);
-        assert_eq!(base, id("a", DType::F32, &[4], &a));
-        assert_ne!(base, id("b", DType::F32, &[4], &a));
-        assert_ne!(base, id("a", DType::I32, &[4], &a));
-        assert_ne!(base, id("a", DType::F32, &[2, 2], &a));
-        assert_ne!(base, id("a", DType::F32, &[4], &floats(5)[4..]));
     }
 }

@@ -1,0 +1,26 @@
+//! Chunking (`docs/FORMAT.md`, "Chunk framing"): cutting a payload into pieces that fit
+//! a message broker's size limit, and putting the pieces back together.
+//!
+//! - [`framing`]: the 88-byte chunk header, its CRC and the geometry of a cut.
+//! - [`split`]: [`ChunkPlan`] cuts a payload held in memory.
+//! - [`stream`]: [`ChunkStream`] cuts a payload while it is being encoded.
+//! - [`reassemble`]: [`Reassembler`] puts chunks back together, within bounds.
+
+pub mod framing;
+pub mod reassemble;
+pub mod split;
+pub mod stream;
+
+#[cfg(test)]
+mod fixtures;
+
+pub use framing::{
+    check_crc, id_hex, random_id, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
+    CHUNK_MAGIC, CHUNK_VERSION, MAX_BODY_LEN, MAX_CHUNKS,
+};
+pub use reassemble::{
+    buffer_cost, verify_payload, Limits, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,
+    ALTERNATE_OVERHEAD, MAX_ALTERNATES, MAX_VARIANTS, PENDING_OVERHEAD, RECENT_IDS,
+};
+pub use split::ChunkPlan;
+pub use stream::ChunkStream;

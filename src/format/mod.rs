@@ -1,0 +1,55 @@
+//! The container format (`docs/FORMAT.md`): a fixed preamble, a JSON header, the data
+//! section.
+//!
+//! - [`preamble`]: the 64 fixed bytes (magic, version, section lengths, header hash).
+//! - [`header`]: the JSON header's limits, entries and their validation.
+//! - [`structure`]: the header's `structure` tree, walked without building a document.
+//! - [`ids`]: hex digests and the id of a set of tensors (a delta's base id).
+//! - [`write`]: [`prepare`] a payload, then write it into memory or stream it out.
+//! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors.
+//! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
+
+use crate::dtype::DType;
+use crate::error::Error;
+
+pub mod file;
+pub mod header;
+pub mod ids;
+pub mod preamble;
+pub mod read;
+pub mod structure;
+pub mod write;
+
+pub use file::{save_atomic, write_atomic};
+pub use header::{
+    json_depth, validate_entry, validate_metadata, Entry, Header, TensorEntry, MAX_JSON_DEPTH,
+    MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
+};
+pub use ids::{hex32, parse_hex32, tensors_id};
+pub use preamble::{
+    align_up, Preamble, ALIGN, MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION_MAJOR, VERSION_MINOR,
+};
+pub use read::{
+    check_bools, default_max_decoded_bytes, parse, DecodeJob, Layout, DEFAULT_DECODED_SLACK,
+    DEFAULT_EXPANSION,
+};
+pub use write::{prepare, EncodeOptions, Prepared, TensorInput};
+
+/// Prefix an error's message with the tensor it concerns.
+fn about(name: &str, e: Error) -> Error {
+    e.context(format_args!("tensor {name:?}"))
+}
+
+/// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
+/// shape (an update's tensor given as arrays, or the base of a delta).
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, C order.
+    pub shape: &'a [u64],
+    /// The bytes (`numel * itemsize` of them).
+    pub data: &'a [u8],
+}
