@@ -1,5 +1,6 @@
 //! The block framing of a coded tensor (docs/FORMAT.md, "Block format"), read and
-//! checked before anything is allocated for the tensor.
+//! checked before anything is allocated for the tensor, and the per-thread pool of
+//! block-sized buffers the block coder reuses.
 //!
 //! [`Plan::framing`] proves, from the framing alone, that the stored bytes can decode
 //! to the size the header declares: the block table fits, the block lengths add up,
@@ -9,18 +10,18 @@
 //! size must state the right one, and floatzip plane headers must tile their block.
 //! So a declared size is backed by stored bytes in a bounded ratio, and a payload
 //! that lies about it is refused in O(blocks) time with no allocation but the table.
+//!
+//! [`ZSTD_MAX_RATIO`]: super::ZSTD_MAX_RATIO
+//! [`LZ4_MAX_RATIO`]: super::LZ4_MAX_RATIO
 
-use super::{Plan, Stage, MAGIC, MAX_BLOCK_SCALARS};
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use super::block::Plan;
+use super::compressor::Decoded;
+use super::layout;
+use super::{MAGIC, MAX_BLOCK_SCALARS};
 use crate::error::{Error, Result};
-
-/// Most bytes one stored byte of a zstd frame decodes to. RFC 8878 caps a block's
-/// content at 128 KiB (Block_Maximum_Size) and the densest block (RLE) takes 4 bytes.
-pub const ZSTD_MAX_RATIO: usize = 32_768;
-/// Most bytes one stored byte of an LZ4 block decodes to (each length byte adds at
-/// most 255 bytes of output).
-pub const LZ4_MAX_RATIO: usize = 255;
-/// Bytes of a floatzip plane header: u8 mode, u32 length.
-pub(super) const PLANE_HEADER: usize = 5;
 
 /// A coded tensor's framing: block size, int8 scales, and each block's stored bytes
 /// with its count of kept values (sparse pipelines; 0 otherwise).
@@ -41,39 +42,6 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
 }
 
-/// The content size a zstd frame header states, if it states one; an error when the
-/// bytes do not start with a zstd frame header.
-fn zstd_content_size(frame: &[u8]) -> Result<Option<u64>> {
-    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-    if frame.len() < 5 || frame[..4] != ZSTD_MAGIC {
-        return Err(corrupt("a block is not a zstd frame"));
-    }
-    let fhd = frame[4];
-    let single_segment = fhd & 0x20 != 0;
-    if fhd & 0x08 != 0 {
-        return Err(corrupt("a zstd frame header sets its reserved bit"));
-    }
-    let dict_len = [0, 1, 2, 4][(fhd & 3) as usize];
-    let fcs_len = match fhd >> 6 {
-        0 if single_segment => 1,
-        0 => 0,
-        1 => 2,
-        2 => 4,
-        _ => 8,
-    };
-    let at = 5 + usize::from(!single_segment) + dict_len;
-    if fcs_len == 0 {
-        return Ok(None);
-    }
-    let field = frame
-        .get(at..at + fcs_len)
-        .ok_or_else(|| corrupt("a zstd frame header is truncated"))?;
-    let mut v = [0u8; 8];
-    v[..fcs_len].copy_from_slice(field);
-    let size = u64::from_le_bytes(v);
-    Ok(Some(if fcs_len == 2 { size + 256 } else { size }))
-}
-
 impl Plan<'_> {
     /// Read and check the framing of `stored` (see the module documentation).
     pub(super) fn framing<'a>(&self, stored: &'a [u8]) -> Result<Framing<'a>> {
@@ -89,7 +57,7 @@ impl Plan<'_> {
             )));
         }
         let nblocks = self.blocks(block);
-        let sparse = self.sparse().is_some();
+        let sparse = self.pipe.sparse.is_some();
         let entry = if sparse { 8 } else { 4 };
         let nscales = self.nscales();
         let fits = |need: Option<usize>| need.filter(|&d| d <= stored.len());
@@ -143,8 +111,7 @@ impl Plan<'_> {
     /// limits: is it long enough to decode to what it must?
     fn check_block(&self, body: &[u8], m: usize, count: usize) -> Result<()> {
         let q = self.q;
-        let floatzip = self.pipe.slot(4) == Some(Stage::FloatZip);
-        let sparse = self.sparse().is_some();
+        let sparse = self.pipe.sparse.is_some();
         if sparse && count > m {
             return Err(corrupt(format!(
                 "it claims {count} kept entries but has only {m} scalars"
@@ -152,96 +119,60 @@ impl Plan<'_> {
         }
         // What the compressor (if any) must produce: dense, exactly m values; sparse, at
         // least one byte of index per kept value and the values (floatzip: plane headers).
-        let exact = (!sparse).then_some(m * q);
-        let least = if sparse {
-            count
-                + if floatzip {
-                    PLANE_HEADER * q
-                } else {
-                    count * q
-                }
+        let want = if sparse {
+            Decoded {
+                exact: None,
+                least: count
+                    + self
+                        .pipe
+                        .layout
+                        .map_or(count * q, |l| l.least_bytes(count, q)),
+                most: count * (5 + q),
+            }
         } else {
-            m * q
+            Decoded {
+                exact: Some(m * q),
+                least: m * q,
+                most: m * q,
+            }
         };
-        let short = |need: usize, why: &str| {
-            corrupt(format!(
-                "its {} stored bytes cannot decode to {} bytes ({why})",
+        match (self.pipe.compressor, self.pipe.layout) {
+            (Some(c), _) => c.check_stored(body, &want, m, count),
+            (None, Some(l)) if !sparse => l.check_stored(body, m, q),
+            (None, None) if !sparse => layout::plain_stored(body, m, q),
+            (None, _) if body.len() < want.least => Err(corrupt(format!(
+                "its {} stored bytes cannot decode to {} bytes (too short)",
                 body.len(),
-                exact.unwrap_or(least).max(need)
-            ))
-        };
-        match self.pipe.slot(5) {
-            Some(Stage::Zstd(_)) => {
-                if body.len() < least.div_ceil(ZSTD_MAX_RATIO) {
-                    return Err(short(least, "a zstd frame expands at most 32768 times"));
-                }
-                if let Some(size) = zstd_content_size(body)? {
-                    let ok = match exact {
-                        Some(e) => size == e as u64,
-                        None => size >= least as u64 && size <= (count * (5 + q)) as u64,
-                    };
-                    if !ok {
-                        return Err(corrupt(format!(
-                            "its zstd frame states {size} bytes of content, which does not fit \
-                             {m} scalars ({count} kept)"
-                        )));
-                    }
-                }
-            }
-            Some(_) if body.len() < least.div_ceil(LZ4_MAX_RATIO) => {
-                return Err(short(least, "an LZ4 block expands at most 255 times"));
-            }
-            Some(_) => {}
-            None if floatzip && !sparse => self.check_planes(body, m)?,
-            None if exact.is_some_and(|e| body.len() != e) => {
-                return Err(corrupt(format!(
-                    "it holds {} bytes, {m} values of {q} bytes need {}",
-                    body.len(),
-                    m * q
-                )))
-            }
-            None if body.len() < least => return Err(short(least, "too short")),
-            None => {}
+                want.least
+            ))),
+            (None, _) => Ok(()),
         }
-        Ok(())
     }
+}
 
-    /// A dense floatzip block: `q` planes of `m` bytes each, raw or one zstd frame,
-    /// whose headers tile the block exactly.
-    fn check_planes(&self, body: &[u8], m: usize) -> Result<()> {
-        let mut at = 0usize;
-        for k in 0..self.q {
-            let head = body
-                .get(at..at + PLANE_HEADER)
-                .ok_or_else(|| corrupt(format!("floatzip plane {k} header is truncated")))?;
-            let len = u32_at(head, 1);
-            let plane = body
-                .get(at + PLANE_HEADER..)
-                .and_then(|rest| rest.get(..len))
-                .ok_or_else(|| corrupt(format!("floatzip plane {k} is truncated")))?;
-            match head[0] {
-                super::lossless::PLANE_RAW if len == m => {}
-                super::lossless::PLANE_ZSTD if len >= m.div_ceil(ZSTD_MAX_RATIO) => {
-                    if zstd_content_size(plane)?.is_some_and(|s| s != m as u64) {
-                        return Err(corrupt(format!(
-                            "floatzip plane {k}'s zstd frame does not state {m} bytes"
-                        )));
-                    }
-                }
-                mode => {
-                    return Err(corrupt(format!(
-                        "floatzip plane {k} (mode {mode}, {len} bytes) cannot hold {m} bytes"
-                    )))
-                }
+thread_local! {
+    /// Block-sized buffers that this thread's block encodes reuse, so that encoding a
+    /// large tensor does not fault in fresh memory for every stage of every block (at
+    /// most a few per thread are kept).
+    static SCRATCH: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A zero-filled buffer of `len` bytes, from this thread's pool when it has one.
+pub(super) fn scratch(len: usize) -> Vec<u8> {
+    let mut v = SCRATCH.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    v.clear();
+    v.resize(len, 0);
+    v
+}
+
+/// Give an owned stage buffer back to this thread's pool.
+pub(super) fn recycle(b: Cow<'_, [u8]>) {
+    if let Cow::Owned(v) = b {
+        SCRATCH.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < 4 {
+                pool.push(v);
             }
-            at += PLANE_HEADER + len;
-        }
-        if at != body.len() {
-            return Err(corrupt(format!(
-                "{} stray bytes after a block's floatzip planes",
-                body.len() - at
-            )));
-        }
-        Ok(())
+        });
     }
 }

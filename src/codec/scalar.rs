@@ -2,6 +2,22 @@
 
 use half::{bf16, f16};
 
+use crate::dtype::DType;
+
+/// The scalar type a dtype is made of: complex numbers are pairs of float32/float64.
+pub(crate) fn scalar_of(dtype: DType) -> DType {
+    match dtype {
+        DType::C64 => DType::F32,
+        DType::C128 => DType::F64,
+        d => d,
+    }
+}
+
+/// True for the float dtypes the numeric stages work on (those [`Float`] covers).
+pub(crate) fn is_float(d: DType) -> bool {
+    matches!(d, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
+}
+
 /// A little-endian floating-point scalar read from and written to byte slices.
 pub(crate) trait Float:
     Copy + Send + Sync + PartialEq + std::fmt::Display + 'static

@@ -1,8 +1,41 @@
-//! Sparse stages: which entries `topk:<fraction>` and `threshold:<value>` keep, and the
-//! compact (LEB128 gap) coding of their sorted indices.
+//! Sparse stages (slot 2): which entries `topk:<fraction>` and `threshold:<value>` keep,
+//! and the compact (LEB128 gap) coding of their sorted indices.
 
-use super::scalar::Float;
+use super::scalar::{is_float, Float};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// A sparse stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Sparse {
+    /// Keep the `fraction` largest-magnitude entries.
+    TopK(f64),
+    /// Keep the entries with magnitude above `value`.
+    Threshold(f64),
+}
+
+impl Sparse {
+    /// Why this stage cannot encode a tensor of `dtype`.
+    pub(super) fn misfit(self, dtype: DType) -> Option<String> {
+        (!is_float(dtype)).then(|| "it needs a float16, bfloat16, float32 or float64 tensor".into())
+    }
+
+    /// The rule for a tensor of `n` scalars. `magnitudes` gives [`Float::mag`] of every
+    /// nonzero scalar the stage sees (called only by rules that rank them).
+    pub(super) fn keep(
+        self,
+        n: usize,
+        magnitudes: impl FnOnce() -> Result<Vec<f32>>,
+    ) -> Result<Keep> {
+        match self {
+            Sparse::Threshold(v) => Ok(Keep::Above(v)),
+            Sparse::TopK(fraction) => {
+                let k = ((fraction * n as f64).ceil() as usize).min(n);
+                Ok(Keep::AtLeast(kth_largest(magnitudes()?, k)))
+            }
+        }
+    }
+}
 
 /// Which entries survive a sparse stage. NaN counts as the largest magnitude (kept);
 /// zeros (either sign) are never kept, since decode fills with +0.
@@ -30,7 +63,7 @@ impl Keep {
 
 /// The top-k threshold over the magnitudes of the nonzero scalars `mags`: the k-th
 /// largest, or 0 (keep every nonzero) when there are no more than k of them.
-pub(crate) fn kth_largest(mut mags: Vec<f32>, k: usize) -> f32 {
+fn kth_largest(mut mags: Vec<f32>, k: usize) -> f32 {
     if k == 0 {
         return f32::INFINITY;
     }

@@ -1,6 +1,11 @@
 //! Pipeline-level tests: parsing, round trips, error bounds, misfits, corruption.
 
+use super::block::Plan;
+use super::quantizer::{self, Quantizer};
+use super::scalar::Float;
 use super::*;
+use crate::dtype::DType;
+use crate::error::Error;
 
 /// A deterministic pseudo-random generator for test data (xorshift64*).
 struct Rng(u64);
@@ -253,10 +258,10 @@ fn int8_within_bounds() {
         "int8:channel:stochastic=3",
     ] {
         let p = Pipeline::parse(spec).unwrap();
-        let Some(Stage::Int8 {
+        let Some(Quantizer::Int8 {
             per_channel,
             stochastic_seed,
-        }) = p.slot(3)
+        }) = p.quantizer
         else {
             panic!()
         };
@@ -270,7 +275,7 @@ fn int8_within_bounds() {
             } else {
                 max_of(0..v.len())
             };
-            let scale = quant::int8_scale(max).unwrap() as f64;
+            let scale = quantizer::int8_scale(max).unwrap() as f64;
             let bound = if stochastic_seed.is_some() {
                 scale
             } else {
@@ -563,7 +568,7 @@ fn corrupt_stored_bytes_never_panic() {
             p.decode(DType::F32, &shape, &bad, b, &mut out),
             Err(Error::Integrity(_))
         ));
-        if p.slot(2).is_some() {
+        if p.sparse.is_some() {
             let mut bad = enc.clone();
             bad[table + 4..table + 8].copy_from_slice(&u32::MAX.to_le_bytes());
             assert!(p.decode(DType::F32, &shape, &bad, b, &mut out).is_err());

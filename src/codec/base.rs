@@ -1,17 +1,75 @@
-//! Base stages: `delta` (new - base, in the float dtype) and `xor` (bitwise, exact).
+//! Base stages (slot 1): `delta` (new - base, in the float dtype) and `xor` (bitwise,
+//! exact). Both need the base tensor the update was made against.
 
-use super::scalar::Float;
+use super::scalar::{is_float, with_float, Float};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// A base stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Base {
+    /// Store `new - base` (float dtypes).
+    Delta,
+    /// Store `new ^ base` bitwise (any dtype; exact).
+    Xor,
+}
+
+impl Base {
+    /// Why this stage cannot encode a tensor whose scalars are of dtype `scalar`.
+    pub(super) fn misfit(self, scalar: DType) -> Option<String> {
+        match self {
+            Base::Delta if !is_float(scalar) => {
+                Some("delta needs floating-point values; use xor for an exact bitwise delta".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// True when decoding gives back the exact input.
+    pub(super) fn is_lossless(self) -> bool {
+        self == Base::Xor
+    }
+
+    /// True when what it stores are numbers a sparse stage or a quantizer may act on
+    /// (not bit patterns).
+    pub(super) fn is_numeric(self) -> bool {
+        self == Base::Delta
+    }
+
+    /// `out = new (-) base` for the scalars of dtype `scalar` starting at index `first`.
+    pub(super) fn encode(
+        self,
+        scalar: DType,
+        new: &[u8],
+        base: &[u8],
+        out: &mut [u8],
+        first: usize,
+    ) -> Result<()> {
+        match self {
+            Base::Delta => with_float!(scalar, T => subtract::<T>(new, base, out, first)),
+            Base::Xor => {
+                xor_into(new, base, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// Undo [`Self::encode`] in place: `out = base (+) out`.
+    pub(super) fn decode(self, scalar: DType, out: &mut [u8], base: &[u8]) -> Result<()> {
+        match self {
+            Base::Delta => with_float!(scalar, T => { add_base::<T>(out, base); Ok(()) }),
+            Base::Xor => {
+                xor_in_place(out, base);
+                Ok(())
+            }
+        }
+    }
+}
 
 /// `out = new - base`, element by element, computed in float64 and rounded to nearest
 /// even in `T`. `first` is the index of the first scalar (for error messages).
 /// Non-finite inputs and differences that overflow `T` are refused.
-pub(crate) fn subtract<T: Float>(
-    new: &[u8],
-    base: &[u8],
-    out: &mut [u8],
-    first: usize,
-) -> Result<()> {
+fn subtract<T: Float>(new: &[u8], base: &[u8], out: &mut [u8], first: usize) -> Result<()> {
     let s = T::SIZE;
     for (i, ((n, b), o)) in new
         .chunks_exact(s)
@@ -40,7 +98,7 @@ pub(crate) fn subtract<T: Float>(
 }
 
 /// `out = base + out` in place, computed in float64 and rounded to nearest even in `T`.
-pub(crate) fn add_base<T: Float>(out: &mut [u8], base: &[u8]) {
+fn add_base<T: Float>(out: &mut [u8], base: &[u8]) {
     let s = T::SIZE;
     for (o, b) in out.chunks_exact_mut(s).zip(base.chunks_exact(s)) {
         let v = T::read(b).to_f64() + T::read(o).to_f64();
@@ -49,14 +107,14 @@ pub(crate) fn add_base<T: Float>(out: &mut [u8], base: &[u8]) {
 }
 
 /// `out = a ^ b` byte by byte.
-pub(crate) fn xor_into(a: &[u8], b: &[u8], out: &mut [u8]) {
+fn xor_into(a: &[u8], b: &[u8], out: &mut [u8]) {
     for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
         *o = x ^ y;
     }
 }
 
 /// `out ^= b` byte by byte.
-pub(crate) fn xor_in_place(out: &mut [u8], b: &[u8]) {
+fn xor_in_place(out: &mut [u8], b: &[u8]) {
     for (o, y) in out.iter_mut().zip(b) {
         *o ^= y;
     }

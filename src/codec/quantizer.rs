@@ -1,17 +1,203 @@
-//! Quantizers: `f16`, `bf16` (round to nearest even) and `int8` (symmetric, per tensor
-//! or per output channel, nearest or stochastic rounding).
+//! Quantizers (slot 3): `f16`, `bf16` (round to nearest even) and `int8` (symmetric,
+//! per tensor or per output channel, nearest or stochastic rounding).
 
 use std::any::TypeId;
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::scalar::Float;
+use super::scalar::{is_float, with_float, Float};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// A quantizer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Quantizer {
+    /// Round to float16 (nearest even).
+    F16,
+    /// Round to bfloat16 (nearest even).
+    BF16,
+    /// Symmetric int8 with float32 scales.
+    Int8 {
+        /// One scale per slice along axis 0 instead of one per tensor.
+        per_channel: bool,
+        /// Seed of stochastic rounding; nearest-even rounding when `None`.
+        stochastic_seed: Option<u64>,
+    },
+}
+
+/// How a tensor's scalars map to int8 channels (one scale each): `row` scalars per
+/// channel (an axis-0 slice), `count` channels. Without per-channel scales, one
+/// channel holds every scalar.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Channels {
+    /// Scalars per channel.
+    pub row: usize,
+    /// Number of channels.
+    pub count: usize,
+}
+
+impl Channels {
+    /// The channels of `n` scalars of a tensor of `shape` under `quantizer`.
+    pub(super) fn of(quantizer: Option<Quantizer>, shape: &[u64], n: usize) -> Result<Self> {
+        if !matches!(
+            quantizer,
+            Some(Quantizer::Int8 {
+                per_channel: true,
+                ..
+            })
+        ) {
+            return Ok(Channels { row: n, count: 1 });
+        }
+        let Some(&c) = shape.first() else {
+            return Err(Error::codec(
+                "int8:channel needs a tensor with at least one axis (channels are axis 0)",
+            ));
+        };
+        let count = c as usize;
+        Ok(Channels {
+            row: n.checked_div(count).unwrap_or(0),
+            count,
+        })
+    }
+
+    /// The channel of the scalar at tensor-wide `index`.
+    pub(super) fn of_index(&self, index: usize) -> usize {
+        index.checked_div(self.row).unwrap_or(0)
+    }
+
+    /// Channel runs of the scalars `lo..hi`: (channel, local start, local end).
+    pub(super) fn runs(&self, lo: usize, hi: usize) -> Vec<(usize, usize, usize)> {
+        if self.row == 0 || self.count <= 1 {
+            return vec![(0, 0, hi - lo)];
+        }
+        let mut v = Vec::new();
+        let mut at = lo;
+        while at < hi {
+            let c = at / self.row;
+            let end = ((c + 1) * self.row).min(hi);
+            v.push((c, at - lo, end - lo));
+            at = end;
+        }
+        v
+    }
+}
+
+/// Where a block's values sit in the tensor: the block's first scalar `lo`, and for a
+/// sparse block the block-local index of each value.
+#[derive(Clone, Copy)]
+pub(super) struct Positions<'a> {
+    /// Tensor-wide index of the block's first scalar.
+    pub lo: usize,
+    /// Block-local index of each value (sparse); `None`: value `j` is scalar `lo + j`.
+    pub indices: Option<&'a [u32]>,
+}
+
+impl Quantizer {
+    /// The dtype of the values it produces.
+    pub(super) fn value_dtype(self) -> DType {
+        match self {
+            Quantizer::F16 => DType::F16,
+            Quantizer::BF16 => DType::BF16,
+            Quantizer::Int8 { .. } => DType::I8,
+        }
+    }
+
+    /// Why this stage cannot encode a tensor of `dtype`.
+    pub(super) fn misfit(self, dtype: DType) -> Option<String> {
+        match self {
+            Quantizer::F16 | Quantizer::BF16 if !matches!(dtype, DType::F32 | DType::F64) => {
+                Some("it narrows float32 or float64 tensors only".into())
+            }
+            Quantizer::Int8 { .. } if !is_float(dtype) => {
+                Some("it needs a float16, bfloat16, float32 or float64 tensor".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// True when the stored bytes carry one float32 scale per channel.
+    pub(super) fn is_scaled(self) -> bool {
+        matches!(self, Quantizer::Int8 { .. })
+    }
+
+    /// Quantize `values` (scalars of dtype `scalar` at `at`) into `out` (one value
+    /// each), with `scales` per channel of `channels`.
+    pub(super) fn encode(
+        self,
+        scalar: DType,
+        values: &[u8],
+        out: &mut [u8],
+        at: Positions<'_>,
+        scales: &[f32],
+        channels: Channels,
+    ) -> Result<()> {
+        let lo = at.lo;
+        match self {
+            Quantizer::F16 => with_float!(scalar, T => to_f16::<T>(values, out, lo)),
+            Quantizer::BF16 => with_float!(scalar, T => to_bf16::<T>(values, out, lo)),
+            Quantizer::Int8 {
+                stochastic_seed, ..
+            } => with_float!(scalar, T => {
+                let s = T::SIZE;
+                match at.indices {
+                    Some(ix) => {
+                        for ((c, o), &i) in values.chunks_exact(s).zip(out.iter_mut()).zip(ix) {
+                            let g = lo + i as usize;
+                            let scale = scales[channels.of_index(g)];
+                            *o = int8_one(T::read(c).to_f64(), scale, stochastic_seed, g as u64) as u8;
+                        }
+                    }
+                    None => {
+                        let hi = lo + values.len() / s;
+                        for (c, a, b) in channels.runs(lo, hi) {
+                            to_int8::<T>(&values[a * s..b * s], &mut out[a..b], scales[c], stochastic_seed, (lo + a) as u64);
+                        }
+                    }
+                }
+                Ok(())
+            }),
+        }
+    }
+
+    /// Undo [`Self::encode`]: the values `qvals` back to scalars of dtype `scalar`.
+    pub(super) fn decode(
+        self,
+        scalar: DType,
+        qvals: &[u8],
+        out: &mut [u8],
+        at: Positions<'_>,
+        scales: &[f32],
+        channels: Channels,
+    ) -> Result<()> {
+        let lo = at.lo;
+        match self {
+            Quantizer::F16 => with_float!(scalar, T => { from_f16::<T>(qvals, out); Ok(()) }),
+            Quantizer::BF16 => with_float!(scalar, T => { from_bf16::<T>(qvals, out); Ok(()) }),
+            Quantizer::Int8 { .. } => with_float!(scalar, T => {
+                let s = T::SIZE;
+                match at.indices {
+                    Some(ix) => {
+                        for ((&qv, o), &i) in qvals.iter().zip(out.chunks_exact_mut(s)).zip(ix) {
+                            let scale = scales[channels.of_index(lo + i as usize)];
+                            from_int8_one::<T>(qv, scale).write(o);
+                        }
+                    }
+                    None => {
+                        for (c, a, b) in channels.runs(lo, lo + qvals.len()) {
+                            from_int8::<T>(&qvals[a..b], &mut out[a * s..b * s], scales[c]);
+                        }
+                    }
+                }
+                Ok(())
+            }),
+        }
+    }
+}
 
 /// Cast `src` (scalars of `T`) to float16 into `out`. A finite value that would
 /// round to infinity is refused, never silently turned into inf.
-pub(crate) fn to_f16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
+fn to_f16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         return f32_to_f16(src, out, first);
     }
@@ -31,7 +217,7 @@ pub(crate) fn to_f16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Resu
 }
 
 /// Cast `src` (scalars of `T`) to bfloat16 into `out`; as [`to_f16`].
-pub(crate) fn to_bf16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
+fn to_bf16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         return f32_to_bf16(src, out, first);
     }
@@ -140,7 +326,7 @@ fn f32_to_bf16(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
 }
 
 /// Widen float16 scalars in `src` to `T` in `out` (exact).
-pub(crate) fn from_f16<T: Float>(src: &[u8], out: &mut [u8]) {
+fn from_f16<T: Float>(src: &[u8], out: &mut [u8]) {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         return f16_to_f32(src, out);
     }
@@ -150,7 +336,7 @@ pub(crate) fn from_f16<T: Float>(src: &[u8], out: &mut [u8]) {
 }
 
 /// Widen bfloat16 scalars in `src` to `T` in `out` (exact).
-pub(crate) fn from_bf16<T: Float>(src: &[u8], out: &mut [u8]) {
+fn from_bf16<T: Float>(src: &[u8], out: &mut [u8]) {
     for (h, o) in src.chunks_exact(2).zip(out.chunks_exact_mut(T::SIZE)) {
         T::from_f32(bf16::from_le_bytes([h[0], h[1]]).to_f32()).write(o);
     }
@@ -158,7 +344,7 @@ pub(crate) fn from_bf16<T: Float>(src: &[u8], out: &mut [u8]) {
 
 /// The int8 scale for values of largest magnitude `max`: the smallest float32 `s`
 /// with `127 * s >= max` (0 when `max` is 0).
-pub(crate) fn int8_scale(max: f64) -> Result<f32> {
+pub(super) fn int8_scale(max: f64) -> Result<f32> {
     if !max.is_finite() {
         return Err(Error::codec(
             "int8 needs finite values (and a largest magnitude within float32's range)",
@@ -195,7 +381,7 @@ const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 /// Quantize one value with `scale`: round to nearest even, or stochastically (floor of
 /// `x/scale + u`) when `seed` is set; clamped to -127..=127.
 #[inline]
-pub(crate) fn int8_one(x: f64, scale: f32, seed: Option<u64>, index: u64) -> i8 {
+fn int8_one(x: f64, scale: f32, seed: Option<u64>, index: u64) -> i8 {
     if scale == 0.0 {
         return 0;
     }
@@ -213,13 +399,7 @@ pub(crate) fn int8_one(x: f64, scale: f32, seed: Option<u64>, index: u64) -> i8 
 }
 
 /// Quantize a run of scalars sharing one scale; `first` is the first one's index.
-pub(crate) fn to_int8<T: Float>(
-    src: &[u8],
-    out: &mut [u8],
-    scale: f32,
-    seed: Option<u64>,
-    first: u64,
-) {
+fn to_int8<T: Float>(src: &[u8], out: &mut [u8], scale: f32, seed: Option<u64>, first: u64) {
     for (i, (x, o)) in src.chunks_exact(T::SIZE).zip(out.iter_mut()).enumerate() {
         *o = int8_one(T::read(x).to_f64(), scale, seed, first + i as u64) as u8;
     }
@@ -227,12 +407,12 @@ pub(crate) fn to_int8<T: Float>(
 
 /// Dequantize one int8 into `T`.
 #[inline]
-pub(crate) fn from_int8_one<T: Float>(q: u8, scale: f32) -> T {
+fn from_int8_one<T: Float>(q: u8, scale: f32) -> T {
     T::from_f64(q as i8 as f64 * scale as f64)
 }
 
 /// Dequantize a run of int8 sharing one scale.
-pub(crate) fn from_int8<T: Float>(src: &[u8], out: &mut [u8], scale: f32) {
+fn from_int8<T: Float>(src: &[u8], out: &mut [u8], scale: f32) {
     for (&q, o) in src.iter().zip(out.chunks_exact_mut(T::SIZE)) {
         from_int8_one::<T>(q, scale).write(o);
     }

@@ -1,10 +1,163 @@
-//! Lossless byte stages: shuffle, floatzip (exponent/mantissa byte planes), zstd, lz4.
+//! Layouts (slot 4): `shuffle` (byte planes) and `floatzip` (sign-rotated byte planes,
+//! each entropy-coded with zstd or stored raw: the ZipNN idea).
 //!
-//! All work on one block at a time and never allocate more than a block's worth.
+//! Both work on one block at a time and never allocate more than a block's worth.
 
 use std::cell::RefCell;
 
+use super::compressor::{append_compressed, zstd_content_size, zstd_decompress, ZSTD_MAX_RATIO};
+use super::scalar::is_float;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
+
+/// A layout stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Layout {
+    /// Byte shuffle: byte k of every value, then byte k+1, ...
+    Shuffle,
+    /// Float-aware lossless coding: sign-rotated byte planes, each zstd-coded or raw.
+    FloatZip,
+}
+
+/// Bytes of a floatzip plane header: u8 mode, u32 length.
+pub(super) const PLANE_HEADER: usize = 5;
+
+impl Layout {
+    /// Why this stage cannot lay out values of `values` (the dtype reaching it).
+    pub(super) fn misfit(self, values: DType) -> Option<String> {
+        match self {
+            Layout::FloatZip if !is_float(values) => Some(format!(
+                "floatzip needs float values, these are {values}; use shuffle+zstd"
+            )),
+            _ => None,
+        }
+    }
+
+    /// True when it entropy-codes its output itself (no compressor may follow).
+    pub(super) fn compresses(self) -> bool {
+        self == Layout::FloatZip
+    }
+
+    /// True when it changes nothing for values of `q` bytes.
+    pub(super) fn is_identity(self, q: usize) -> bool {
+        self == Layout::Shuffle && q <= 1
+    }
+
+    /// Append the laid-out `values` (of `q` bytes each) to `out`.
+    pub(super) fn encode(self, values: &[u8], q: usize, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            Layout::Shuffle => {
+                let at = out.len();
+                out.resize(at + values.len(), 0);
+                shuffle(values, q, &mut out[at..]);
+                Ok(())
+            }
+            Layout::FloatZip => floatzip_encode(values, q, out),
+        }
+    }
+
+    /// Undo [`Self::encode`]: `src`, exactly a block's laid-out values, into `dst`.
+    pub(super) fn decode(self, src: &[u8], q: usize, dst: &mut [u8]) -> Result<()> {
+        match self {
+            Layout::FloatZip => {
+                let used = floatzip_decode(src, q, dst)?;
+                if used != src.len() {
+                    return Err(Error::integrity(format!(
+                        "{} stray bytes after a block's values",
+                        src.len() - used
+                    )));
+                }
+                Ok(())
+            }
+            Layout::Shuffle => {
+                exact_values(src, dst)?;
+                unshuffle(src, q, dst);
+                Ok(())
+            }
+        }
+    }
+
+    /// The fewest bytes `count` laid-out values of `q` bytes can take.
+    pub(super) fn least_bytes(self, count: usize, q: usize) -> usize {
+        match self {
+            Layout::FloatZip => PLANE_HEADER * q,
+            Layout::Shuffle => count * q,
+        }
+    }
+
+    /// Check the stored bytes of a dense block of `m` values (`q` bytes each) that no
+    /// compressor follows, from their framing alone.
+    pub(super) fn check_stored(self, body: &[u8], m: usize, q: usize) -> Result<()> {
+        match self {
+            Layout::FloatZip => check_planes(body, m, q),
+            Layout::Shuffle => plain_stored(body, m, q),
+        }
+    }
+}
+
+/// Without a layout, a block's values are stored as they are: `src` must be exactly `dst`.
+pub(super) fn exact_values(src: &[u8], dst: &[u8]) -> Result<()> {
+    if src.len() != dst.len() {
+        return Err(Error::integrity(format!(
+            "a block holds {} bytes of values, expected {}",
+            src.len(),
+            dst.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A dense block stored as plain values (no compressor): exactly `m` values of `q` bytes.
+pub(super) fn plain_stored(body: &[u8], m: usize, q: usize) -> Result<()> {
+    if body.len() != m * q {
+        return Err(Error::integrity(format!(
+            "it holds {} bytes, {m} values of {q} bytes need {}",
+            body.len(),
+            m * q
+        )));
+    }
+    Ok(())
+}
+
+/// A dense floatzip block: `q` planes of `m` bytes each, raw or one zstd frame,
+/// whose headers tile the block exactly.
+fn check_planes(body: &[u8], m: usize, q: usize) -> Result<()> {
+    let corrupt = |m: String| Error::integrity(m);
+    let mut at = 0usize;
+    for k in 0..q {
+        let head = body
+            .get(at..at + PLANE_HEADER)
+            .ok_or_else(|| corrupt(format!("floatzip plane {k} header is truncated")))?;
+        let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let plane = body
+            .get(at + PLANE_HEADER..)
+            .and_then(|rest| rest.get(..len))
+            .ok_or_else(|| corrupt(format!("floatzip plane {k} is truncated")))?;
+        match head[0] {
+            PLANE_RAW if len == m => {}
+            PLANE_ZSTD if len >= m.div_ceil(ZSTD_MAX_RATIO) => {
+                if zstd_content_size(plane)?.is_some_and(|s| s != m as u64) {
+                    return Err(corrupt(format!(
+                        "floatzip plane {k}'s zstd frame does not state {m} bytes"
+                    )));
+                }
+            }
+            mode => {
+                return Err(corrupt(format!(
+                    "floatzip plane {k} (mode {mode}, {len} bytes) cannot hold {m} bytes"
+                )))
+            }
+        }
+        at += PLANE_HEADER + len;
+    }
+    if at != body.len() {
+        return Err(corrupt(format!(
+            "{} stray bytes after a block's floatzip planes",
+            body.len() - at
+        )));
+    }
+    Ok(())
+}
 
 /// zstd level floatzip uses for its byte planes: the fastest match search (planes have
 /// almost no long matches), with Huffman-coded literals forced on (see [`plane_compress`]).
@@ -15,7 +168,7 @@ const INCOMPRESSIBLE_BITS: f64 = 7.9;
 
 /// Byte shuffle: byte k of every element, then byte k+1, ... `src` holds whole
 /// elements of `width` bytes; `dst` has the same length.
-pub(crate) fn shuffle(src: &[u8], width: usize, dst: &mut [u8]) {
+fn shuffle(src: &[u8], width: usize, dst: &mut [u8]) {
     debug_assert_eq!(src.len(), dst.len());
     if width <= 1 {
         dst.copy_from_slice(src);
@@ -33,7 +186,7 @@ pub(crate) fn shuffle(src: &[u8], width: usize, dst: &mut [u8]) {
 }
 
 /// Inverse of [`shuffle`].
-pub(crate) fn unshuffle(src: &[u8], width: usize, dst: &mut [u8]) {
+fn unshuffle(src: &[u8], width: usize, dst: &mut [u8]) {
     debug_assert_eq!(src.len(), dst.len());
     if width <= 1 {
         dst.copy_from_slice(src);
@@ -51,23 +204,8 @@ pub(crate) fn unshuffle(src: &[u8], width: usize, dst: &mut [u8]) {
 }
 
 thread_local! {
-    static ZSTD_C: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
-    static ZSTD_D: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
     static PLANES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static PLANE_C: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// Append the zstd frame of `src` at `level` to `out` (one reused context per thread).
-pub(crate) fn zstd_compress(src: &[u8], level: i32, out: &mut Vec<u8>) -> Result<()> {
-    let fail = |e: std::io::Error| Error::codec(format!("zstd failed: {e}"));
-    ZSTD_C.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.as_ref().map(|(l, _)| *l) != Some(level) {
-            *slot = Some((level, zstd::bulk::Compressor::new(level).map_err(fail)?));
-        }
-        let (_, c) = slot.as_mut().expect("just set");
-        append_compressed(c, src, out).map_err(fail)
-    })
 }
 
 /// zstd for a floatzip byte plane. Planes are nearly match-free (exponents, mantissa
@@ -92,52 +230,6 @@ fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
         let c = slot.as_mut().expect("just set");
         append_compressed(c, src, out).map_err(fail)
     })
-}
-
-/// Compress `src` with `c` straight into the spare capacity at the end of `out`.
-fn append_compressed(
-    c: &mut zstd::bulk::Compressor<'static>,
-    src: &[u8],
-    out: &mut Vec<u8>,
-) -> std::io::Result<()> {
-    out.reserve(zstd::zstd_safe::compress_bound(src.len()));
-    let mut cursor = std::io::Cursor::new(out);
-    let end = cursor.get_ref().len() as u64;
-    cursor.set_position(end);
-    c.compress_to_buffer(src, &mut cursor).map(|_| ())
-}
-
-/// Decompress the zstd frame `src` into `dst`; returns the number of bytes written.
-/// A frame that would not fit `dst` is corrupt (`dst` is the largest possible size).
-pub(crate) fn zstd_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    ZSTD_D.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(
-                zstd::bulk::Decompressor::new()
-                    .map_err(|e| Error::codec(format!("zstd failed: {e}")))?,
-            );
-        }
-        slot.as_mut()
-            .expect("just set")
-            .decompress_to_buffer(src, dst)
-            .map_err(|e| Error::integrity(format!("zstd data is corrupt: {e}")))
-    })
-}
-
-/// Append the LZ4 block of `src` to `out`.
-pub(crate) fn lz4_compress(src: &[u8], out: &mut Vec<u8>) {
-    let at = out.len();
-    out.resize(at + lz4_flex::block::get_maximum_output_size(src.len()), 0);
-    let n = lz4_flex::block::compress_into(src, &mut out[at..])
-        .expect("the output has the maximum compressed size");
-    out.truncate(at + n);
-}
-
-/// Decompress the LZ4 block `src` into `dst`; returns the number of bytes written.
-pub(crate) fn lz4_decompress(src: &[u8], dst: &mut [u8]) -> Result<usize> {
-    lz4_flex::block::decompress_into(src, dst)
-        .map_err(|e| Error::integrity(format!("lz4 data is corrupt: {e}")))
 }
 
 /// Bits per byte of `data`'s byte histogram, estimated on at most about 64 KiB of it
@@ -276,14 +368,14 @@ fn join_planes(planes: &[u8], width: usize, dst: &mut [u8]) {
 }
 
 /// Plane stored as is.
-pub(super) const PLANE_RAW: u8 = 0;
+const PLANE_RAW: u8 = 0;
 /// Plane stored as one zstd frame.
-pub(super) const PLANE_ZSTD: u8 = 1;
+const PLANE_ZSTD: u8 = 1;
 
 /// floatzip: append the encoding of `src` (whole floats of `width` bytes) to `out`.
 /// For each byte plane k (see [`split_planes`]): a mode byte (0 raw, 1 zstd), a u32 LE
 /// length, then that many bytes.
-pub(crate) fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Result<()> {
+fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Result<()> {
     let n = src.len() / width;
     let mut planes = PLANES.with(|p| std::mem::take(&mut *p.borrow_mut()));
     planes.resize(src.len(), 0);
@@ -320,7 +412,7 @@ fn floatzip_write(planes: &[u8], width: usize, n: usize, out: &mut Vec<u8>) -> R
 
 /// Decode floatzip bytes at the start of `src` into `dst` (whole floats of `width`
 /// bytes). Returns how many bytes of `src` it consumed.
-pub(crate) fn floatzip_decode(src: &[u8], width: usize, dst: &mut [u8]) -> Result<usize> {
+fn floatzip_decode(src: &[u8], width: usize, dst: &mut [u8]) -> Result<usize> {
     let mut planes = PLANES.with(|p| std::mem::take(&mut *p.borrow_mut()));
     planes.resize(dst.len(), 0);
     let r = floatzip_read(src, width, &mut planes, dst);
