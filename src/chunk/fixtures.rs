@@ -88,6 +88,15 @@ pub fn bad_chunks(c: &[u8]) -> Vec<(Vec<u8>, bool, &'static str)> {
 
 /// A container of five float32 tensors (the third zstd-coded) and the tensors' bytes.
 pub fn container(seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    with_prepared(seed, |prepared| {
+        let mut out = vec![0u8; prepared.total_len()];
+        prepared.write_into(&mut out);
+        out
+    })
+}
+
+/// What `f` makes of [`container`]'s payload before it is written, and the tensors' bytes.
+pub fn with_prepared<R>(seed: u64, f: impl FnOnce(crate::Prepared<'_>) -> R) -> (R, Vec<Vec<u8>>) {
     let mut rng = Rng(seed);
     let datas: Vec<Vec<u8>> = (0..5).map(|i| rng.bytes(4 * (100 + 37 * i))).collect();
     let shapes: Vec<Vec<u64>> = (0..5).map(|i| vec![100 + 37 * i as u64]).collect();
@@ -104,8 +113,7 @@ pub fn container(seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
             base: None,
         })
         .collect();
-    let prepared = crate::prepare(&inputs, &Default::default()).unwrap();
-    let mut out = vec![0u8; prepared.total_len()];
-    prepared.write_into(&mut out);
-    (out, datas)
+    let made = f(crate::prepare(&inputs, &Default::default()).unwrap());
+    drop(inputs);
+    (made, datas)
 }

@@ -265,31 +265,18 @@ impl Iterator for ChunkStream<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::fixtures::container;
+    use crate::chunk::fixtures::{container, with_prepared};
     use crate::chunk::{Limits, Reassembler};
 
     #[test]
     fn streamed_chunks_reassemble_to_the_encoded_payload() {
         for max_bytes in [89u64, 100, 150, 300, 1000, 4096, 100_000] {
-            let (payload, datas) = container(max_bytes);
-            let shapes: Vec<Vec<u64>> = (0..5).map(|i| vec![100 + 37 * i as u64]).collect();
-            let names: Vec<String> = (0..5).map(|i| format!("layer{i}.weight")).collect();
-            let inputs: Vec<crate::TensorInput<'_>> = (0..5)
-                .map(|i| crate::TensorInput {
-                    tensor: crate::TensorView {
-                        name: &names[i],
-                        dtype: crate::DType::F32,
-                        shape: &shapes[i],
-                        data: &datas[i],
-                    },
-                    codec: if i == 2 { "zstd" } else { "raw" },
-                    base: None,
-                })
-                .collect();
-            let prepared = crate::prepare(&inputs, &Default::default()).unwrap();
-            let stream = ChunkStream::new(prepared, max_bytes, None).unwrap();
-            assert_eq!(stream.total_len(), payload.len() as u64);
-            let chunks: Vec<Vec<u8>> = stream.collect();
+            let (payload, _) = container(max_bytes);
+            let ((total, chunks), _) = with_prepared(max_bytes, |prepared| {
+                let stream = ChunkStream::new(prepared, max_bytes, None).unwrap();
+                (stream.total_len(), stream.collect::<Vec<Vec<u8>>>())
+            });
+            assert_eq!(total, payload.len() as u64);
             assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
             let first = ChunkHeader::parse(&chunks[0]).unwrap();
             assert!(

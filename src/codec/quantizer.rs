@@ -201,19 +201,10 @@ fn to_f16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         return f32_to_f16(src, out, first);
     }
-    for (i, (x, o)) in src
-        .chunks_exact(T::SIZE)
-        .zip(out.chunks_exact_mut(2))
-        .enumerate()
-    {
-        let x = T::read(x);
+    to_half(src, out, first, ("float16", "65504"), |x: T| {
         let h = x.to_f16();
-        if h.is_infinite() && x.to_f64().is_finite() {
-            return Err(out_of_range("float16", "65504", x, first + i));
-        }
-        o.copy_from_slice(&h.to_le_bytes());
-    }
-    Ok(())
+        (h.is_infinite(), h.to_le_bytes())
+    })
 }
 
 /// Cast `src` (scalars of `T`) to bfloat16 into `out`; as [`to_f16`].
@@ -221,17 +212,32 @@ fn to_bf16<T: Float>(src: &[u8], out: &mut [u8], first: usize) -> Result<()> {
     if TypeId::of::<T>() == TypeId::of::<f32>() {
         return f32_to_bf16(src, out, first);
     }
+    to_half(src, out, first, ("bfloat16", "3.3895e38"), |x: T| {
+        let h = x.to_bf16();
+        (h.is_infinite(), h.to_le_bytes())
+    })
+}
+
+/// The scalar loop of [`to_f16`] and [`to_bf16`]: `cast` gives a value's 16-bit bytes
+/// and whether they are infinite; `target` names the type and its largest finite value.
+fn to_half<T: Float>(
+    src: &[u8],
+    out: &mut [u8],
+    first: usize,
+    target: (&str, &str),
+    cast: impl Fn(T) -> (bool, [u8; 2]),
+) -> Result<()> {
     for (i, (x, o)) in src
         .chunks_exact(T::SIZE)
         .zip(out.chunks_exact_mut(2))
         .enumerate()
     {
         let x = T::read(x);
-        let h = x.to_bf16();
-        if h.is_infinite() && x.to_f64().is_finite() {
-            return Err(out_of_range("bfloat16", "3.3895e38", x, first + i));
+        let (infinite, bytes) = cast(x);
+        if infinite && x.to_f64().is_finite() {
+            return Err(out_of_range(target.0, target.1, x, first + i));
         }
-        o.copy_from_slice(&h.to_le_bytes());
+        o.copy_from_slice(&bytes);
     }
     Ok(())
 }
