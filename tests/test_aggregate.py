@@ -310,6 +310,17 @@ def test_out_and_float64_accumulation():
         tw.aggregate(ms, out={k: v.astype(np.float64) for k, v in ms[0].items()})
 
 
+def test_a_refused_round_leaves_out_as_it_was():
+    rng = np.random.default_rng(11)
+    good = model(rng)
+    bad = {k: v.copy() for k, v in good.items()}
+    next(iter(bad.values())).flat[0] = np.nan
+    out = {k: np.full_like(v, 7.0) for k, v in good.items()}
+    with pytest.raises(tw.MismatchError, match="update 1"):
+        tw.aggregate([tw.encode(good), tw.encode(bad)], out=out)
+    assert all((v == 7.0).all() for v in out.values())
+
+
 def test_encode_update_with_error_feedback():
     rng = np.random.default_rng(10)
     old = model(rng)

@@ -647,6 +647,7 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
         },
         verify: flags.verify(),
         method: Method::Mean,
+        scratch_out: false,
     };
     let source = || Source::Payload { buf, layout };
 
@@ -686,13 +687,14 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
                 index,
             },
         ];
-        // The second copy is refused (the same payload): both ways of handling that, and
-        // every method.
-        for (method, skip) in [
-            (Method::Mean, false),
-            (Method::Mean, true),
-            (Method::Median, true),
-            (Method::TrimmedMean(0.25), true),
+        // The second copy is refused (the same payload): both ways of handling that, the
+        // one-pass mean into scratch, and every method.
+        for (method, skip, scratch_out) in [
+            (Method::Mean, false, false),
+            (Method::Mean, false, true),
+            (Method::Mean, true, false),
+            (Method::Median, true, false),
+            (Method::TrimmedMean(0.25), true, false),
         ] {
             let mut outs: Vec<Vec<u8>> = layout.entries.iter().map(|e| vec![0; e.nbytes]).collect();
             let _ = fedavg::aggregate(
@@ -700,7 +702,11 @@ pub fn exercise_aggregate(flags: AggFlags, buf: &[u8], layout: &Layout) {
                 base,
                 &updates,
                 outs.iter_mut().map(|o| &mut o[..]).collect(),
-                &Options { method, ..opts },
+                &Options {
+                    method,
+                    scratch_out,
+                    ..opts
+                },
                 skip,
             );
         }

@@ -315,6 +315,7 @@ def aggregate(
         method,
         verify,
         on_mismatch != "raise",
+        out is None,
     )
     for i, reason in refused:
         _report(on_mismatch, i, reason)

@@ -179,6 +179,7 @@ def aggregate(
     method: str,
     verify: bool,
     skip: bool,
+    scratch_out: bool,
 ) -> tuple[list[tuple[int, str]], list[float], list[float], bool]: ...
 def codec_needs_base(spec: str) -> bool: ...
 

@@ -74,6 +74,7 @@ fn options(
         precision,
         verify,
         method: Method::parse(method).map_err(to_py)?,
+        scratch_out: false,
     };
     opts.check().map_err(to_py)?;
     Ok(opts)
@@ -163,7 +164,7 @@ type Outcome = (Vec<(usize, String)>, Vec<f64>, Vec<f64>, bool);
 /// Updates that do not fit the round or are refused come back with their reasons; with
 /// `skip` false nothing is computed when there are any.
 #[pyfunction]
-#[pyo3(signature = (template, base_id, base, updates, out, clip_norm, max_norm, accumulate, method, verify, skip))]
+#[pyo3(signature = (template, base_id, base, updates, out, clip_norm, max_norm, accumulate, method, verify, skip, scratch_out))]
 #[allow(clippy::too_many_arguments)]
 fn aggregate(
     py: Python<'_>,
@@ -178,10 +179,14 @@ fn aggregate(
     method: &str,
     verify: bool,
     skip: bool,
+    scratch_out: bool,
 ) -> PyResult<Outcome> {
     catch(|| {
         let round = round_of(template, base_id.as_deref())?;
-        let opts = options(clip_norm, max_norm, accumulate, method, verify)?;
+        let opts = Options {
+            scratch_out,
+            ..options(clip_norm, max_norm, accumulate, method, verify)?
+        };
         let base = base.as_deref().map(slices).transpose()?;
         let out = slices_mut(&out)?;
         let borrowed = borrow(&updates)?;

@@ -76,8 +76,12 @@ pub fn aggregate(
     let refs: Vec<&Contribution<'_>> = fresh.iter().map(|&k| &updates[k]).collect();
     // The mean without norms scans while it adds, hoping for no refusal (then one pass);
     // everything else surveys first.
-    let optimistic =
-        opts.method == Method::Mean && opts.clip_norm.is_none() && opts.max_norm.is_none();
+    // A refused round must leave the caller's `out` as it was, so `out` is written before
+    // the updates are known to be good only when it is scratch or refusals are skipped.
+    let optimistic = opts.method == Method::Mean
+        && opts.clip_norm.is_none()
+        && opts.max_norm.is_none()
+        && (opts.scratch_out || skip_refused);
     let mut out = out;
     let surveys = if optimistic {
         if opts.verify {

@@ -111,6 +111,10 @@ pub struct Options {
     pub verify: bool,
     /// How updates are combined ([`aggregate`] only; the accumulator is a mean).
     pub method: Method,
+    /// `out` is scratch that the caller drops when the round is refused ([`aggregate`]
+    /// only). Then the plain mean writes it while it checks the updates (one pass);
+    /// otherwise it checks first, and a refused round leaves `out` as it was.
+    pub scratch_out: bool,
 }
 
 impl Options {

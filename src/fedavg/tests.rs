@@ -363,6 +363,10 @@ fn non_finite_updates_and_overflow_are_refused() {
         for o in [
             opts(),
             Options {
+                scratch_out: true,
+                ..opts()
+            },
+            Options {
                 clip_norm: Some(1.0),
                 ..opts()
             },
@@ -429,6 +433,28 @@ fn non_finite_updates_and_overflow_are_refused() {
     assert_eq!(outcome.refused.len(), 1);
     assert!(outcome.refused[0].1.contains("max_norm"), "{outcome:?}");
     assert_eq!(out[0], vec![0.0, 1.0]);
+}
+
+#[test]
+fn a_refused_round_leaves_the_callers_out_as_it_was() {
+    let r = round(&[("w", 2)], None);
+    let blobs = parsed(vec![
+        payload(&[("w", vec![1.0, 2.0])], "raw"),
+        payload(&[("w", vec![f32::NAN, 0.0])], "raw"),
+    ]);
+    let ups = contributions(&r, &blobs);
+    let before = f32_bytes(&[7.0, 7.0]);
+    for scratch_out in [false, true] {
+        let mut out = before.clone();
+        let o = Options {
+            scratch_out,
+            ..opts()
+        };
+        let outcome = aggregate(&r, None, &ups, vec![&mut out[..]], &o, false).unwrap();
+        assert!(!outcome.computed && outcome.refused.len() == 1);
+        // Scratch may be written (the one-pass mean); the caller's own `out` may not.
+        assert_eq!(out == before, !scratch_out, "scratch_out={scratch_out}");
+    }
 }
 
 #[test]
