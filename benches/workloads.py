@@ -16,12 +16,14 @@ import sys
 from dataclasses import dataclass, field
 from typing import Optional
 
+import bert
 import numpy as np
 
 __all__ = [
     "REAL_MODEL_PACKAGE",
     "Workload",
     "bert_base",
+    "ensure_real_model",
     "large_single",
     "many_small",
     "real_minilm",
@@ -70,56 +72,9 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float = 0.02)
     return a
 
 
-def bert_shapes(scale: float = 1.0) -> list[tuple[str, tuple[int, ...]]]:
-    """BERT-base (uncased) state-dict names and shapes: 199 tensors, 438 MB at scale 1.
-
-    ``scale`` < 1 shrinks the hidden size and vocabulary by ``sqrt(scale)`` (so matrices
-    shrink by about ``scale``), keeping the 199 tensors and their roles.
-    """
-    r = math.sqrt(scale)
-    h = max(16, round(768 * r / 16) * 16)
-    vocab = max(64, round(30522 * r))
-    pos = max(16, round(512 * r))
-    ffn = 4 * h
-    out: list[tuple[str, tuple[int, ...]]] = [
-        ("embeddings.word_embeddings.weight", (vocab, h)),
-        ("embeddings.position_embeddings.weight", (pos, h)),
-        ("embeddings.token_type_embeddings.weight", (2, h)),
-        ("embeddings.LayerNorm.weight", (h,)),
-        ("embeddings.LayerNorm.bias", (h,)),
-    ]
-    for i in range(12):
-        p = f"encoder.layer.{i}."
-        for m in ("query", "key", "value"):
-            out += [
-                (f"{p}attention.self.{m}.weight", (h, h)),
-                (f"{p}attention.self.{m}.bias", (h,)),
-            ]
-        out += [
-            (f"{p}attention.output.dense.weight", (h, h)),
-            (f"{p}attention.output.dense.bias", (h,)),
-            (f"{p}attention.output.LayerNorm.weight", (h,)),
-            (f"{p}attention.output.LayerNorm.bias", (h,)),
-            (f"{p}intermediate.dense.weight", (ffn, h)),
-            (f"{p}intermediate.dense.bias", (ffn,)),
-            (f"{p}output.dense.weight", (h, ffn)),
-            (f"{p}output.dense.bias", (h,)),
-            (f"{p}output.LayerNorm.weight", (h,)),
-            (f"{p}output.LayerNorm.bias", (h,)),
-        ]
-    out += [("pooler.dense.weight", (h, h)), ("pooler.dense.bias", (h,))]
-    return out
-
-
 def bert_base(scale: float = 1.0, seed: int = 0) -> Workload:
-    """BERT-base-shaped float32 dict, values ~ N(0, 0.02) (LayerNorm weights ~ 1 + N(0, 0.02))."""
-    rng = np.random.default_rng(seed)
-    t: Tensors = {}
-    for name, shape in bert_shapes(scale):
-        a = _normal(rng, shape)
-        if "LayerNorm.weight" in name:
-            a += np.float32(1.0)
-        t[name] = a
+    """BERT-base-shaped float32 dict (``bert.shapes_at_scale``), values as ``bert.weights``."""
+    t = bert.weights(bert.shapes_at_scale(scale), seed)
     mb = sum(a.nbytes for a in t.values()) / 1e6
     return Workload(
         "bert-base",
@@ -169,8 +124,8 @@ def large_single(nbytes: int = 1 << 30, seed: int = 2) -> Workload:
 
 def simulated_update(base: Workload, lr_noise: float = 1e-3, seed: int = 3) -> Workload:
     """A federated client's update of ``base``: new = old + N(0, lr_noise) on every weight."""
-    rng = np.random.default_rng(seed)
-    new = {k: a + _normal(rng, a.shape, lr_noise) for k, a in base.tensors.items()}
+    step = bert.normal_like(base.tensors, lr_noise, np.random.default_rng(seed))
+    new = {k: a + step.pop(k) for k, a in base.tensors.items()}
     return Workload(
         f"{base.name}-update",
         f"{base.name} after a simulated local step (+N(0, {lr_noise:g})), base = {base.name}",
