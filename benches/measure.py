@@ -30,15 +30,39 @@ __all__ = [
     "Timing",
     "machine_info",
     "physical_references",
+    "reset_peak_rss",
+    "status_bytes",
     "timed",
 ]
+
+
+def status_bytes(field: str) -> Optional[int]:
+    """A size field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's resident high-water mark (``VmHWM``) to the current RSS (Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 class PeakRSS:
     """Peak extra resident memory of one call, via VmHWM reset (Linux); None elsewhere."""
 
     def __init__(self) -> None:
-        self.available = self._reset()
+        self.available = reset_peak_rss()
         self._trim = self._malloc_trim()
 
     @staticmethod
@@ -53,36 +77,16 @@ class PeakRSS:
         except (OSError, AttributeError):
             return None
 
-    @staticmethod
-    def _status(field: str) -> Optional[int]:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return None
-        return None
-
-    @staticmethod
-    def _reset() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            return True
-        except OSError:
-            return False
-
     def run(self, fn: Callable[[], Any]) -> tuple[Any, float, Optional[int]]:
         """Call ``fn``; return (result, seconds, peak extra RSS in bytes or None)."""
         if self._trim is not None:
             self._trim()
-        ok = self.available and self._reset()
-        before = self._status("VmRSS") if ok else None
+        ok = self.available and reset_peak_rss()
+        before = status_bytes("VmRSS") if ok else None
         t0 = time.perf_counter()
         result = fn()
         dt = time.perf_counter() - t0
-        peak = self._status("VmHWM") if ok else None
+        peak = status_bytes("VmHWM") if ok else None
         extra = None if before is None or peak is None else max(0, peak - before)
         return result, dt, extra
 

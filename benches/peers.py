@@ -1,30 +1,50 @@
-"""The serializers users have today, implemented the way their users write them.
+"""What tensorwire is measured against, written the way their users write it.
 
-Each peer is a pair ``encode(tensors) -> blob`` / ``decode(blob, like) -> tensors``
-over a ``dict[str, np.ndarray]``. ``like`` is the original dict: formats that carry no
-names or shapes of their own (the seed's list format, zstd/lz4 over raw bytes) use it
-only to give the names back (and, for the raw-byte compressors, the shapes a real
-application would have to ship separately). A blob is ``bytes`` or a list of ``bytes``
+Serializers: each peer is a pair ``encode(tensors) -> blob`` / ``decode(blob, like) ->
+tensors`` (:data:`PEERS`). Aggregation: the FedAvg loop a server writes by hand over
+decoded updates (:class:`NumpyFedAvg`) and Flower's own aggregation functions over
+Flower's payloads (``flower_*``; Flower is imported when first used).
+
+Serializers work over a ``dict[str, np.ndarray]``; ``like`` is the original dict:
+formats that carry no names or shapes of their own (the seed's list format, zstd/lz4 over
+raw bytes) use it only to give the names back (and, for the raw-byte compressors, the
+shapes a real application would have to ship separately). A blob is ``bytes`` or a list of ``bytes``
 (Flower ships one message part per array).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import pickle
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["PEERS", "md5list_deserialize", "md5list_serialize", "peer_versions"]
+import tensorwire as tw
+
+__all__ = [
+    "PEERS",
+    "NumpyFedAvg",
+    "flower_fedavg",
+    "flower_legacy_fedavg",
+    "flower_median",
+    "flower_trimmed_mean",
+    "import_flower",
+    "md5list_deserialize",
+    "md5list_serialize",
+    "numpy_fedavg",
+    "peer_versions",
+]
 
 Tensors = dict[str, np.ndarray]
 
 
 # -- the first seed: pure-Python list format with an MD5 trailer (sent over Kafka) -----
-# Copied from ../shared/seeds/kafka-fl-serialization.md (logging/try-except removed, the
-# format and every operation kept): this is the baseline every ratio refers to.
+# The seed's serialize_weights / deserialize_weights, copied with their logging and
+# try/except removed (the format and every operation kept): the baseline every ratio
+# refers to.
 def md5list_serialize(weights: list[np.ndarray]) -> bytes:
     """The seed's ``serialize_weights``: count, then per array ndim/shape/dtype/bytes; MD5."""
     buffer = io.BytesIO()
@@ -193,3 +213,101 @@ PEERS: list[tuple[str, Any, Any, str]] = [
     ("py-zstd:3 raw", zstd_encode, zstd_decode, "zstandard over raw bytes, threads=-1"),
     ("py-lz4 raw", lz4_encode, lz4_decode, "lz4.frame over raw bytes"),
 ]
+
+
+# -- FedAvg as a server writes it by hand: decode each update, accumulate, divide ---------
+class NumpyFedAvg:
+    """``acc[k] += w * update[k]`` in float32 over ``tw.decode``d updates, then ``/ sum(w)``."""
+
+    def __init__(self) -> None:
+        self.acc: Optional[Tensors] = None
+        self.total = 0.0
+
+    def add(self, payload: bytes, weight: float) -> None:
+        update = tw.decode(payload)
+        if self.acc is None:
+            self.acc = {k: np.zeros(v.shape, np.float32) for k, v in update.items()}
+        for k, v in update.items():
+            self.acc[k] += weight * v
+        self.total += weight
+
+    def result(self) -> Tensors:
+        if self.acc is None:
+            raise ValueError("no update added")
+        for v in self.acc.values():
+            v /= self.total
+        return self.acc
+
+
+def numpy_fedavg(payloads: list[bytes], weights: list[float]) -> Tensors:
+    """The numpy loop over a round's payloads held in memory."""
+    loop = NumpyFedAvg()
+    for p, w in zip(payloads, weights):
+        loop.add(p, w)
+    return loop.result()
+
+
+# -- Flower's aggregations, over Flower's payloads: {name: flwr.common.Array} per update ---
+def import_flower() -> None:
+    """Import every Flower module the functions below use (a process measuring them does
+    this before its memory baseline, so Flower's import is not counted)."""
+    for module in (
+        "flwr.common",
+        "flwr.server.strategy.aggregate",
+        "flwr.serverapp.strategy.strategy_utils",
+    ):
+        importlib.import_module(module)
+
+
+def flower_fedavg(payloads: list[dict[str, Any]], weights: list[float]) -> Tensors:
+    """``flwr.serverapp.strategy.FedAvg``'s aggregation: ``aggregate_arrayrecords``."""
+    from flwr.common import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    records = [
+        RecordDict({"arrays": ArrayRecord(p), "metrics": MetricRecord({"n": int(w)})})
+        for p, w in zip(payloads, weights)
+    ]
+    out = aggregate_arrayrecords(records, "n")
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def flower_legacy_fedavg(payloads: list[dict[str, Any]], weights: list[float]) -> Tensors:
+    """``flwr.server.strategy.FedAvg(inplace=True)``, the legacy default: ``aggregate_inplace``."""
+    from flwr.common import Code, FitRes, Parameters, Status
+    from flwr.server.strategy.aggregate import aggregate_inplace
+
+    results = [
+        (
+            None,
+            FitRes(
+                Status(Code.OK, ""),
+                Parameters([a.data for a in p.values()], "numpy.ndarray"),
+                int(w),
+                {},
+            ),
+        )
+        for p, w in zip(payloads, weights)
+    ]
+    return dict(zip(payloads[0], aggregate_inplace(results)))
+
+
+def _flower_robust(payloads: list[dict[str, Any]], combine: Any) -> Tensors:
+    # Flower's FedMedian / FedTrimmedAvg: every update decoded, then each layer stacked
+    names = list(payloads[0])
+    results = [([a.numpy() for a in p.values()], 1) for p in payloads]
+    return dict(zip(names, combine(results)))
+
+
+def flower_median(payloads: list[dict[str, Any]], weights: list[float]) -> Tensors:
+    """Flower's FedMedian: ``aggregate_median`` (unweighted; ``weights`` unused)."""
+    from flwr.server.strategy.aggregate import aggregate_median
+
+    return _flower_robust(payloads, aggregate_median)
+
+
+def flower_trimmed_mean(payloads: list[dict[str, Any]], weights: list[float]) -> Tensors:
+    """Flower's FedTrimmedAvg(beta=0.1): ``aggregate_trimmed_avg`` (``weights`` unused)."""
+    from flwr.server.strategy.aggregate import aggregate_trimmed_avg
+
+    return _flower_robust(payloads, lambda r: aggregate_trimmed_avg(r, 0.1))
