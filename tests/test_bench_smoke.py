@@ -1,8 +1,10 @@
-"""The benchmark harness's own checks: its baseline, its round-trip judge, its fits.
+"""The benchmark harness's own checks: its baseline, its round-trip judge, its goals, its fits.
 
-The harness decides whether a method passes, so the judge itself is tested here: it must
-reject a flipped bit, a wrong dtype, an error beyond a lossy stage's bound, and accept
-what the stage really produces. The end-to-end smoke run is ``make bench-smoke``.
+The harness decides whether a method passes and whether a goal is met, so the judges
+themselves are tested here: the round-trip judge must reject a flipped bit, a wrong dtype,
+an error beyond a lossy stage's bound, and accept what the stage really produces; each
+goal must flip at its threshold. The end-to-end smoke run of every part is
+``make bench-smoke``; the tests below run one part each at smoke sizes.
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches"))
 
+import aggregation
+import bert
+import codec_ratios
+import goals
+import measure
 import methods
 import peers
+import record
 import scaling
 import workloads
+
+import tensorwire as tw
 
 
 def _tensors() -> dict[str, np.ndarray]:
@@ -144,12 +154,41 @@ def test_unknown_codec_is_not_available_and_raw_is() -> None:
 
 
 def test_bert_shapes_are_bert_base() -> None:
-    shapes = workloads.bert_shapes(1.0)
+    shapes = bert.shapes_at_scale(1.0)
     assert len(shapes) == 199
     n = sum(int(np.prod(s)) for _, s in shapes)
     assert 437e6 < 4 * n < 439e6
     assert dict(shapes)["embeddings.word_embeddings.weight"] == (30522, 768)
-    assert len(workloads.bert_shapes(0.01)) == 199
+    assert len(bert.shapes_at_scale(0.01)) == 199
+    # one model, sized two ways: at full size both are BERT-base itself
+    assert bert.shapes_at_hidden(768) == shapes == bert.shapes()
+    quarter = dict(bert.shapes_at_hidden(384))
+    assert quarter["embeddings.word_embeddings.weight"] == (15261, 384)
+    assert quarter["embeddings.position_embeddings.weight"] == (512, 384)
+
+
+def test_every_bench_builds_the_model_from_bert_py() -> None:
+    t = bert.weights(bert.shapes_at_scale(0.002))
+    assert list(t) == [name for name, _ in bert.shapes_at_scale(0.002)]
+    assert list(workloads.bert_base(0.002).tensors) == list(t)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(workloads.bert_base(0.002).tensors.values(), t.values())
+    )
+    base, direction = aggregation.model(16)
+    assert list(base) == list(direction) == [name for name, _ in bert.shapes_at_hidden(16)]
+    ln = base["embeddings.LayerNorm.weight"]
+    assert (
+        abs(float(ln.mean()) - 1.0) < 0.05
+        and abs(float(direction["pooler.dense.bias"].mean())) < 0.05
+    )
+    benches = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benches")
+    for root, _, files in os.walk(benches):
+        for f in files:
+            if f.endswith(".py") and f != "bert.py":
+                with open(os.path.join(root, f)) as fh:
+                    text = fh.read()
+                assert "word_embeddings" not in text, f"{f} writes the BERT-shaped model again"
 
 
 def test_exponent_fit() -> None:
@@ -165,17 +204,39 @@ def test_exponent_fit() -> None:
 def _run_bench(tmp_path, *extra: str) -> int:
     import bench
 
-    return bench.main(["--smoke", "--no-scaling", "--out", str(tmp_path), *extra])
+    return bench.main(["--smoke", "--out", str(tmp_path), *extra])
+
+
+def _assert_self_contained(text: str) -> None:
+    """A generated report cites no issue and no file outside the repository."""
+    assert "issue #" not in text.lower() and "../" not in text and "DESIGN.md" not in text
 
 
 def test_smoke_run_writes_a_report_with_every_goal(tmp_path) -> None:
-    assert _run_bench(tmp_path, "--only", "bert-base") == 0
+    assert _run_bench(tmp_path, "--formats", "--only", "bert-base") == 0
     text = (tmp_path / "report.md").read_text()
-    assert "## DESIGN.md goals" in text
+    assert "## Goals" in text and "## Why these goals" in text
+    assert "Parts measured: formats." in text
     for goal in ("encode raw + checksums", "decode with full verification", "beat safetensors"):
         assert goal in text
     assert "| seed md5list |" in text and "| `tw raw` |" in text
+    assert "## Machine" in text and "| cpu |" in text
+    for g in goals.GOALS:  # every goal's reason is printed with its threshold
+        assert g.why in text and g.target in text
+    _assert_self_contained(text)
     assert (tmp_path / "throughput_bert-base.png").stat().st_size > 1000
+
+
+def test_report_is_written_again_from_its_json(tmp_path) -> None:
+    assert _run_bench(tmp_path, "--formats", "--only", "many-small") == 0
+    import bench
+
+    again = tmp_path / "again"
+    assert bench.main(["--from-json", str(tmp_path / "results.json"), "--out", str(again)]) == 0
+    assert (again / "report.md").read_text() == (tmp_path / "report.md").read_text()
+    res = record.read_json(str(tmp_path / "results.json"))
+    row = res.row("many-small", "tw raw")
+    assert row is not None and row.encode is not None and row.gbps("encode")
 
 
 def test_a_method_that_breaks_its_round_trip_fails_the_run(tmp_path, monkeypatch) -> None:
@@ -187,14 +248,15 @@ def test_a_method_that_breaks_its_round_trip_fails_the_run(tmp_path, monkeypatch
 
     broken = ("broken-pickle", lossy_pickle, peers.pickle_decode, "drops a bit")
     monkeypatch.setattr(peers, "PEERS", [*peers.PEERS, broken])
-    assert _run_bench(tmp_path, "--only", "many-small") == 1
+    assert _run_bench(tmp_path, "--formats", "--only", "many-small") == 1
     assert "broken-pickle" in (tmp_path / "report.md").read_text()
 
 
 def test_federated_smoke_reports_aggregation_and_bytes_per_round(tmp_path) -> None:
-    assert _run_bench(tmp_path, "--only", "federated") == 0
+    assert _run_bench(tmp_path, "--aggregation") == 0
     text = (tmp_path / "report.md").read_text()
-    assert "## Federated round (issue #7)" in text
+    assert "## Federated round" in text
+    _assert_self_contained(text)
     peers = ("numpy loop", "Flower FedAvg", "Flower legacy FedAvg")
     for what in ("time", "peak RSS"):
         for peer in peers:
@@ -203,16 +265,14 @@ def test_federated_smoke_reports_aggregation_and_bytes_per_round(tmp_path) -> No
                 assert any(goal in line and codec in line for line in text.splitlines()), goal
         stream = f"tw.Aggregator {what} vs numpy loop"
         assert any(stream in line and "one at a time" in line for line in text.splitlines())
-    rows = [line for line in text.splitlines() if "issue #7" in line and line.startswith("|")]
+    rows = [line for line in text.splitlines() if line.startswith("| federated |")]
     assert sum("bytes per round vs Flower" in line for line in rows) == 2
     # 3 peers x 2 codecs x (time, memory) + streaming (time, memory) + 2 byte counts
     assert len(rows) == 16 and not any("NOT MEASURED" in line for line in rows)
 
 
 def test_a_wrong_aggregate_fails_the_run(tmp_path, monkeypatch) -> None:
-    import bench_aggregate
-
-    real = bench_aggregate.tw.aggregate
+    real = aggregation.tw.aggregate
 
     def off_by_a_bit(updates, weights=None, **kw):
         out = real(updates, weights, **kw)
@@ -220,14 +280,156 @@ def test_a_wrong_aggregate_fails_the_run(tmp_path, monkeypatch) -> None:
         out[first] = out[first] + 1e-3
         return out
 
-    monkeypatch.setattr(bench_aggregate.tw, "aggregate", off_by_a_bit)
-    assert _run_bench(tmp_path, "--only", "federated") == 1
+    monkeypatch.setattr(aggregation.tw, "aggregate", off_by_a_bit)
+    assert _run_bench(tmp_path, "--aggregation") == 1
     assert "tw.aggregate differs from numpy" in (tmp_path / "report.md").read_text()
 
 
 def test_round_bytes_counts_flower_default_per_array() -> None:
-    import bench_aggregate
-
     t = {"a": np.zeros((3, 4), np.float32), "b": np.ones(5, np.float64)}
-    assert bench_aggregate.npsave_bytes(t) == sum(len(b) for b in peers.npsave_encode(t))
-    assert bench_aggregate.npsave_bytes(t) > 12 * 4 + 5 * 8
+    assert aggregation.npsave_bytes(t) == sum(len(b) for b in peers.npsave_encode(t))
+    assert aggregation.npsave_bytes(t) > 12 * 4 + 5 * 8
+
+
+def _t(seconds: float) -> measure.Timing:
+    return measure.Timing(seconds, 1, seconds, None, [seconds])
+
+
+def _verdicts(res: record.Results) -> dict[str, str]:
+    return {v.goal.key: v.verdict for v in goals.judge(res)}
+
+
+def _results(**kw) -> record.Results:
+    return record.Results(args="", smoke=True, started="", machine={}, versions={}, **kw)
+
+
+def test_goals_are_stated_with_a_threshold_and_a_reason() -> None:
+    assert len({g.key for g in goals.GOALS}) == len(goals.GOALS)
+    assert all(g.why and g.what and g.op in (">=", ">", "<=", "<") for g in goals.GOALS)
+    by = {g.key: g for g in goals.GOALS}
+    assert by["encode-raw"].target == ">= 5 GB/s"
+    assert by["decode-verified"].target == ">= 80% of blake3 multi-threaded"
+    assert by["decode-flat"].target == "exponent < 0.2, or slowest/fastest < 2"
+    assert by["lossless-size"].target == "<= 0.8 of raw at >= 1 GB/s encode"
+    assert by["aggregate-time"].target == ">= 3x faster"
+    assert by["aggregate-memory"].target == "<= 0.25x"
+
+
+def test_each_goal_flips_at_its_threshold() -> None:
+    def run(enc: float, dec: float, zero_copy_ms: float, sparse: float, lossless_enc: float):
+        rows = [
+            record.Row(
+                "bert-base",
+                "tw raw",
+                "lossless",
+                10**9,
+                size=10**9,
+                encode=_t(1 / enc),
+                decoders={"decode": _t(1 / dec), "decode verify=False": _t(zero_copy_ms / 1e3)},
+            ),
+            record.Row(
+                "bert-base-update",
+                "tw delta+topk:0.01+f16+zstd",
+                "delta",
+                10**6,
+                size=int(sparse * 10**6),
+                encode=_t(1.0),
+                decoders={"decode": _t(1.0)},
+            ),
+            record.Row(
+                "real-minilm",
+                "tw floatzip",
+                "lossless",
+                10**9,
+                size=8 * 10**8,
+                encode=_t(1 / lossless_enc),
+                decoders={"decode": _t(1 / 4.01)},
+            ),
+        ]
+        refs = {"blake3 multi-threaded (AUTO)": 10.0, "threads": 2.0}
+        return _verdicts(_results(rows=rows, refs=refs))
+
+    met = run(5.01, 8.01, 0.99, 0.02, 1.0)
+    assert {k: met[k] for k in ("encode-raw", "decode-verified", "decode-zero-copy")} == {
+        "encode-raw": "MET",
+        "decode-verified": "MET",
+        "decode-zero-copy": "MET",
+    }
+    assert met["sparse-update"] == met["lossless-size"] == met["lossless-decode"] == "MET"
+    missed = run(4.99, 7.99, 1.0, 0.0201, 0.99)
+    for key in ("encode-raw", "decode-verified", "decode-zero-copy", "sparse-update"):
+        assert missed[key] == "NOT MET", key
+    assert missed["lossless-size"] == "NOT MET"
+    # what the run did not measure is said, not judged
+    assert met["aggregate-time"] == met["aggregate-memory"] == met["chunking"] == "NOT MEASURED"
+
+
+def test_federated_goals_flip_at_their_thresholds() -> None:
+    def run(speedup: float, memory: float, ratio: float) -> dict[str, str]:
+        stream = {
+            "updates": 2,
+            "model_mb": 1.0,
+            "runs": [
+                {
+                    "codec": "raw",
+                    "tensorwire": {"seconds": 1.0, "peak_growth": 10},
+                    "numpy": {"seconds": speedup, "peak_growth": 40},
+                    "speedup": speedup,
+                    "memory_ratio": memory,
+                    "tensorwire_peak_models": 0.1,
+                    "numpy_peak_models": 0.4,
+                }
+            ],
+        }
+        rb = {
+            "clients": 2,
+            "flower_bytes": 100,
+            "codecs": {"raw": {"total_bytes": int(ratio * 100), "ratio": ratio}},
+        }
+        return _verdicts(_results(aggregation_stream=stream, round_bytes=rb))
+
+    met = run(3.0, 0.25, 0.99)
+    assert met["aggregate-time"] == met["aggregate-memory"] == met["round-bytes"] == "MET"
+    missed = run(2.99, 0.26, 1.0)
+    assert missed["aggregate-time"] == missed["aggregate-memory"] == "NOT MET"
+    assert missed["round-bytes"] == "NOT MET"
+
+
+def test_aggregate_child_matches_the_reference(tmp_path) -> None:
+    """The child programs are files run as processes: each prints its figures as JSON, and
+    its result agrees with tw.aggregate and the numpy loop run here."""
+    base, direction = aggregation.model(16)
+    weights = aggregation.update_weights(3)
+    paths = aggregation.write_updates(base, direction, 3, "raw", str(tmp_path))
+    payloads = []
+    for p in paths:
+        with open(p, "rb") as fh:
+            payloads.append(fh.read())
+    expected = aggregation.checksum(tw.aggregate(payloads, weights))
+    assert aggregation.checksum(peers.numpy_fedavg(payloads, weights)) == pytest.approx(expected)
+    assert (aggregation.CHILDREN / "aggregate.py").is_file()
+    for method in ("tensorwire", "numpy"):
+        got = aggregation._run_batch(method, paths, weights, 1, [])
+        assert got["checksum"] == pytest.approx(expected, rel=1e-6)
+        assert got["seconds"] > 0 and got["peak_growth"] >= 0
+    with pytest.raises(RuntimeError, match="aggregate.py no_such_method failed"):
+        aggregation._run_batch("no_such_method", paths, weights, 1, [])
+
+
+def test_codec_ratios_smoke_reports_every_codec(tmp_path) -> None:
+    assert _run_bench(tmp_path, "--codec-ratios") == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Codec stages per core" in text
+    for codec in codec_ratios.CODECS:
+        assert f"| `{codec}` |" in text
+    for codec in codec_ratios.UPDATE_CODECS:
+        assert f"| `{codec} (update)` |" in text
+    assert "python zstandard:3 (raw bytes)" in text
+    _assert_self_contained(text)
+
+
+def test_unknown_workload_is_refused() -> None:
+    import bench
+
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--only", "federated"])
