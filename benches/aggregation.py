@@ -19,6 +19,8 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -252,6 +254,18 @@ def check_matches_numpy(paths: list[str], weights: list[float]) -> float:
 
 
 # -- the measurements ----------------------------------------------------------------------
+@contextmanager
+def _round_on_disk(
+    base: Tensors, direction: Tensors, updates: int
+) -> Iterator[tuple[str, list[str]]]:
+    """A temporary folder holding Flower's payloads of the round; yields (folder, their
+    paths). Each codec's payloads are written into the folder by the caller."""
+    with tempfile.TemporaryDirectory(prefix="tw-bench-round-") as tmp:
+        flower_dir = Path(tmp) / "flower"
+        flower_dir.mkdir()
+        yield tmp, write_flower_updates(base, direction, updates, str(flower_dir))
+
+
 def _run_batch(
     method: str, paths: list[str], weights: list[float], repeat: int, flower_paths: list[str]
 ) -> dict:
@@ -284,10 +298,7 @@ def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
         "methods": METHODS,
         "runs": [],
     }
-    with tempfile.TemporaryDirectory(prefix="tw-bench-agg-") as tmp:
-        flower_dir = Path(tmp) / "flower"
-        flower_dir.mkdir()
-        flower_paths = write_flower_updates(base, direction, updates, str(flower_dir))
+    with _round_on_disk(base, direction, updates) as (tmp, flower_paths):
         flower: dict = {}
         for codec in codecs:
             paths = write_updates(base, direction, updates, codec, tmp)
@@ -337,10 +348,7 @@ def compare_robust(hidden: int, updates: int, codecs: list[str], repeat: int) ->
     model_bytes = sum(v.nbytes for v in base.values())
     weights = [1.0] * updates
     out: dict = {"hidden": hidden, "model_mb": model_bytes / 1e6, "updates": updates, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="tw-bench-robust-") as tmp:
-        flower_dir = Path(tmp) / "flower"
-        flower_dir.mkdir()
-        flower_paths = write_flower_updates(base, direction, updates, str(flower_dir))
+    with _round_on_disk(base, direction, updates) as (tmp, flower_paths):
         flower: dict = {}
         for codec in codecs:
             paths = write_updates(base, direction, updates, codec, tmp)
