@@ -49,6 +49,8 @@ nats-server:
 test-python: build nats-server
 	$(PY) -m pytest -q
 
+## bench-smoke: every part of the benchmark at tiny sizes, every round trip checked
+## (part of `make test`; the report goes to a temp dir)
 bench-smoke: build
 	$(PY) benches/bench.py --smoke
 
@@ -82,7 +84,8 @@ test: lint test-rust test-python bench-smoke fuzz-smoke
 attacks: build
 	$(PY) tests/hostile_clients.py --out benches/results/attacks.md
 
-## bench: the full benchmark; writes benches/results/
+## bench: every part of the benchmark at full size (about 17 min on 2 cores); rewrites
+## benches/results/ (report.md, results.json, plots). Parts: benches/README.md
 bench: build
 	$(PY) benches/bench.py
 

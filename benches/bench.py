@@ -289,56 +289,57 @@ class Bench:
         """tw.aggregate and tw.Aggregator against the numpy loop and Flower (each method in
         its own subprocess, with its own peak RSS), and the bytes of a simulated round."""
         z = aggregation.sizes(self.args.scale, self.smoke)
-        self.log(f"== federated aggregation: {z.updates} updates, hidden {z.hidden}")
-        agg = self.attempt(
-            "federated / aggregate",
-            lambda: aggregation.compare(z.hidden, z.updates, list(aggregation.CODECS), z.repeat),
-        )
-        if agg is not None:
-            self.res.aggregation = agg
-            for r in agg["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
-                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's, "
-                    f"max |tw - numpy| {r['max_abs_diff']:.2g}"
-                )
-        self.log(f"== robust aggregation: {z.updates} updates, hidden {z.hidden}")
-        rob = self.attempt(
-            "federated / robust",
-            lambda: aggregation.compare_robust(
-                z.hidden, z.updates, list(aggregation.ROBUST_CODECS), z.repeat
+        agg = aggregation
+        # (what is measured, the Results field it fills, the call, a log line per row)
+        steps: list[tuple[str, str, Any, Any]] = [
+            (
+                f"federated aggregation: {z.updates} updates, hidden {z.hidden}",
+                "aggregation",
+                lambda: agg.compare(z.hidden, z.updates, list(agg.CODECS), z.repeat),
+                lambda out: [
+                    f"{r['codec']:<14} {r['speedup']:.2f}x faster, peak RSS "
+                    f"{r['memory_ratio']:.2f}x of numpy's, max |tw - numpy| "
+                    f"{r['max_abs_diff']:.2g}"
+                    for r in out["runs"]
+                ],
             ),
-        )
-        if rob is not None:
-            self.res.aggregation_robust = rob
-            for r in rob["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['method']:<18} {r['speedup']:.2f}x faster than "
+            (
+                f"robust aggregation: {z.updates} updates, hidden {z.hidden}",
+                "aggregation_robust",
+                lambda: agg.compare_robust(z.hidden, z.updates, list(agg.ROBUST_CODECS), z.repeat),
+                lambda out: [
+                    f"{r['codec']:<14} {r['method']:<18} {r['speedup']:.2f}x faster than "
                     f"Flower, peak RSS {r['memory_ratio']:.2f}x of Flower's"
-                )
-        self.log(f"== streaming aggregation: {z.updates} updates, hidden {z.stream_hidden}")
-        st = self.attempt(
-            "federated / stream",
-            lambda: aggregation.compare_stream(
-                z.stream_hidden, z.updates, list(aggregation.STREAM_CODECS)
+                    for r in out["runs"]
+                ],
             ),
-        )
-        if st is not None:
-            self.res.aggregation_stream = st
-            for r in st["runs"]:
-                self.log(
-                    f"  {r['codec']:<14} {r['speedup']:.2f}x faster, "
-                    f"peak RSS {r['memory_ratio']:.2f}x of numpy's"
-                )
-        self.log(f"== bytes per round: {z.clients} clients, hidden {z.round_hidden}")
-        rb = self.attempt(
-            "federated / bytes per round",
-            lambda: aggregation.round_bytes(z.round_hidden, z.clients, *aggregation.ROUND_CODECS),
-        )
-        if rb is not None:
-            self.res.round_bytes = rb
-            for c, v in rb["codecs"].items():
-                self.log(f"  {c:<28} {v['ratio']:.3f} of Flower's bytes per round")
+            (
+                f"streaming aggregation: {z.updates} updates, hidden {z.stream_hidden}",
+                "aggregation_stream",
+                lambda: agg.compare_stream(z.stream_hidden, z.updates, list(agg.STREAM_CODECS)),
+                lambda out: [
+                    f"{r['codec']:<14} {r['speedup']:.2f}x faster, peak RSS "
+                    f"{r['memory_ratio']:.2f}x of numpy's"
+                    for r in out["runs"]
+                ],
+            ),
+            (
+                f"bytes per round: {z.clients} clients, hidden {z.round_hidden}",
+                "round_bytes",
+                lambda: agg.round_bytes(z.round_hidden, z.clients, *agg.ROUND_CODECS),
+                lambda out: [
+                    f"{c:<28} {v['ratio']:.3f} of Flower's bytes per round"
+                    for c, v in out["codecs"].items()
+                ],
+            ),
+        ]
+        for what, field, measure_it, lines in steps:
+            self.log(f"== {what}")
+            out = self.attempt(f"federated / {what.split(':')[0]}", measure_it)
+            if out is not None:
+                setattr(self.res, field, out)
+                for line in lines(out):
+                    self.log("  " + line)
 
     def run_scaling(self) -> None:
         """Encode and decode cost against payload bytes and against tensor count."""
