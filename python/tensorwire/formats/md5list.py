@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import SUPPORTED, byte_view
-from .._errors import FormatError, InputError, IntegrityError
+from .._errors import FormatError, InputError, IntegrityError, TensorwireError
 from ._bytes import (
     MAX_RANK,
     PathLike,
@@ -41,10 +41,12 @@ from ._bytes import (
     check_shape,
     named_arrays,
     read_file,
+    stored_as_is,
     write_file,
 )
+from ._registry import Description
 
-__all__ = ["dump", "dumps", "load", "loads"]
+__all__ = ["describe", "dump", "dumps", "load", "loads", "sniff"]
 
 _WHAT = "md5list"
 _DIGEST = 16
@@ -157,3 +159,18 @@ def dump(arrays: Any, path: PathLike) -> None:
 def load(path: PathLike) -> list[np.ndarray]:
     """The arrays of the file ``path``, memory-mapped; see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` is a seed-format blob: the format has no magic, so it must read."""
+    try:
+        loads(data)
+    except TensorwireError:
+        return False
+    return True
+
+
+def describe(path: PathLike) -> Description:
+    """The arrays of the file ``path`` (loaded, MD5 checked)."""
+    arrays = load(path)
+    return Description(stored_as_is(arrays), lambda: arrays, facts={"checksum": "MD5"})

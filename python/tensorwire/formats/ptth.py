@@ -46,10 +46,12 @@ from ._bytes import (
     named_arrays,
     read_file,
     shown,
+    stored_as_is,
     write_file,
 )
+from ._registry import Description
 
-__all__ = ["DTYPE_CODES", "MAGIC", "VERSION", "dump", "dumps", "load", "loads"]
+__all__ = ["DTYPE_CODES", "MAGIC", "VERSION", "describe", "dump", "dumps", "load", "loads", "sniff"]
 
 MAGIC = 0x50545448
 VERSION = 1
@@ -165,3 +167,14 @@ def dump(tensors: Any, path: PathLike) -> None:
 def load(path: PathLike) -> dict[str, np.ndarray]:
     """The parameters of the file ``path``, memory-mapped; see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` starts with the ``PTTH`` magic."""
+    return bytes(memoryview(data)[:4]) == struct.pack(">I", MAGIC)
+
+
+def describe(path: PathLike) -> Description:
+    """The parameters of the file ``path`` (loaded)."""
+    params = load(path)
+    return Description(stored_as_is(params), lambda: params, facts={"version": str(VERSION)})
