@@ -4,9 +4,9 @@ one piece's header (``CHUNK_HEADER_LEN`` bytes). See docs/chunking.md; the frami
 docs/FORMAT.md, "Chunk framing".
 
 >>> from tensorwire import chunking
->>> pieces = list(chunking.chunk(bytes(1000), 400))
+>>> pieces = list(chunking.chunk(bytes(1000), 400))  # bodies of 400 - 88 bytes
 >>> len(pieces), chunking.chunk_info(pieces[0])["count"]
-(3, 3)
+(4, 4)
 """
 
 from __future__ import annotations
