@@ -7,8 +7,12 @@ it, trains locally (simulated: a deterministic step), and publishes its model on
 every update, checks it belongs to this round, and averages them (FedAvg). At the end the
 result is compared with the same rounds computed without any transport.
 
-    python examples/broker_rounds.py                  # starts a throwaway nats-server
-    python examples/broker_rounds.py --url nats://127.0.0.1:4222 --clients 8 --rounds 5
+It needs a running NATS server (``make nats-server`` installs one; the tests start
+their own, see tests/nats_server.py)::
+
+    nats-server -a 127.0.0.1 -p 4222 &
+    python examples/broker_rounds.py                  # nats://127.0.0.1:4222
+    python examples/broker_rounds.py --url nats://host:4222 --clients 8 --rounds 5
 """
 
 from __future__ import annotations
@@ -16,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from contextlib import nullcontext
-from typing import Any
 
 import nats
 import numpy as np
@@ -135,7 +137,9 @@ def without_transport(n_clients: int, rounds: int) -> Model:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--url", help="a running NATS server (default: start one)")
+    parser.add_argument(
+        "--url", default="nats://127.0.0.1:4222", help="a running NATS server (%(default)s)"
+    )
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -144,9 +148,7 @@ def main() -> None:
         f"model: {raw / 2**20:.2f} MiB float32, global {CODEC!r}, updates {UPDATE_CODEC!r}, "
         f"{args.clients} clients"
     )
-    broker: Any = nullcontext(args.url) if args.url else twnats.local_server()
-    with broker as url:
-        final = asyncio.run(server(url, args.clients, args.rounds))
+    final = asyncio.run(server(args.url, args.clients, args.rounds))
     expected = without_transport(args.clients, args.rounds)
     assert all(np.array_equal(final[k], expected[k]) for k in expected), "models differ"
     print("final model identical to the same rounds run without a broker")

@@ -1,11 +1,24 @@
 import os
 import sys
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, os.path.dirname(__file__))  # for spec_reader
+sys.path.insert(0, os.path.dirname(__file__))  # for spec_reader, forge, nats_server
+
+import nats_server
 
 settings.register_profile(
     "ci", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile("ci")
+
+
+@pytest.fixture(scope="module")
+def nats_url() -> Iterator[str]:
+    """The URL of a throwaway nats-server for this test module (skipped without the
+    binary, a failure in CI)."""
+    nats_server.require_server_binary()
+    with nats_server.local_server() as url:
+        yield url

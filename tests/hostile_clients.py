@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import forge
 
 import tensorwire as tw
+from tensorwire import fl
 
 GiB = 1 << 30
 
@@ -147,7 +148,7 @@ def cli_convert(blob: bytes) -> None:
 
 
 def flower(blob: bytes) -> Any:
-    from tensorwire.formats import flower
+    from tensorwire.integrations import flower
 
     return tw.aggregate([flower.payload_of(flower.payload_record(blob))])
 
@@ -389,7 +390,7 @@ def honest(i: int, samples: int = 10) -> bytes:
 
 
 def forged_update(a: bytes, b: bytes, b_codec: str = "raw", **record: Any) -> bytes:
-    rec = {"base": tw.update_info(honest(0)).base, "samples": 10, **record}
+    rec = {"base": fl.update_info(honest(0)).base, "samples": 10, **record}
     tensors = [forge.T("a", "float32", [256], a), forge.T("b", "float32", [256], b, b_codec)]
     return forge.payload(tensors, metadata=forge.update_metadata(**rec))
 

@@ -1,4 +1,4 @@
-"""tw.aggregate / tw.Aggregator / tw.encode_update / tw.ErrorFeedback against numpy."""
+"""tw.aggregate / tw.Aggregator / tw.encode_update / fl.ErrorFeedback against numpy."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import tensorwire as tw
+from tensorwire import fl
 
 # Every codec spec we know of; those this build does not have yet are skipped, so the
 # test grows as codecs land. Lossy ones are checked against numpy over the decoded values.
@@ -95,9 +96,9 @@ def test_delta_payloads_decode_against_the_base(codec):
     got = tw.aggregate(payloads, [1, 2, 3], base=base)
     assert_close(got, reference(decoded, [1, 2, 3]))
     other = model(rng)
-    with pytest.raises(tw.MismatchError, match="delta-encoded against base"):
+    with pytest.raises(fl.MismatchError, match="delta-encoded against base"):
         tw.aggregate(payloads, base=other)
-    with pytest.raises(tw.MismatchError, match="round has no base"):
+    with pytest.raises(fl.MismatchError, match="round has no base"):
         tw.aggregate(payloads)
 
 
@@ -150,7 +151,7 @@ def test_updates_from_encode_update_rebuild_the_global_model():
         tw.encode_update(old, n, codec="shuffle+zstd", round=7, client_id=f"c{i}", num_samples=s)
         for i, (n, s) in enumerate(zip(news, samples))
     ]
-    info = tw.update_info(ups[2])
+    info = fl.update_info(ups[2])
     assert info.kind == "difference" and info.round == 7 and info.client == "c2"
     assert info.samples == 30
     # A difference payload holds new - old.
@@ -164,10 +165,10 @@ def test_updates_from_encode_update_rebuild_the_global_model():
     diffs = [{k: news[i][k] - old[k] for k in old} for i in range(4)]
     assert_close(tw.aggregate(ups, samples), reference(diffs, samples))
     # ...and cannot be mixed with models.
-    with pytest.raises(tw.MismatchError, match="cannot be averaged together"):
+    with pytest.raises(fl.MismatchError, match="cannot be averaged together"):
         tw.aggregate([ups[0], news[1]])
     # Weights "samples" need the record: an update without one is refused.
-    with pytest.raises(tw.MismatchError, match="records no sample count"):
+    with pytest.raises(fl.MismatchError, match="records no sample count"):
         tw.aggregate([news[0], ups[1]], "samples", base=old)
 
 
@@ -213,10 +214,10 @@ def test_mismatches_are_reported_never_averaged():
         (extra, 'unexpected tensor "more"'),
     ]:
         updates = [tw.encode(good[0]), tw.encode(bad, codec="zstd"), good[1], good[2]]
-        with pytest.raises(tw.MismatchError, match=msg) as e:
+        with pytest.raises(fl.MismatchError, match=msg) as e:
             tw.aggregate(updates)
         assert e.value.index == 1
-        with pytest.warns(tw.MismatchWarning, match="update 1 skipped"):
+        with pytest.warns(fl.MismatchWarning, match="update 1 skipped"):
             got = tw.aggregate(updates, on_mismatch="skip")
         assert_close(got, want)
         seen: list[tuple[int, str]] = []
@@ -224,22 +225,22 @@ def test_mismatches_are_reported_never_averaged():
         assert [i for i, _ in seen] == [1]
         assert_close(got, want)
         agg = tw.Aggregator(template=good[0], on_mismatch="skip")
-        with pytest.warns(tw.MismatchWarning):
+        with pytest.warns(fl.MismatchWarning):
             added = [agg.add(u) for u in updates]
         assert added == [True, False, True, True] and agg.skipped[0][0] == 1
         assert_close(agg.result(), want)
     # Another round's update, and a difference against another base.
     old = good[0]
     up = tw.encode_update(old, good[1], round=3)
-    with pytest.raises(tw.MismatchError, match="from round 3, this is round 4"):
+    with pytest.raises(fl.MismatchError, match="from round 3, this is round 4"):
         tw.aggregate([up], base=old, round=4)
-    with pytest.raises(tw.MismatchError, match="difference against base"):
+    with pytest.raises(fl.MismatchError, match="difference against base"):
         tw.aggregate([up], base=good[2])
-    with pytest.raises(tw.MismatchError):
+    with pytest.raises(fl.MismatchError):
         tw.Aggregator(base=good[2]).add(up)
     # All skipped: nothing to average.
     with pytest.raises(tw.InputError, match="nothing to average"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", tw.MismatchWarning)
+        warnings.simplefilter("ignore", fl.MismatchWarning)
         tw.aggregate([up], base=good[2], on_mismatch="skip")
 
 
@@ -316,7 +317,7 @@ def test_a_refused_round_leaves_out_as_it_was():
     bad = {k: v.copy() for k, v in good.items()}
     next(iter(bad.values())).flat[0] = np.nan
     out = {k: np.full_like(v, 7.0) for k, v in good.items()}
-    with pytest.raises(tw.MismatchError, match="update 1"):
+    with pytest.raises(fl.MismatchError, match="update 1"):
         tw.aggregate([tw.encode(good), tw.encode(bad)], out=out)
     assert all((v == 7.0).all() for v in out.values())
 
@@ -324,7 +325,7 @@ def test_a_refused_round_leaves_out_as_it_was():
 def test_encode_update_with_error_feedback():
     rng = np.random.default_rng(10)
     old = model(rng)
-    ef = tw.ErrorFeedback()
+    ef = fl.ErrorFeedback()
     # Lossless codec: nothing is dropped, the residual stays zero.
     new = {k: v + 1 for k, v in old.items()}
     tw.encode_update(old, new, codec="zstd", error_feedback=ef)
@@ -333,7 +334,7 @@ def test_encode_update_with_error_feedback():
     lossy = next((c for c in ("topk:0.1", "int8", "f16") if _available(c)), None)
     if lossy is None:
         pytest.skip("no lossy codec in this build yet")
-    ef = tw.ErrorFeedback()
+    ef = fl.ErrorFeedback()
     sent_total = {k: np.zeros_like(v) for k, v in old.items()}
     intended_total = {k: np.zeros_like(v) for k, v in old.items()}
     for _ in range(3):
@@ -357,7 +358,7 @@ def _available(codec: str) -> bool:
 
 
 def test_error_feedback_and_encode_update_refuse_bad_input():
-    ef = tw.ErrorFeedback()
+    ef = fl.ErrorFeedback()
     ef.record("w", np.ones(3, np.float32), np.zeros(3, np.float32))
     np.testing.assert_array_equal(ef.apply("w", np.ones(3, np.float32)), [2, 2, 2])
     with pytest.raises(tw.InputError, match="residual carried"):
@@ -474,7 +475,7 @@ def test_median_and_trimmed_mean_match_flowers_strategies():
         tw.aggregate(payloads, method="trimmed_mean:0.5")
     with (
         pytest.raises(tw.InputError, match="nothing to aggregate"),
-        pytest.warns(tw.MismatchWarning, match="NaN"),
+        pytest.warns(fl.MismatchWarning, match="NaN"),
     ):
         tw.aggregate([nan_update(news[0])], method="median", on_mismatch="skip")
 
@@ -495,7 +496,7 @@ def test_refused_updates_name_the_reason_and_change_nothing():
         assert agg.add(h)
     before = agg.result()
     for payload, why in bad:
-        with pytest.warns(tw.MismatchWarning, match=why):
+        with pytest.warns(fl.MismatchWarning, match=why):
             assert not agg.add(payload)
     after = agg.result()
     for k in old:

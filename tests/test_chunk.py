@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tensorwire as tw
+from tensorwire import chunking
 
-HEADER = tw.CHUNK_HEADER_LEN
+HEADER = chunking.CHUNK_HEADER_LEN
 MIN_CHUNK = HEADER + 1
 
 
@@ -90,7 +91,7 @@ def test_iterator_reports_its_shape() -> None:
     assert c.payload_id == b"0123456789abcdef".hex()
     next(c)
     assert len(c) == 9
-    info = tw.chunk_info(next(c))
+    info = chunking.chunk_info(next(c))
     assert info["index"] == 1 and info["offset"] == 100 and info["body_len"] == 100
     assert info["kind"] == "bytes" and info["payload_id"] == c.payload_id
 
@@ -110,7 +111,7 @@ def test_tensorwire_payloads_travel_as_containers() -> None:
     model = {"a": np.arange(10_000, dtype=np.float32), "b": np.ones((3, 4), np.int64)}
     blob = tw.encode(model, metadata={"round": 3})
     pieces = list(tw.chunk(blob, 4096))
-    info = tw.chunk_info(pieces[0])
+    info = chunking.chunk_info(pieces[0])
     assert info["kind"] == "tensorwire"
     assert info["digest"] == tw.open(blob).content_id
     r = tw.Reassembler()
@@ -140,9 +141,9 @@ def test_encode_chunks_equals_encode(max_bytes: int, codec: str) -> None:
     assert chunks.total_len == len(expected)
     pieces = list(chunks)
     assert len(pieces) == chunks.count and all(len(p) <= max_bytes for p in pieces)
-    assert {tw.chunk_info(p)["kind"] for p in pieces} == {"tensorwire"}
+    assert {chunking.chunk_info(p)["kind"] for p in pieces} == {"tensorwire"}
     # Data chunks first, in order; the chunks holding the header last, once it is known.
-    order = [tw.chunk_info(p)["index"] for p in pieces]
+    order = [chunking.chunk_info(p)["index"] for p in pieces]
     head = len(order) - order.index(0)
     assert order == list(range(head, len(order))) + list(range(head))
     random.Random(max_bytes).shuffle(pieces)
@@ -199,7 +200,7 @@ def test_expiry_happens_on_add_too() -> None:
     r.add(a[0], now=0.0)
     r.add(b[0], now=4.0)
     r.add(b[1], now=6.0)
-    assert [p[0] for p in r.pending()] == [tw.chunk_info(b[0])["payload_id"]]
+    assert [p[0] for p in r.pending()] == [chunking.chunk_info(b[0])["payload_id"]]
 
 
 def test_corrupt_chunk_is_rejected_without_losing_others() -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensorwire as tw
+from tensorwire import errors
 
 STANDARD = [
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -383,9 +384,9 @@ def test_closed_reader_raises_closed_error(tmp_path):
     assert repr(r) == "<tensorwire.Reader closed>" and r.closed
     for call in (r.keys, lambda: len(r), lambda: r["w"], lambda: r.info("w"),
                  lambda: r.metadata, lambda: r.content_id, r.verify, r.tensors):  # fmt: skip
-        with pytest.raises(tw.ClosedError, match="closed"):
+        with pytest.raises(errors.ClosedError, match="closed"):
             call()
-    assert issubclass(tw.ClosedError, ValueError)
+    assert issubclass(errors.ClosedError, ValueError)
     r.close()  # twice is fine, as for files
 
 

@@ -13,7 +13,7 @@ import pytest
 import tensorwire as tw
 
 flwr_app = pytest.importorskip("flwr.app")
-flower = pytest.importorskip("tensorwire.formats.flower")
+flower = pytest.importorskip("tensorwire.integrations.flower")
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "examples" / "flower_app"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import tensorwire as tw
+from tensorwire import chunking, fl
 
 X = (np.arange(300_000, dtype=np.float32) * 0.37).astype(np.float32)  # two 2**18 blocks
 
@@ -117,7 +118,7 @@ def test_chunks_match_the_library_and_reassemble():
         r = tw.Reassembler()
         done = [x for x in (r.add(p) for p in pieces + pieces[:1]) if x is not None]
         assert done == [data]
-    info = tw.chunk_info(forge.chunks(blob, 1000, payload_id=pid)[3])
+    info = chunking.chunk_info(forge.chunks(blob, 1000, payload_id=pid)[3])
     assert (info["index"], info["offset"], info["body_len"]) == (3, 3000, 1000)
     bad = forge.chunk(b"x", payload_id=pid, index=0, count=1, total=1, offset=0, crc=0)
     with pytest.raises(tw.IntegrityError):
@@ -134,7 +135,7 @@ def test_update_records():
         )
         for v, n in [(1, 1), (4, 3)]
     ]
-    assert tw.update_info(ups[1]) == tw.UpdateInfo("difference", bid, 2, "c4", 3)
+    assert fl.update_info(ups[1]) == fl.UpdateInfo("difference", bid, 2, "c4", 3)
     out = tw.aggregate(ups, weights="samples", base=base, round=2)
     assert out["w"].tolist() == [3.25] * 4
 

@@ -111,6 +111,20 @@ def test_hostile_headers(header, data, match):
         tw.decode(spec.write(header, data))
 
 
+def test_an_unknown_codec_stage_refuses_the_whole_payload():
+    """docs/FORMAT.md sections 6-7: a tensor whose codec names a stage the reader does not
+    know makes the whole payload unreadable, refused when the header is parsed with a
+    FormatError naming the tensor and the stage; its well-formed neighbour is not read."""
+    good = spec.entry("good", "float32", [4], DATA, 0)
+    later = dict(spec.entry("later", "float32", [4], DATA, 64), codec="zstd:3+quantum")
+    blob = spec.write({"tensors": [good, later]}, DATA + bytes(48) + DATA)
+    for read in (tw.decode, tw.open, lambda b: tw.decode(b, verify=False)):
+        with pytest.raises(tw.FormatError) as e:
+            read(blob)
+        assert '"later"' in str(e.value) and '"quantum"' in str(e.value), e.value
+        assert '"good"' not in str(e.value)
+
+
 def test_overlapping_and_out_of_order_tensors():
     a = spec.entry("a", "float32", [4], DATA, 0)
     b = spec.entry("b", "float32", [4], DATA, 0)

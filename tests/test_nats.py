@@ -1,5 +1,6 @@
-"""End to end through a real nats-server (started here on a free loopback port, stopped
-after): payloads far above the server's 1 MiB message limit, in chunks."""
+"""End to end through a real nats-server (the ``nats_url`` fixture: one started on a free
+loopback port, stopped after): payloads far above the server's 1 MiB message limit, in
+chunks."""
 
 from __future__ import annotations
 
@@ -16,36 +17,23 @@ import pytest
 import tensorwire as tw
 
 nats = pytest.importorskip("nats")
+import nats_server  # noqa: E402
+
 from tensorwire.transport import nats as twnats  # noqa: E402
 
 MiB = 1 << 20
-
-
-def require_server_binary() -> None:
-    """CI (`make test`) installs nats-server, so there its absence is a failure."""
-    if twnats.find_server_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("nats-server is missing: `make nats-server` installs it")
-        pytest.skip("nats-server is not installed (`make nats-server`)")
-
-
-@pytest.fixture(scope="module")
-def server() -> Any:
-    require_server_binary()
-    with twnats.local_server() as url:
-        yield url
 
 
 def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout=120))
 
 
-def test_20_mb_payload_through_the_1_mb_limit(server: str) -> None:
+def test_20_mb_payload_through_the_1_mb_limit(nats_url: str) -> None:
     payload = np.random.default_rng(0).bytes(24 * MiB + 12345)
 
     async def main() -> bytes:
-        sender = await nats.connect(server)
-        receiver = await nats.connect(server)
+        sender = await nats.connect(nats_url)
+        receiver = await nats.connect(nats_url)
         try:
             assert sender.max_payload == MiB  # the server's default limit is in force
             with pytest.raises(nats.errors.MaxPayloadError):
@@ -60,7 +48,7 @@ def test_20_mb_payload_through_the_1_mb_limit(server: str) -> None:
     assert run(main()) == payload
 
 
-def test_streamed_model_from_several_senders(server: str) -> None:
+def test_streamed_model_from_several_senders(nats_url: str) -> None:
     rng = np.random.default_rng(1)
     models = [
         {f"layer{i}.weight": rng.standard_normal((256, 1024), np.float32) for i in range(20)}
@@ -68,8 +56,8 @@ def test_streamed_model_from_several_senders(server: str) -> None:
     ]  # 20 MiB each
 
     async def main() -> list[bytes]:
-        receiver = await nats.connect(server)
-        senders = [await nats.connect(server) for _ in models]
+        receiver = await nats.connect(nats_url)
+        senders = [await nats.connect(nats_url) for _ in models]
         try:
             sub = await twnats.subscribe(receiver, "updates")
             await asyncio.gather(
@@ -91,12 +79,12 @@ def test_streamed_model_from_several_senders(server: str) -> None:
         np.testing.assert_array_equal(tw.decode(by_client[i])["layer7.weight"], m["layer7.weight"])
 
 
-def test_bad_messages_do_not_stop_the_subscription(server: str) -> None:
+def test_bad_messages_do_not_stop_the_subscription(nats_url: str) -> None:
     payload = bytes(range(256)) * 10_000
     errors: list[tw.TensorwireError] = []
 
     async def main() -> bytes:
-        nc = await nats.connect(server)
+        nc = await nats.connect(nats_url)
         try:
             sub = await twnats.subscribe(nc, "mixed", on_error=lambda e, msg: errors.append(e))
             await nc.publish("mixed", b"not a chunk")
@@ -115,7 +103,7 @@ def test_bad_messages_do_not_stop_the_subscription(server: str) -> None:
 
 
 def test_a_first_piece_that_cannot_be_allocated_does_not_stop_the_subscription(
-    server: str,
+    nats_url: str,
 ) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     import forge
@@ -130,7 +118,7 @@ def test_a_first_piece_that_cannot_be_allocated_does_not_stop_the_subscription(
     errors: list[tw.TensorwireError] = []
 
     async def main() -> bytes:
-        nc = await nats.connect(server)
+        nc = await nats.connect(nats_url)
         try:
             r = tw.Reassembler(max_payload_bytes=1 << 62, max_pending_bytes=1 << 62)
             sub = await twnats.subscribe(
@@ -148,9 +136,9 @@ def test_a_first_piece_that_cannot_be_allocated_does_not_stop_the_subscription(
     assert "cannot allocate" in str(errors[0])
 
 
-def test_max_bytes_above_the_server_limit_is_refused(server: str) -> None:
+def test_max_bytes_above_the_server_limit_is_refused(nats_url: str) -> None:
     async def main() -> None:
-        nc = await nats.connect(server)
+        nc = await nats.connect(nats_url)
         try:
             with pytest.raises(tw.InputError, match="max_payload"):
                 await twnats.publish(nc, "x", b"abc", max_bytes=2 * MiB)
@@ -161,7 +149,7 @@ def test_max_bytes_above_the_server_limit_is_refused(server: str) -> None:
 
 
 def test_local_server_with_a_smaller_limit() -> None:
-    require_server_binary()
+    nats_server.require_server_binary()
     payload = os.urandom(300_000)
 
     async def main(url: str) -> bytes:
@@ -174,13 +162,13 @@ def test_local_server_with_a_smaller_limit() -> None:
         finally:
             await nc.close()
 
-    with twnats.local_server(max_payload=64 * 1024) as url:
+    with nats_server.local_server(max_payload=64 * 1024) as url:
         assert run(main(url)) == payload
 
 
-def test_broker_rounds_example(server: str) -> None:
+def test_broker_rounds_example(nats_url: str) -> None:
     example = Path(__file__).parent.parent / "examples" / "broker_rounds.py"
-    args = [sys.executable, str(example), "--url", server, "--clients", "3", "--rounds", "2"]
+    args = [sys.executable, str(example), "--url", nats_url, "--clients", "3", "--rounds", "2"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "identical to the same rounds run without a broker" in done.stdout

@@ -4,62 +4,43 @@
 >>> blob = tw.encode({"w": np.ones((2, 3), np.float32)})
 >>> tw.decode(blob)["w"].shape
 (2, 3)
+
+The top level holds the design contract and what users reach for; the rest lives in
+public submodules: :mod:`tensorwire.fl` (federated rounds), :mod:`tensorwire.chunking`
+(pieces for brokers), :mod:`tensorwire.types` (types for annotations),
+:mod:`tensorwire.errors` (every exception), :mod:`tensorwire.formats` (foreign formats),
+:mod:`tensorwire.frameworks` (torch, JAX, Keras), :mod:`tensorwire.transport` (brokers)
+and :mod:`tensorwire.integrations` (Flower).
 """
 
 from __future__ import annotations
 
-from . import formats, frameworks
-from ._aggregate import (
-    Aggregator,
-    MismatchError,
-    MismatchWarning,
-    UpdateInfo,
-    aggregate,
-    update_info,
-)
-from ._chunk import CHUNK_HEADER_LEN, Chunks, Reassembler, chunk, chunk_info, encode_chunks
-from ._client import ErrorFeedback, encode_update
-from ._container import CodecSpec, Reader, TensorInfo, decode, encode, load, open, save
+from . import formats
+from ._aggregate import Aggregator, aggregate
+from ._chunk import Reassembler, chunk, encode_chunks
+from ._client import encode_update
+from ._container import Reader, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
-from ._errors import (
-    ClosedError,
-    CodecError,
-    FormatError,
-    InputError,
-    IntegrityError,
-    TensorwireError,
-)
+from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
 
 __all__ = [
-    "CHUNK_HEADER_LEN",
     "FORMAT_VERSION",
     "Aggregator",
-    "ErrorFeedback",
-    "MismatchError",
-    "MismatchWarning",
-    "UpdateInfo",
-    "aggregate",
-    "encode_update",
-    "update_info",
-    "ClosedError",
     "CodecError",
-    "Chunks",
-    "CodecSpec",
     "FormatError",
     "InputError",
     "IntegrityError",
     "Reader",
     "Reassembler",
-    "TensorInfo",
     "TensorwireError",
     "__version__",
+    "aggregate",
     "chunk",
-    "chunk_info",
     "decode",
     "encode",
-    "formats",
-    "frameworks",
     "encode_chunks",
+    "encode_update",
+    "formats",
     "load",
     "open",
     "save",

@@ -70,7 +70,7 @@ def as_array(x: Any, name: str) -> np.ndarray:
         a = np.asarray(x)
     elif type(x).__module__.startswith("torch"):
         # torch's own path handles bf16/float8, requires_grad and conj/neg views.
-        from .frameworks import _torch_leaf_to_numpy
+        from ._torch import torch_to_numpy as _torch_leaf_to_numpy
 
         a = _torch_leaf_to_numpy(x, name)
     elif hasattr(x, "__array__") or hasattr(x, "__dlpack__"):

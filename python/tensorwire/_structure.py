@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -12,13 +12,39 @@ import numpy as np
 from ._core import unflatten
 from ._errors import InputError
 
-__all__ = ["flatten", "unflatten"]
+__all__ = ["MAX_DEPTH", "flatten", "unflatten", "walk"]
+
+#: The deepest nesting of mappings, lists and tuples tensorwire takes (as the format's
+#: structure tree allows, docs/FORMAT.md section 4).
+MAX_DEPTH = 64
 
 
 def _is_leaf(x: Any) -> bool:
     # arrays first: isinstance against the Mapping ABC costs more than the rest of
     # handing a small tensor to the encoder
     return type(x) is np.ndarray or not isinstance(x, (Mapping, list, tuple))
+
+
+def walk(
+    tree: Any,
+    leaf: Callable[[Any, str], Any],
+    node: Callable[[Any, list[tuple[Any, Any]], str], Any],
+    path: str = "",
+    depth: int = 0,
+) -> Any:
+    """Fold a nesting of mappings, lists and tuples bottom-up: ``leaf(x, path)`` for each
+    leaf, ``node(container, [(key or index, folded child), ...], path)`` for each
+    container. ``path`` is the keys and indices joined with ``/`` (``""`` at the root).
+    Nesting deeper than :data:`MAX_DEPTH` is an ``InputError``."""
+    if depth > MAX_DEPTH:
+        raise InputError(f"tensors nest deeper than {MAX_DEPTH} levels")
+    if _is_leaf(tree):
+        return leaf(tree, path)
+    items = tree.items() if isinstance(tree, Mapping) else enumerate(tree)
+    children = [
+        (k, walk(v, leaf, node, f"{path}/{k}" if path else str(k), depth + 1)) for k, v in items
+    ]
+    return node(tree, children, path)
 
 
 def flatten(tensors: Any) -> tuple[list[tuple[str, Any]], str | None]:
@@ -40,24 +66,21 @@ def flatten(tensors: Any) -> tuple[list[tuple[str, Any]], str | None]:
         )
     leaves: list[tuple[str, Any]] = []
 
-    def walk(node: Any, path: tuple[str, ...], depth: int) -> Any:
-        if depth > 64:
-            raise InputError("tensors nest deeper than 64 levels")
-        if isinstance(node, Mapping):
-            items = []
-            for k, v in node.items():
-                if not isinstance(k, str):
-                    where = "/".join(path) or "<root>"
-                    raise InputError(
-                        f"mapping keys must be str, got {type(k).__name__} {k!r} at {where}"
-                    )
-                items.append([k, walk(v, (*path, k), depth + 1)])
-            return {"dict": items}
-        if isinstance(node, (list, tuple)):
-            kind = "tuple" if isinstance(node, tuple) else "list"
-            return {kind: [walk(v, (*path, str(i)), depth + 1) for i, v in enumerate(node)]}
-        leaves.append(("/".join(path), node))
+    def leaf(x: Any, path: str) -> int:
+        leaves.append((path, x))
         return len(leaves) - 1
 
-    structure = walk(tensors, (), 0)
+    def node(container: Any, children: list[tuple[Any, Any]], path: str) -> Any:
+        if isinstance(container, Mapping):
+            for k, _ in children:
+                if not isinstance(k, str):
+                    raise InputError(
+                        f"mapping keys must be str, got {type(k).__name__} {k!r} "
+                        f"at {path or '<root>'}"
+                    )
+            return {"dict": [[k, child] for k, child in children]}
+        kind = "tuple" if isinstance(container, tuple) else "list"
+        return {kind: [child for _, child in children]}
+
+    structure = walk(tensors, leaf, node)
     return leaves, json.dumps(structure, ensure_ascii=False, separators=(",", ":"))

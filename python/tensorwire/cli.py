@@ -32,25 +32,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import _container
 from ._errors import InputError, TensorwireError
 from ._structure import flatten
-from .formats import md5list, npz, ptth, safetensors
-from .formats._bytes import read_file
+from .formats import FORMATS, Format, StoredTensor, by_extension, sniff
 
 __all__ = ["main", "printable", "printable_json"]
 
-FORMATS = ("tensorwire", "safetensors", "npz", "md5list", "ptth")
-_EXTENSIONS = {
-    ".tw": "tensorwire",
-    ".tensorwire": "tensorwire",
-    ".safetensors": "safetensors",
-    ".npz": "npz",
-    ".md5list": "md5list",
-    ".ptth": "ptth",
-}
 T = TypeVar("T")
-_TW_MAGIC = b"\x89TWR\r\n\x1a\n"
 _FORMAT_CHOICE = click.Choice([*FORMATS, "tw"], case_sensitive=False)
 
 
@@ -134,105 +122,38 @@ def _text(value: object, style: str = "") -> Text:
 
 
 @dataclass
-class Row:
-    """What ``inspect`` shows about one tensor."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    codec: str
-    stored: int
-    nbytes: int
-
-
-@dataclass
 class Source:
-    """One input file: its format, facts from its header, and how to get its tensors."""
+    """One input file: its format, its tensors as stored, facts from its header, and how
+    to get its tensors."""
 
     path: str
-    format: str
-    rows: list[Row]
+    format: Format
+    rows: list[StoredTensor]
     load: Callable[[], Any]
+    verify: Callable[[], None]
     metadata: Any = None
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Mapping[str, str] = field(default_factory=dict)
 
 
-def _sniff(path: str) -> str:
-    with open(path, "rb") as f:
-        head = f.read(16)
-        size = os.fstat(f.fileno()).st_size
-    if head.startswith(_TW_MAGIC):
-        return "tensorwire"
-    if head.startswith(b"PTTH"):
-        return "ptth"
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "npz"
-    if len(head) >= 9 and int.from_bytes(head[:8], "little") <= size - 8 and head[8:9] == b"{":
-        return "safetensors"
-    if size >= 20:
-        try:
-            md5list.load(path)
-            return "md5list"
-        except TensorwireError:
-            pass
-    raise InputError(f"{path}: cannot tell its format; name it with --from")
-
-
-def _format_of(path: str, given: Optional[str], *, sniff: bool) -> str:
+def _format_of(path: str, given: Optional[str], *, sniff_content: bool) -> Format:
     if given:
-        return given
+        return FORMATS[given]
+    fmt = by_extension(path)
+    if fmt is not None:
+        return fmt
+    if sniff_content:
+        return sniff(path)
     ext = os.path.splitext(path)[1].lower()
-    if ext in _EXTENSIONS:
-        return _EXTENSIONS[ext]
-    if sniff:
-        return _sniff(path)
     raise InputError(
         f"{path}: unknown extension {ext or '(none)'!r}; name the format with --to "
         f"({', '.join(FORMATS)})"
     )
 
 
-def _raw_rows(tensors: Any, codec: str = "raw") -> list[Row]:
-    leaves, _ = flatten(tensors)
-    return [
-        Row(n, np.asarray(a).dtype.name, tuple(a.shape), codec, a.nbytes, a.nbytes)
-        for n, a in leaves
-    ]
-
-
-def _open_source(path: str, fmt: Optional[str]) -> Source:
-    fmt = _format_of(path, fmt, sniff=True)
-    if fmt == "tensorwire":
-        with _container.open(path) as r:
-            rows = [
-                Row(i.name, i.dtype, tuple(i.shape), i.codec, i.stored_bytes, i.nbytes)
-                for i in map(r.info, r.keys())
-            ]
-            major, minor = r.version
-            facts = {"version": f"{major}.{minor}", "content id": r.content_id}
-            if r.base_id is not None:
-                facts["base id"] = r.base_id
-            meta = r.metadata
-        return Source(path, fmt, rows, lambda: _container.load(path), meta, facts)
-    if fmt == "safetensors":
-        data = read_file(path)
-        tensors = safetensors.loads(data)
-        return Source(path, fmt, _raw_rows(tensors), lambda: tensors, safetensors.metadata(data))
-    if fmt == "npz":
-        with open(path, "rb") as f:
-            methods = npz.stored(f.read())
-        tensors = npz.load(path)
-        rows = _raw_rows(tensors)
-        for row in rows:
-            row.codec, row.stored = methods[row.name]
-        return Source(path, fmt, rows, lambda: tensors)
-    if fmt == "md5list":
-        arrays = md5list.load(path)
-        return Source(path, fmt, _raw_rows(arrays), lambda: arrays, facts={"checksum": "MD5"})
-    if fmt == "ptth":
-        params = ptth.load(path)
-        return Source(path, fmt, _raw_rows(params), lambda: params, facts={"version": "1"})
-    raise InputError(f"unknown format {fmt!r}")
+def _open_source(path: str, given: Optional[str]) -> Source:
+    fmt = _format_of(path, given, sniff_content=True)
+    rows, load, meta, facts, verify = fmt.module.describe(path)
+    return Source(path, fmt, rows, load, verify, meta, dict(facts))
 
 
 # ----------------------------------------------------------------------------------------
@@ -247,30 +168,27 @@ def _metadata_for_safetensors(meta: Any) -> Optional[dict[str, str]]:
     return {"metadata": json.dumps(meta)}
 
 
-def _write(tensors: Any, path: str, fmt: str, codec: Optional[str], meta: Any) -> list[str]:
+def _write(tensors: Any, path: str, fmt: Format, codec: Optional[str], meta: Any) -> list[str]:
     """Write ``tensors`` to ``path`` in ``fmt``; returns notes about what was dropped."""
     notes = []
-    if (
-        fmt != "tensorwire"
-        and codec not in (None, "raw")
-        and not (fmt == "npz" and codec == "deflate")
-    ):
-        hint = " (npz takes --codec deflate)" if fmt == "npz" else ""
-        raise InputError(f"--codec {codec} applies to tensorwire output, not {fmt}{hint}")
-    if meta is not None and fmt in ("npz", "md5list", "ptth"):
-        notes.append(f"metadata dropped: {fmt} cannot carry it")
-    if fmt == "tensorwire":
-        _container.save(tensors, path, codec=codec or "raw", metadata=meta)
-    elif fmt == "safetensors":
-        safetensors.dump(tensors, path, metadata=_metadata_for_safetensors(meta))
-    elif fmt == "npz":
-        npz.dump(tensors, path, compressed=codec == "deflate")
-    elif fmt == "md5list":
-        if isinstance(tensors, Mapping):
-            notes.append("tensor names dropped: md5list is a plain list")
-        md5list.dump(tensors, path)
-    elif fmt == "ptth":
-        ptth.dump(tensors, path)
+    options: dict[str, Any] = {}
+    if fmt.codecs is None:
+        options["codec"] = codec or "raw"
+    elif codec not in (None, "raw"):
+        if codec not in fmt.codecs:
+            takes = ", ".join(f"--codec {c}" for c in fmt.codecs)
+            hint = f" ({fmt.name} takes {takes})" if takes else ""
+            raise InputError(f"--codec {codec} applies to tensorwire output, not {fmt.name}{hint}")
+        options.update(fmt.codecs[codec])
+    if meta is not None and fmt.metadata is None:
+        notes.append(f"metadata dropped: {fmt.name} cannot carry it")
+    elif fmt.metadata == "json":
+        options["metadata"] = meta
+    elif fmt.metadata == "strings":
+        options["metadata"] = _metadata_for_safetensors(meta)
+    if not fmt.names and isinstance(tensors, Mapping):
+        notes.append(f"tensor names dropped: {fmt.name} is a plain list")
+    fmt.module.dump(tensors, path, **options)
     return notes
 
 
@@ -351,7 +269,7 @@ def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
     if as_json:
         doc = {
             "file": file,
-            "format": src.format,
+            "format": src.format.name,
             **{k.replace(" ", "_"): v for k, v in src.facts.items()},
             "metadata": src.metadata,
             "file_bytes": os.path.getsize(file),
@@ -373,7 +291,7 @@ def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
         return
     out = _console()
     out.print(_text(file, style="bold"))
-    out.print(_text(f"  format:     {src.format}"))
+    out.print(_text(f"  format:     {src.format.name}"))
     for k, v in src.facts.items():
         out.print(_text(f"  {k + ':':<11} {v}"))
     if src.metadata is not None:
@@ -421,20 +339,13 @@ def verify(file: str, fmt: Optional[str]) -> None:
     tensorwire files: every blake3 checksum; md5list: the MD5 trailer; npz: every CRC;
     safetensors and ptth have no checksums, so their structure is checked.
     """
-    fmt = _format_of(file, _canonical(fmt), sniff=True)
-    src = _open_source(file, fmt)
-    if fmt == "tensorwire":
-        with _container.open(file) as r:
-            r.verify()
-        what = "all blake3 checksums match"
-    elif fmt == "md5list":
-        what = "MD5 matches"  # checked by loading
-    elif fmt == "npz":
-        what = "all CRC-32s match"
-    else:
-        what = f"structure valid ({fmt} has no checksums)"
+    src = _open_source(file, _canonical(fmt))
+    src.verify()
+    what = src.format.checks or f"structure valid ({src.format.name} has no checksums)"
     nbytes = sum(r.nbytes for r in src.rows)
-    click.echo(printable(f"OK {file}: {fmt}, {len(src.rows)} tensors, {_size(nbytes)}; {what}"))
+    click.echo(
+        printable(f"OK {file}: {src.format.name}, {len(src.rows)} tensors, {_size(nbytes)}; {what}")
+    )
 
 
 @cli.command()
@@ -451,7 +362,7 @@ def convert(
     source: str, dest: str, from_fmt: Optional[str], to_fmt: Optional[str], codec: Optional[str]
 ) -> None:
     """Convert SOURCE to DEST, formats by extension or --from/--to."""
-    out_fmt = _format_of(dest, _canonical(to_fmt), sniff=False)
+    out_fmt = _format_of(dest, _canonical(to_fmt), sniff_content=False)
     with _status(f"converting {source} -> {dest}"):
         src = _open_source(source, _canonical(from_fmt))
         notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
@@ -460,7 +371,7 @@ def convert(
     in_size, out_size = os.path.getsize(source), os.path.getsize(dest)
     click.echo(
         printable(
-            f"{source} ({src.format}, {_size(in_size)}) -> {dest} ({out_fmt}, "
+            f"{source} ({src.format.name}, {_size(in_size)}) -> {dest} ({out_fmt.name}, "
             f"{_size(out_size)}): {len(src.rows)} tensors, ratio {_ratio(out_size, in_size)}"
         )
     )

@@ -36,74 +36,38 @@ import numpy as np
 
 from ._arrays import as_array
 from ._errors import InputError
+from ._structure import walk
+from ._torch import CARRIER, is_torch, torch_to_numpy
 
 __all__ = ["FRAMEWORKS", "convert", "to_jax", "to_keras", "to_numpy", "to_torch"]
 
 #: The names :func:`convert` accepts.
 FRAMEWORKS = ("numpy", "torch", "jax", "keras")
-_MAX_DEPTH = 64
-_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
-# same-size integer dtypes that carry the ml_dtypes types through frameworks
-_CARRIER = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
 
 
-def _map(tree: Any, leaf: Callable[[Any, str], Any], path: str = "", depth: int = 0) -> Any:
-    if depth > _MAX_DEPTH:
-        raise InputError(f"tensors nest deeper than {_MAX_DEPTH} levels")
-    if isinstance(tree, Mapping):
-        return {
-            k: _map(v, leaf, f"{path}/{k}" if path else str(k), depth + 1) for k, v in tree.items()
-        }
-    if isinstance(tree, (list, tuple)):
-        items = [
-            _map(v, leaf, f"{path}/{i}" if path else str(i), depth + 1) for i, v in enumerate(tree)
-        ]
-        if isinstance(tree, list):
-            return items
-        if hasattr(tree, "_fields"):  # namedtuple
-            return type(tree)(*items)
-        return tuple(items)
-    return leaf(tree, path or "<root>")
+def _rebuilt(container: Any, children: list[tuple[Any, Any]], path: str) -> Any:
+    """``container``'s kind again (dict, list, tuple, namedtuple) around its mapped children."""
+    if isinstance(container, Mapping):
+        return dict(children)
+    items = [child for _, child in children]
+    if isinstance(container, list):
+        return items
+    if hasattr(container, "_fields"):  # namedtuple
+        return type(container)(*items)
+    return tuple(items)
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
-
-
-def _ml_dtype(name: str) -> np.dtype:
-    import ml_dtypes
-
-    return np.dtype(getattr(ml_dtypes, name))
-
-
-def _torch_leaf_to_numpy(t: Any, name: str) -> np.ndarray:
-    t = t.detach()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    if t.is_conj():
-        t = t.resolve_conj()
-    if t.is_neg():
-        t = t.resolve_neg()
-    dtype = str(t.dtype).removeprefix("torch.")
-    if dtype in _CARRIER:
-        import torch
-
-        try:
-            target = _ml_dtype(dtype)
-        except ImportError:
-            raise InputError(f"tensor {name!r} is torch.{dtype}: install ml_dtypes") from None
-        return t.view(getattr(torch, _CARRIER[dtype])).numpy().view(target)
-    try:
-        return t.numpy()
-    except (TypeError, RuntimeError) as e:
-        raise InputError(f"tensor {name!r}: cannot convert torch.{dtype} to numpy: {e}") from e
+def _map(tree: Any, leaf: Callable[[Any, str], Any]) -> Any:
+    """The same structure with ``leaf(x, name)`` for every leaf (``"<root>"`` names a
+    lone leaf)."""
+    return walk(tree, lambda x, path: leaf(x, path or "<root>"), _rebuilt)
 
 
 def _leaf_to_numpy(x: Any, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
-    if _is_torch(x):
-        return _torch_leaf_to_numpy(x, name)
+    if is_torch(x):
+        return torch_to_numpy(x, name)
     return as_array(x, name)
 
 
@@ -135,7 +99,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
         if copy or any(s < 0 for s in a.strides):
             a = a.copy()
         kind = a.dtype.name
-        carrier = _CARRIER.get(kind)
+        carrier = CARRIER.get(kind)
         if carrier is not None:
             a = a.view(carrier)
         if a.flags.writeable:

@@ -6,7 +6,7 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 import tensorwire as tw
-from tensorwire.formats.flower import from_array_record, payload_record, to_array_record
+from tensorwire.integrations.flower import from_array_record, payload_record, to_array_record
 
 from .task import load_data, train
 

@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 import tensorwire as tw
-from tensorwire.formats.flower import from_array_record, payload_of, to_array_record
+from tensorwire.integrations.flower import from_array_record, payload_of, to_array_record
 
 from .task import init_model, load_data, loss_and_accuracy
 

@@ -1,12 +1,18 @@
-"""Exact readers and writers for the formats users have today.
+"""Exact readers and writers for the formats users have today, and a registry of them.
 
-Each submodule has ``dumps(tensors) -> bytes``, ``loads(data) -> tensors``,
-``dump(tensors, path)`` and ``load(path)``:
+Each format module has ``dumps(tensors) -> bytes``, ``loads(data) -> tensors``,
+``dump(tensors, path)``, ``load(path)``, ``sniff(data) -> bool`` (does ``data`` look like
+this format) and ``describe(path)`` (its tensors as stored, metadata and header facts):
 
 - :mod:`~tensorwire.formats.safetensors` — Hugging Face ``.safetensors`` (with ``__metadata__``)
 - :mod:`~tensorwire.formats.npz` — numpy ``.npz``, stored or compressed, never pickled
 - :mod:`~tensorwire.formats.md5list` — the Kafka seed's list-of-arrays format with an MD5 trailer
 - :mod:`~tensorwire.formats.ptth` — the iOS/CoreML seed's big-endian-header ``PTTH`` format
+- :mod:`~tensorwire.formats.tensorwire` — tensorwire's own payloads, the same way
+
+:data:`FORMATS` maps each name to its :class:`Format` (extensions, what it carries,
+its module); :func:`by_extension` and :func:`sniff` find a file's format.
+``formats.flower`` is :mod:`tensorwire.integrations.flower`.
 
 Loaders validate every length, count and shape against the input before allocating:
 malformed or truncated input is a :class:`~tensorwire.FormatError` (a bad checksum an
@@ -23,8 +29,22 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["md5list", "npz", "ptth", "safetensors"]
-_SUBMODULES = frozenset([*__all__, "flower"])
+from ._registry import FORMATS, Description, Format, StoredTensor, by_extension, sniff
+
+__all__ = [
+    "FORMATS",
+    "Description",
+    "Format",
+    "StoredTensor",
+    "by_extension",
+    "md5list",
+    "npz",
+    "ptth",
+    "safetensors",
+    "sniff",
+    "tensorwire",
+]
+_SUBMODULES = frozenset([*FORMATS, "flower"])
 
 
 def __getattr__(name: str) -> ModuleType:

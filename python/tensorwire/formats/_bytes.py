@@ -22,6 +22,7 @@ from .. import _core
 from .._arrays import as_array
 from .._errors import FormatError, InputError, TensorwireError
 from .._structure import flatten
+from ._registry import StoredTensor
 
 __all__ = [
     "MAX_INT_DIGITS",
@@ -35,6 +36,7 @@ __all__ = [
     "named_arrays",
     "read_file",
     "shown",
+    "stored_as_is",
     "write_file",
 ]
 
@@ -222,3 +224,13 @@ def write_file(path: PathLike, data: Any) -> None:
     (the one :func:`tensorwire.save` uses): readers see the old file or the new one, and
     a process killed while writing leaves no partial file behind."""
     _core.write_file(os.fsdecode(path), data)  # os.fsdecode: a bytes path too
+
+
+def stored_as_is(tensors: Any) -> list[StoredTensor]:
+    """The :class:`~tensorwire.formats._registry.StoredTensor` of every leaf of
+    ``tensors``, for formats that store tensors raw (each stored size is its size)."""
+    leaves, _ = flatten(tensors)
+    return [
+        StoredTensor(n, np.asarray(a).dtype.name, tuple(a.shape), "raw", a.nbytes, a.nbytes)
+        for n, a in leaves
+    ]

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import SUPPORTED, byte_view
-from .._errors import FormatError, InputError, IntegrityError
+from .._errors import FormatError, InputError, IntegrityError, TensorwireError
 from ._bytes import (
     MAX_RANK,
     PathLike,
@@ -41,10 +41,13 @@ from ._bytes import (
     check_shape,
     named_arrays,
     read_file,
+    stored_as_is,
     write_file,
 )
+from ._cursor import Cursor
+from ._registry import Description
 
-__all__ = ["dump", "dumps", "load", "loads"]
+__all__ = ["describe", "dump", "dumps", "load", "loads", "sniff"]
 
 _WHAT = "md5list"
 _DIGEST = 16
@@ -89,28 +92,6 @@ def dumps(arrays: Any) -> bytes:
     return b"".join(pieces)
 
 
-class _Cursor:
-    """Reads int32s and byte runs from ``buf[pos:end]``, refusing to run past ``end``."""
-
-    def __init__(self, buf: memoryview, end: int) -> None:
-        self.buf, self.pos, self.end = buf, 0, end
-
-    def left(self) -> int:
-        return self.end - self.pos
-
-    def take(self, n: int, what: str) -> int:
-        if n > self.left():
-            raise FormatError(
-                f"{_WHAT}: {what} needs {n} bytes at offset {self.pos}, {self.left()} are left"
-            )
-        start = self.pos
-        self.pos += n
-        return start
-
-    def int32s(self, n: int, what: str) -> tuple[int, ...]:
-        return struct.unpack_from(f"<{n}i", self.buf, self.take(4 * n, what))
-
-
 def loads(data: Any) -> list[np.ndarray]:
     """The arrays of a seed-format blob, as read-only views into ``data`` where aligned."""
     buf = buffer_of(data, _WHAT)
@@ -119,21 +100,21 @@ def loads(data: Any) -> list[np.ndarray]:
     end = len(buf) - _DIGEST
     if hashlib.md5(buf[:end]).digest() != bytes(buf[end:]):
         raise IntegrityError(f"{_WHAT}: MD5 mismatch: the data is corrupted or truncated")
-    cur = _Cursor(buf, end)
-    (count,) = cur.int32s(1, "the array count")
+    cur = Cursor(buf, _WHAT, "<i", end=end)
+    (count,) = cur.ints(1, "the array count")
     if not 0 <= count <= cur.left() // 9:  # each array needs >= 9 bytes of header
         raise FormatError(f"{_WHAT}: array count {count} does not fit {cur.left()} bytes")
     out = []
     for i in range(count):
         label = f"array {i}"
-        (ndim,) = cur.int32s(1, f"{label}'s ndim")
+        (ndim,) = cur.ints(1, f"{label}'s ndim")
         if not 0 <= ndim <= MAX_RANK:
             raise FormatError(f"{_WHAT}: {label} has ndim {ndim} (0..{MAX_RANK} allowed)")
-        shape = cur.int32s(ndim, f"{label}'s shape")
-        (dtype_len,) = cur.int32s(1, f"{label}'s dtype length")
+        shape = cur.ints(ndim, f"{label}'s shape")
+        (dtype_len,) = cur.ints(1, f"{label}'s dtype length")
         if not 0 < dtype_len <= _MAX_DTYPE_LEN:
             raise FormatError(f"{_WHAT}: {label} has a dtype string of length {dtype_len}")
-        raw = bytes(buf[cur.take(dtype_len, f"{label}'s dtype") : cur.pos])
+        raw = cur.read(dtype_len, f"{label}'s dtype")
         try:
             dtype = _DTYPES[raw.decode("utf-8")]
         except (UnicodeDecodeError, KeyError):
@@ -157,3 +138,18 @@ def dump(arrays: Any, path: PathLike) -> None:
 def load(path: PathLike) -> list[np.ndarray]:
     """The arrays of the file ``path``, memory-mapped; see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` is a seed-format blob: the format has no magic, so it must read."""
+    try:
+        loads(data)
+    except TensorwireError:
+        return False
+    return True
+
+
+def describe(path: PathLike) -> Description:
+    """The arrays of the file ``path`` (loaded, MD5 checked)."""
+    arrays = load(path)
+    return Description(stored_as_is(arrays), lambda: arrays, facts={"checksum": "MD5"})

@@ -43,10 +43,12 @@ from ._bytes import (
     named_arrays,
     read_file,
     shown,
+    stored_as_is,
     write_file,
 )
+from ._registry import Description
 
-__all__ = ["dump", "dumps", "load", "loads", "stored"]
+__all__ = ["describe", "dump", "dumps", "load", "loads", "sniff", "stored"]
 
 _WHAT = "npz"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -310,3 +312,20 @@ def dump(tensors: Any, path: PathLike, *, compressed: bool = False) -> None:
 def load(path: PathLike) -> dict[str, np.ndarray]:
     """The arrays of the file ``path`` (memory-mapped); see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` starts like a zip archive (a local file header or an empty one)."""
+    return bytes(memoryview(data)[:4]) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def describe(path: PathLike) -> Description:
+    """The tensors of the file ``path``, each with its zip method and stored size."""
+    with open(path, "rb") as f:
+        methods = stored(f.read())
+    tensors = load(path)
+    rows = [
+        row._replace(codec=methods[row.name][0], stored=methods[row.name][1])
+        for row in stored_as_is(tensors)
+    ]
+    return Description(rows, lambda: tensors)

@@ -46,10 +46,13 @@ from ._bytes import (
     named_arrays,
     read_file,
     shown,
+    stored_as_is,
     write_file,
 )
+from ._cursor import Cursor
+from ._registry import Description
 
-__all__ = ["DTYPE_CODES", "MAGIC", "VERSION", "dump", "dumps", "load", "loads"]
+__all__ = ["DTYPE_CODES", "MAGIC", "VERSION", "describe", "dump", "dumps", "load", "loads", "sniff"]
 
 MAGIC = 0x50545448
 VERSION = 1
@@ -90,33 +93,11 @@ def dumps(tensors: Any) -> bytes:
     return b"".join(pieces)
 
 
-class _Cursor:
-    """Reads big-endian uint32s and byte runs from ``buf``, refusing to run past its end."""
-
-    def __init__(self, buf: memoryview) -> None:
-        self.buf, self.pos = buf, 0
-
-    def left(self) -> int:
-        return len(self.buf) - self.pos
-
-    def take(self, n: int, what: str) -> int:
-        if n > self.left():
-            raise FormatError(
-                f"{_WHAT}: {what} needs {n} bytes at offset {self.pos}, {self.left()} are left"
-            )
-        start = self.pos
-        self.pos += n
-        return start
-
-    def uint32s(self, n: int, what: str) -> tuple[int, ...]:
-        return struct.unpack_from(f">{n}I", self.buf, self.take(4 * n, what))
-
-
 def loads(data: Any) -> dict[str, np.ndarray]:
     """The parameters of a PTTH blob, as read-only views into ``data`` where aligned."""
     buf = buffer_of(data, _WHAT)
-    cur = _Cursor(buf)
-    magic, version, count = cur.uint32s(3, "the header")
+    cur = Cursor(buf, _WHAT, ">I")
+    magic, version, count = cur.ints(3, "the header")
     if magic != MAGIC:
         raise FormatError(f"{_WHAT}: bad magic {magic:#010x} (expected {MAGIC:#010x}, 'PTTH')")
     if version != VERSION:
@@ -125,19 +106,19 @@ def loads(data: Any) -> dict[str, np.ndarray]:
         raise FormatError(f"{_WHAT}: parameter count {count} does not fit {cur.left()} bytes")
     out: dict[str, np.ndarray] = {}
     for i in range(count):
-        (name_len,) = cur.uint32s(1, f"parameter {i}'s name length")
-        raw = bytes(buf[cur.take(name_len, f"parameter {i}'s name") : cur.pos])
+        (name_len,) = cur.ints(1, f"parameter {i}'s name length")
+        raw = cur.read(name_len, f"parameter {i}'s name")
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise FormatError(f"{_WHAT}: parameter {i}'s name is not UTF-8: {raw[:40]!r}") from None
         if name in out:
             raise FormatError(f"{_WHAT}: parameter {shown(name)} appears twice")
-        (rank,) = cur.uint32s(1, f"{shown(name)}'s rank")
+        (rank,) = cur.ints(1, f"{shown(name)}'s rank")
         if rank > MAX_RANK:
             raise FormatError(f"{_WHAT}: parameter {shown(name)} has rank {rank} (max {MAX_RANK})")
-        shape = cur.uint32s(rank, f"{shown(name)}'s shape")
-        code, data_len = cur.uint32s(2, f"{shown(name)}'s dtype and data length")
+        shape = cur.ints(rank, f"{shown(name)}'s shape")
+        code, data_len = cur.ints(2, f"{shown(name)}'s dtype and data length")
         if code not in DTYPE_CODES:
             raise FormatError(
                 f"{_WHAT}: parameter {shown(name)} has dtype code {code} "
@@ -165,3 +146,14 @@ def dump(tensors: Any, path: PathLike) -> None:
 def load(path: PathLike) -> dict[str, np.ndarray]:
     """The parameters of the file ``path``, memory-mapped; see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` starts with the ``PTTH`` magic."""
+    return bytes(memoryview(data)[:4]) == struct.pack(">I", MAGIC)
+
+
+def describe(path: PathLike) -> Description:
+    """The parameters of the file ``path`` (loaded)."""
+    params = load(path)
+    return Description(stored_as_is(params), lambda: params, facts={"version": str(VERSION)})

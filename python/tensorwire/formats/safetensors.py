@@ -43,10 +43,12 @@ from ._bytes import (
     named_arrays,
     read_file,
     shown,
+    stored_as_is,
     write_file,
 )
+from ._registry import Description
 
-__all__ = ["MAX_HEADER_LEN", "dump", "dumps", "load", "loads", "metadata"]
+__all__ = ["MAX_HEADER_LEN", "describe", "dump", "dumps", "load", "loads", "metadata", "sniff"]
 
 #: Largest JSON header accepted (the reference implementation's limit).
 MAX_HEADER_LEN = 100_000_000
@@ -237,3 +239,21 @@ def dump(tensors: Any, path: PathLike, *, metadata: Optional[Mapping[str, str]] 
 def load(path: PathLike) -> dict[str, np.ndarray]:
     """The tensors of the file ``path``, memory-mapped; see :func:`loads`."""
     return loads(read_file(path))
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` starts like a safetensors file: a header length that fits, then
+    ``{``."""
+    head = bytes(memoryview(data)[:9])
+    return (
+        len(head) == 9
+        and int.from_bytes(head[:8], "little") <= len(data) - 8
+        and (head[8:9] == b"{")
+    )
+
+
+def describe(path: PathLike) -> Description:
+    """The tensors and ``__metadata__`` of the file ``path`` (loaded, memory-mapped)."""
+    data = read_file(path)
+    tensors = loads(data)
+    return Description(stored_as_is(tensors), lambda: tensors, metadata(data))

@@ -16,15 +16,8 @@ subscribers in a queue group: the chunks of one payload would be spread over its
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Optional
 
 from .._chunk import Chunks, Reassembler, chunk, encode_chunks
@@ -33,8 +26,6 @@ from .._errors import InputError, TensorwireError
 
 __all__ = [
     "PayloadSubscription",
-    "find_server_binary",
-    "local_server",
     "publish",
     "publish_chunks",
     "publish_tensors",
@@ -187,61 +178,3 @@ async def subscribe(
     sub = await nc.subscribe(subject, pending_bytes_limit=pending_bytes_limit)
     await nc.flush()  # the server knows the subscription before this returns
     return PayloadSubscription(sub, reassembler or Reassembler(), on_error or _log_error)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def find_server_binary() -> Optional[str]:
-    """Path of the ``nats-server`` executable (Debian installs it in /usr/sbin), or None."""
-    found = shutil.which("nats-server")
-    if found is None and os.access("/usr/sbin/nats-server", os.X_OK):
-        found = "/usr/sbin/nats-server"
-    return found
-
-
-@contextlib.contextmanager
-def local_server(*, max_payload: Optional[int] = None, timeout: float = 10.0) -> Iterator[str]:
-    """Run a throwaway ``nats-server`` on a free loopback port (for examples and tests);
-    yields its URL and stops the server on exit. Needs the ``nats-server`` binary
-    (``apt-get install nats-server``; ``make nats-server`` does it)."""
-    binary = find_server_binary()
-    if binary is None:
-        raise FileNotFoundError("nats-server not found: run `make nats-server`")
-    port = _free_port()
-    args = [binary, "-a", "127.0.0.1", "-p", str(port)]
-    config = None
-    if max_payload is not None:  # only settable in a configuration file
-        config = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-        with config:
-            config.write(f"max_payload: {int(max_payload)}\n")
-        args += ["-c", config.name]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"nats-server exited with {proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"nats-server did not listen on port {port}") from None
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
-        if config is not None:
-            os.unlink(config.name)

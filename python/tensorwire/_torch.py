@@ -1,0 +1,53 @@
+"""Torch tensors to numpy arrays, without importing torch until one is met: the one
+place both input normalisation (``_arrays.as_array``) and :mod:`tensorwire.frameworks`
+turn a torch tensor into an array."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._errors import InputError
+
+__all__ = ["CARRIER", "is_torch", "torch_to_numpy"]
+
+#: Same-size integer dtypes that carry the ml_dtypes types through torch.
+CARRIER = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+
+
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch)."""
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def _ml_dtype(name: str) -> np.dtype:
+    import ml_dtypes
+
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+def torch_to_numpy(t: Any, name: str) -> np.ndarray:
+    """A torch tensor as a numpy array: detached, on the CPU, conj/neg views resolved,
+    bfloat16/float8 through a same-size integer view (needs ml_dtypes); zero-copy for
+    CPU tensors."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    dtype = str(t.dtype).removeprefix("torch.")
+    if dtype in CARRIER:
+        import torch
+
+        try:
+            target = _ml_dtype(dtype)
+        except ImportError:
+            raise InputError(f"tensor {name!r} is torch.{dtype}: install ml_dtypes") from None
+        return t.view(getattr(torch, CARRIER[dtype])).numpy().view(target)
+    try:
+        return t.numpy()
+    except (TypeError, RuntimeError) as e:
+        raise InputError(f"tensor {name!r}: cannot convert torch.{dtype} to numpy: {e}") from e

@@ -1,0 +1,76 @@
+"""tensorwire's own payloads, with the functions every format module has (``dumps``,
+``loads``, ``dump``, ``load``, ``sniff``, ``describe``), so the format registry and the
+``tensorwire`` command treat them like any other format. The full API is the top level:
+:func:`tensorwire.encode`, :func:`tensorwire.decode`, :func:`tensorwire.open`...
+
+>>> import numpy as np
+>>> from tensorwire.formats import tensorwire
+>>> blob = tensorwire.dumps({"w": np.zeros(3)}, codec="zstd")
+>>> tensorwire.sniff(blob), tensorwire.loads(blob)["w"].shape
+(True, (3,))
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _container
+from ._bytes import PathLike
+from ._registry import Description, StoredTensor
+
+__all__ = ["MAGIC", "describe", "dump", "dumps", "load", "loads", "metadata", "sniff"]
+
+#: The first eight bytes of every payload (docs/FORMAT.md, "Preamble").
+MAGIC = b"\x89TWR\r\n\x1a\n"
+
+
+def dumps(tensors: Any, **encode_options: Any) -> bytes:
+    """:func:`tensorwire.encode`."""
+    return _container.encode(tensors, **encode_options)
+
+
+def loads(data: Any, **decode_options: Any) -> Any:
+    """:func:`tensorwire.decode`."""
+    return _container.decode(data, **decode_options)
+
+
+def dump(tensors: Any, path: PathLike, **encode_options: Any) -> None:
+    """:func:`tensorwire.save`."""
+    _container.save(tensors, path, **encode_options)
+
+
+def load(path: PathLike, **decode_options: Any) -> Any:
+    """:func:`tensorwire.load`."""
+    return _container.load(path, **decode_options)
+
+
+def metadata(data: Any) -> Any:
+    """The metadata of a payload (or None); parses the header only."""
+    with _container.open(data) as r:
+        return r.metadata
+
+
+def sniff(data: Any) -> bool:
+    """Whether ``data`` starts like a payload (its magic)."""
+    return bytes(memoryview(data)[: len(MAGIC)]) == MAGIC
+
+
+def describe(path: PathLike) -> Description:
+    """The tensors, metadata and header facts of the file ``path`` from its header alone
+    (nothing is decoded or verified until ``load`` is called)."""
+    with _container.open(path) as r:
+        tensors = [
+            StoredTensor(i.name, i.dtype, tuple(i.shape), i.codec, i.stored_bytes, i.nbytes)
+            for i in map(r.info, r.keys())
+        ]
+        major, minor = r.version
+        facts = {"version": f"{major}.{minor}", "content id": r.content_id}
+        if r.base_id is not None:
+            facts["base id"] = r.base_id
+        meta = r.metadata
+    return Description(tensors, lambda: _container.load(path), meta, facts, lambda: _verify(path))
+
+
+def _verify(path: PathLike) -> None:
+    with _container.open(path) as r:
+        r.verify()
