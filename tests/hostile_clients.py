@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import forge
 
 import tensorwire as tw
-from tensorwire import fl
+from tensorwire import errors, fl
 
 GiB = 1 << 30
 
@@ -632,7 +632,7 @@ def after_close(ctx: Ctx) -> None:
         "close again": r.close,
     }  # fmt: skip
     got = {k: attempt(f)[0].split(":")[0] for k, f in calls.items()}
-    bad = sorted({v for v in got.values() if v != "accepted" and not hasattr(tw, v)})
+    bad = sorted({v for v in got.values() if v != "accepted" and not hasattr(errors, v)})
     ctx.outcome = f"non-tensorwire errors: {bad}" if bad else "all tensorwire errors or ok"
     ctx.note = ", ".join(f"{k}: {v}" for k, v in got.items())
 
