@@ -10,7 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::dtype::DType;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 
 mod aggregate;
 mod arrays;
@@ -59,12 +59,13 @@ pub(crate) fn no_memory(e: PyErr, py: Python<'_>, what: &str, bytes: usize) -> P
 }
 
 pub(crate) fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Format(m) => FormatError::new_err(m),
-        Error::Integrity(m) => IntegrityError::new_err(m),
-        Error::Codec(m) => CodecError::new_err(m),
-        Error::Input(m) => InputError::new_err(m),
-        io @ Error::Io { .. } => TensorwireError::new_err(io.to_string()),
+    let m = e.to_string();
+    match e.kind() {
+        Kind::Format => FormatError::new_err(m),
+        Kind::Integrity => IntegrityError::new_err(m),
+        Kind::Codec => CodecError::new_err(m),
+        Kind::Input => InputError::new_err(m),
+        Kind::Io => TensorwireError::new_err(m),
     }
 }
 

@@ -311,7 +311,7 @@ impl<'p> Plan<'p> {
             .try_for_each(|(b, (chunk, &(src, count)))| {
                 let base = base.map(|base| &base[b * bytes..b * bytes + chunk.len()]);
                 self.decode_block(b * framing.block, src, count, chunk, base, &framing.scales)
-                    .map_err(|e| e.context(format_args!("block {b}")))
+                    .map_err(|e| e.in_block(b))
             })
     }
 

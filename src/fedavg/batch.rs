@@ -47,7 +47,7 @@ pub fn aggregate(
     check_buffers(round, base, &out)?;
     for c in updates {
         check_weight(c.weight)
-            .map_err(|why| Error::input(format!("update {}: weight {why}", c.id)))?;
+            .map_err(|why| Error::input(format!("weight {why}")).in_update(c.id))?;
     }
     let mut outcome = Outcome {
         refused: Vec::new(),
