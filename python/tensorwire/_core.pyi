@@ -10,8 +10,13 @@ __all__ = [
     "Accumulator",
     "CHUNK_HEADER_LEN",
     "Chunks",
+    "ClosedError",
+    "CodecError",
     "EncodedChunks",
     "FORMAT_VERSION",
+    "FormatError",
+    "InputError",
+    "IntegrityError",
     "MAX_DEPTH",
     "MAX_HEADER_LEN",
     "MAX_NAME_LEN",
@@ -19,6 +24,7 @@ __all__ = [
     "MAX_TENSORS",
     "Payload",
     "Reassembler",
+    "TensorwireError",
     "__version__",
     "aggregate",
     "chunk",
@@ -39,6 +45,36 @@ MAX_TENSORS: int
 MAX_RANK: int
 MAX_DEPTH: int
 MAX_NAME_LEN: int
+
+# -- exceptions (src/bindings/errors.rs) ------------------------------------------------
+class TensorwireError(Exception):
+    """Base class of every error tensorwire raises.
+
+    Where the error concerns one, ``tensor`` is the tensor's name, ``update`` the number
+    of the update in an aggregation, ``chunk`` a ``(payload_id, index, count)`` tuple and
+    ``limit`` a ``(name, value, allowed)`` tuple of the documented limit that was broken;
+    None otherwise."""
+
+    tensor: Optional[str]
+    update: Optional[int]
+    chunk: Optional[tuple[str, int, int]]
+    limit: Optional[tuple[str, int, int]]
+
+class FormatError(TensorwireError, ValueError):
+    """The payload is malformed, of an unsupported version, or breaks a documented limit."""
+
+class IntegrityError(TensorwireError, ValueError):
+    """Bytes do not match their checksum, the payload is truncated, or a delta's base
+    is missing or different from the one it was encoded against."""
+
+class CodecError(TensorwireError, ValueError):
+    """A codec spec is invalid, or a codec stage does not fit a tensor."""
+
+class InputError(TensorwireError, TypeError):
+    """The input cannot be encoded: unsupported type or dtype, bad name, bad metadata."""
+
+class ClosedError(TensorwireError, ValueError):
+    """A method of a closed :class:`~tensorwire.Reader` was called (like a closed file)."""
 
 class _EncodeArgs(Protocol):
     """What the encoders take (tensorwire._container._EncodeArgs): names, the tensors
@@ -64,7 +100,7 @@ _Record = tuple[Optional[str], Optional[str], Optional[int], Optional[str], Opti
 
 @final
 class Payload:
-    def __new__(cls, buffer: Buffer) -> Payload: ...
+    def __new__(cls, buffer: Buffer, update: Optional[int] = None) -> Payload: ...
     def entries(
         self,
     ) -> list[tuple[str, str, tuple[int, ...], str, int, int, int, str]]: ...

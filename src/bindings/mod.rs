@@ -2,26 +2,22 @@
 //!
 //! One submodule per feature; each has a `register` function called below. Every
 //! function converts Python inputs to plain slices, releases the GIL for
-//! the heavy work in the core, and maps core errors to the exceptions defined in
-//! `tensorwire._errors`.
+//! the heavy work in the core, and maps core errors to the exceptions `errors` defines.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use crate::dtype::DType;
-use crate::error::{Error, Kind};
+use crate::error::Error;
 
 mod aggregate;
 mod arrays;
 mod chunk;
 mod container;
+mod errors;
 
-pyo3::import_exception!(tensorwire._errors, TensorwireError);
-pyo3::import_exception!(tensorwire._errors, FormatError);
-pyo3::import_exception!(tensorwire._errors, IntegrityError);
-pyo3::import_exception!(tensorwire._errors, CodecError);
-pyo3::import_exception!(tensorwire._errors, InputError);
+pub(crate) use errors::{to_py, FormatError, InputError, IntegrityError, TensorwireError};
 
 /// Run `f`, turning a panic — a bug in tensorwire, never an expected outcome — into a
 /// `TensorwireError` that says so, instead of letting it unwind into Python. The last
@@ -55,17 +51,6 @@ pub(crate) fn no_memory(e: PyErr, py: Python<'_>, what: &str, bytes: usize) -> P
         FormatError::new_err(format!("cannot allocate {bytes} bytes for {what}"))
     } else {
         e
-    }
-}
-
-pub(crate) fn to_py(e: Error) -> PyErr {
-    let m = e.to_string();
-    match e.kind() {
-        Kind::Format => FormatError::new_err(m),
-        Kind::Integrity => IntegrityError::new_err(m),
-        Kind::Codec => CodecError::new_err(m),
-        Kind::Input => InputError::new_err(m),
-        Kind::Io => TensorwireError::new_err(m),
     }
 }
 
@@ -116,7 +101,7 @@ pub(crate) fn bytes_of_mut(buf: &PyBuffer<u8>) -> PyResult<&mut [u8]> {
 
 pub(crate) fn dtype_of(name: &str, tensor: &str) -> PyResult<DType> {
     DType::parse(name)
-        .map_err(|_| InputError::new_err(format!("tensor {tensor:?}: unsupported dtype {name:?}")))
+        .map_err(|_| to_py(Error::input(format!("unsupported dtype {name:?}")).in_tensor(tensor)))
 }
 
 #[pymodule]
@@ -131,6 +116,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_RANK", crate::format::MAX_RANK)?;
     m.add("MAX_DEPTH", crate::format::structure::MAX_DEPTH)?;
     m.add("MAX_NAME_LEN", crate::format::MAX_NAME_LEN)?;
+    errors::register(m)?;
     container::register(m)?;
     aggregate::register(m)?;
     chunk::register(m)?;
