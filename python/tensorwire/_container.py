@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_array
+from ._arrays import as_array, normalised
 from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
 
@@ -70,8 +70,8 @@ def _base_id(base: Mapping[str, np.ndarray]) -> str:
 
 
 class _EncodeArgs(NamedTuple):
-    """What the Rust encoders take: names, leaves (arrays are read in place; anything
-    else goes through :func:`~tensorwire._arrays.as_array`), codec spec(s), bases."""
+    """What the Rust encoders take: names, leaves (numpy arrays the Rust layer reads in
+    place, each normalised once here where needed), codec spec(s), bases."""
 
     names: list[str]
     leaves: list[Any]
@@ -84,21 +84,19 @@ class _EncodeArgs(NamedTuple):
 def _encode_args(tensors: Any, codec: CodecSpec, base: Any) -> _EncodeArgs:
     leaves, structure = flatten(tensors)
     names = [n for n, _ in leaves]
-    values = [x for _, x in leaves]
+    values = normalised(names, [x for _, x in leaves])
     codecs: str | list[str]
     if isinstance(codec, str):
         codecs = codec
     else:
-        values = [as_array(x, n) for n, x in leaves]
         codecs = [_codec_for(codec, n, a) for n, a in zip(names, values)]
     if base is None:
         return _EncodeArgs(names, values, codecs, None, structure, None)
     base_arrays = _arrays_by_name(base)
     bases: list[np.ndarray | None] = []
-    for name, x in zip(names, values):
+    for name, a in zip(names, values):
         b = base_arrays.get(name)
         if b is not None:
-            a = as_array(x, name)
             if b.shape != a.shape or b.dtype != a.dtype:
                 raise InputError(
                     f"tensor {name!r}: base is {b.dtype}{list(b.shape)}, "

@@ -10,6 +10,7 @@ __all__ = [
     "Accumulator",
     "CHUNK_HEADER_LEN",
     "Chunks",
+    "DTYPES",
     "ClosedError",
     "CodecError",
     "EncodedChunks",
@@ -32,6 +33,8 @@ __all__ = [
     "codec_needs_base",
     "encode",
     "encode_chunks",
+    "not_stored",
+    "numpy_dtypes",
     "save",
     "tensors_id",
     "unflatten",
@@ -45,6 +48,11 @@ MAX_TENSORS: int
 MAX_RANK: int
 MAX_DEPTH: int
 MAX_NAME_LEN: int
+# (name, itemsize, numpy type string, or None for the types of ml_dtypes)
+DTYPES: tuple[tuple[str, int, Optional[str]], ...]
+
+def numpy_dtypes() -> dict[str, np.dtype]: ...
+def not_stored(leaves: list[Any]) -> list[int]: ...
 
 # -- exceptions (src/bindings/errors.rs) ------------------------------------------------
 class TensorwireError(Exception):
@@ -78,9 +86,9 @@ class ClosedError(TensorwireError, ValueError):
 
 class _EncodeArgs(Protocol):
     """What the encoders take (tensorwire._container._EncodeArgs): names, the tensors
-    (C-contiguous arrays are read in place; anything else goes through
-    tensorwire._arrays.as_array), one codec spec or one per tensor, the bases of delta
-    codecs aligned with the tensors, the structure JSON and the base id."""
+    (C-contiguous numpy arrays of a stored dtype, read in place: the Python layer
+    normalises the leaves ``not_stored`` lists), one codec spec or one per tensor, the
+    bases of delta codecs aligned with the tensors, the structure JSON and the base id."""
 
     names: list[str]
     leaves: list[Any]

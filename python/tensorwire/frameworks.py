@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._arrays import as_array
 from ._errors import InputError
 
@@ -42,9 +43,10 @@ __all__ = ["FRAMEWORKS", "convert", "to_jax", "to_keras", "to_numpy", "to_torch"
 #: The names :func:`convert` accepts.
 FRAMEWORKS = ("numpy", "torch", "jax", "keras")
 _MAX_DEPTH = 64
-_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 # same-size integer dtypes that carry the ml_dtypes types through frameworks
-_CARRIER = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+_CARRIER = {
+    name: {1: "uint8", 2: "int16"}[size] for name, size, typestr in _core.DTYPES if typestr is None
+}
 
 
 def _map(tree: Any, leaf: Callable[[Any, str], Any], path: str = "", depth: int = 0) -> Any:

@@ -116,6 +116,20 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_RANK", crate::format::MAX_RANK)?;
     m.add("MAX_DEPTH", crate::format::structure::MAX_DEPTH)?;
     m.add("MAX_NAME_LEN", crate::format::MAX_NAME_LEN)?;
+    // The dtype table: (name, itemsize, numpy type string, or None for ml_dtypes' types).
+    let dtypes: Vec<(&str, usize, Option<&str>)> = crate::dtype::TABLE
+        .iter()
+        .map(|r| {
+            let typestr = match r.numpy {
+                crate::dtype::Numpy::Builtin(t) => Some(t),
+                crate::dtype::Numpy::MlDtypes => None,
+            };
+            (r.name, r.itemsize, typestr)
+        })
+        .collect();
+    m.add("DTYPES", pyo3::types::PyTuple::new(m.py(), dtypes)?)?;
+    m.add_function(wrap_pyfunction!(arrays::numpy_dtypes, m)?)?;
+    m.add_function(wrap_pyfunction!(arrays::not_stored, m)?)?;
     errors::register(m)?;
     container::register(m)?;
     aggregate::register(m)?;
