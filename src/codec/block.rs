@@ -10,9 +10,9 @@ use super::framing::{recycle, scratch, Framing};
 use super::layout;
 use super::pipeline::Pipeline;
 use super::quantizer::{self, Channels, Positions};
-use super::scalar::{scalar_of, with_float, Float};
 use super::sparse::{self, Keep};
 use super::{BLOCK_BYTES, MAGIC};
+use crate::dtype::scalar::{scalar_of, with_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 

@@ -9,9 +9,9 @@ use super::compressor::Compressor;
 use super::framing::Framing;
 use super::layout::Layout;
 use super::quantizer::Quantizer;
-use super::scalar::scalar_of;
 use super::sparse::Sparse;
 use super::spec::{self, Slot, Stage};
+use crate::dtype::scalar::scalar_of;
 use crate::dtype::DType;
 use crate::error::{Error, Kind, Result};
 

@@ -2,8 +2,8 @@
 
 use super::block::Plan;
 use super::quantizer::{self, Quantizer};
-use super::scalar::Float;
 use super::*;
+use crate::dtype::scalar::Float;
 use crate::dtype::DType;
 
 /// A deterministic pseudo-random generator for test data (xorshift64*).

@@ -1,5 +1,8 @@
 //! Element types a payload can carry (all stored little-endian), in one table: each
-//! one's header name, itemsize and numpy descriptor.
+//! one's header name, itemsize and numpy descriptor; `scalar` is the trait of the float
+//! types the codecs and the aggregation compute in.
+
+pub(crate) mod scalar;
 
 use crate::error::{Error, Result};
 
