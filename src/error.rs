@@ -311,7 +311,12 @@ impl Error {
 
     /// The same error, of another kind (I/O errors stay I/O errors): e.g. a codec
     /// failure found in a stored header is a format failure of the payload.
-    pub fn with_kind(self, kind: Kind) -> Self {
+    pub fn with_kind(mut self, kind: Kind) -> Self {
+        if let Some(inner) = self.wrapped_mut() {
+            let failure = std::mem::replace(inner, Error::failed(kind, String::new()));
+            *inner = failure.with_kind(kind);
+            return self;
+        }
         match self {
             Error::Failed { message, .. } => Error::Failed { kind, message },
             Error::Limit {
@@ -322,40 +327,40 @@ impl Error {
                 value,
                 max,
             },
-            Error::InTensor { name, source } => Error::InTensor {
-                name,
-                source: Box::new(source.with_kind(kind)),
-            },
-            Error::InUpdate { index, source } => Error::InUpdate {
-                index,
-                source: Box::new(source.with_kind(kind)),
-            },
-            Error::InChunk { at, source } => Error::InChunk {
-                at,
-                source: Box::new(source.with_kind(kind)),
-            },
-            Error::InBlock { index, source } => Error::InBlock {
-                index,
-                source: Box::new(source.with_kind(kind)),
-            },
-            Error::Explained { what, source } => Error::Explained {
-                what,
-                source: Box::new(source.with_kind(kind)),
-            },
-            e @ (Error::Checksum { .. } | Error::Io { .. }) => e,
+            e => e,
         }
     }
 
-    /// The failure itself, under every place it is wrapped in.
-    pub fn root(&self) -> &Error {
+    /// The error this one wraps, when it is a place (or an explanation).
+    fn wrapped(&self) -> Option<&Error> {
         match self {
             Error::InTensor { source, .. }
             | Error::InUpdate { source, .. }
             | Error::InChunk { source, .. }
             | Error::InBlock { source, .. }
-            | Error::Explained { source, .. } => source.root(),
-            e => e,
+            | Error::Explained { source, .. } => Some(source),
+            _ => None,
         }
+    }
+
+    fn wrapped_mut(&mut self) -> Option<&mut Error> {
+        match self {
+            Error::InTensor { source, .. }
+            | Error::InUpdate { source, .. }
+            | Error::InChunk { source, .. }
+            | Error::InBlock { source, .. }
+            | Error::Explained { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The failure itself, under every place it is wrapped in.
+    pub fn root(&self) -> &Error {
+        let mut e = self;
+        while let Some(inner) = e.wrapped() {
+            e = inner;
+        }
+        e
     }
 
     /// What kind of failure this is.
@@ -369,14 +374,7 @@ impl Error {
 
     /// The places this error is wrapped in, outermost first.
     fn places(&self) -> impl Iterator<Item = &Error> {
-        std::iter::successors(Some(self), |e| match e {
-            Error::InTensor { source, .. }
-            | Error::InUpdate { source, .. }
-            | Error::InChunk { source, .. }
-            | Error::InBlock { source, .. }
-            | Error::Explained { source, .. } => Some(&**source),
-            _ => None,
-        })
+        std::iter::successors(Some(self), |e| e.wrapped())
     }
 
     /// The tensor the error happened in, if known.
