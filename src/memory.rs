@@ -155,7 +155,7 @@ pub fn advise_huge_pages<T>(buf: &mut [T]) {
     let _ = buf;
 }
 
-/// A zero-filled vector of `n` values, or a [`Error::Format`] when the memory cannot be
+/// A zero-filled vector of `n` values, or a format failure when the memory cannot be
 /// had (never an abort). The zeroed pages are the kernel's: nothing is written here.
 pub fn try_zeroed<T: Zeroed>(n: usize, what: &str) -> Result<Vec<T>> {
     let fail = || {
@@ -180,7 +180,7 @@ pub fn try_zeroed<T: Zeroed>(n: usize, what: &str) -> Result<Vec<T>> {
     }
 }
 
-/// Grow `v` to at least `n` bytes (new bytes zero), or a [`Error::Format`] when the
+/// Grow `v` to at least `n` bytes (new bytes zero), or a format failure when the
 /// memory cannot be had.
 pub fn try_grow(v: &mut Vec<u8>, n: usize, what: &str) -> Result<()> {
     if v.len() < n {

@@ -332,3 +332,42 @@ def test_corrupted_codec_bytes(codec):
         except tw.TensorwireError:
             continue
         assert out.shape == a.shape and out.dtype == a.dtype
+
+
+def test_reader_hashes_a_base_once_per_base(monkeypatch):
+    from tensorwire import _container
+
+    base = {"a": np.arange(64, dtype=np.float32), "b": np.ones(32, np.float32)}
+    new = {"a": base["a"] + 1, "b": base["b"] * 2}
+    blob = tw.encode(new, codec="delta+zstd", base=base)
+    calls = []
+    real = _container._base_id
+    monkeypatch.setattr(_container, "_base_id", lambda b: calls.append(1) or real(b))
+    r = tw.open(blob)
+    for name in ("a", "b", "a"):
+        np.testing.assert_array_equal(r.get(name, base=base), new[name])
+    assert len(calls) == 1
+    # Another tensor object in the same base: hashed again, and checked.
+    base["b"] = np.zeros(32, np.float32)
+    with pytest.raises(tw.IntegrityError, match="base mismatch"):
+        r.get("b", base=base)
+    assert len(calls) == 2
+    base["b"] = np.ones(32, np.float32)
+    np.testing.assert_array_equal(r.get("b", base=base), new["b"])
+    np.testing.assert_array_equal(r.get("a", base=dict(base)), new["a"])
+    assert len(calls) == 4
+
+
+def test_a_strided_leaf_with_base_is_normalised_once(monkeypatch):
+    from tensorwire import _arrays, _container
+
+    base = {"w": np.ones(8, np.float32)}
+    leaf = np.arange(16, dtype=np.float32)[::2]  # not contiguous
+    calls = []
+    real = _arrays.as_array
+    monkeypatch.setattr(_arrays, "as_array", lambda x, n: calls.append(n) or real(x, n))
+    monkeypatch.setattr(_container, "as_array", _arrays.as_array)
+    blob = tw.encode({"w": leaf}, codec="delta+zstd", base=base)
+    # once for the leaf, once for the base's own tensor
+    assert calls == ["w", "w"]
+    np.testing.assert_array_equal(tw.decode(blob, base=base)["w"], leaf)

@@ -425,3 +425,22 @@ def test_decode_budget():
     assert tw.decode(sparse, max_decoded_bytes=4 << 20)["w"].shape == (1 << 20,)
     with pytest.raises(tw.FormatError, match="max_decoded_bytes"):
         tw.open(sparse, max_decoded_bytes=10)["w"]
+
+
+def test_the_dtype_table_comes_from_rust_and_matches_numpy():
+    from tensorwire import _arrays, _core
+
+    names = [name for name, _, _ in _core.DTYPES]
+    assert len(names) == len(set(names)) == 17
+    for name, itemsize, typestr in _core.DTYPES:
+        dt = _arrays.NUMPY_DTYPES[name]  # ml_dtypes is a dev requirement
+        assert dt.name == name and dt.itemsize == itemsize
+        assert (typestr is None) == (name in _arrays.ML_DTYPES)
+        if typestr is not None:
+            assert dt == np.dtype(typestr) and dt.byteorder in "=|<"
+        a = np.zeros(3, dt)
+        assert tw.decode(tw.encode({"x": a}))["x"].dtype == dt
+    assert _arrays.SUPPORTED == frozenset(names)
+    # Leaves the Rust layer cannot borrow as they are: the Python layer normalises them.
+    leaves = [np.zeros(3, "<f4"), np.zeros(3, ">f4"), np.zeros((3, 3))[:, 0], 1.5, [1]]
+    assert _core.not_stored(leaves) == [1, 2, 3, 4]

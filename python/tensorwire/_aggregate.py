@@ -49,6 +49,7 @@ class MismatchError(TensorwireError, ValueError):
     def __init__(self, index: int, reason: str) -> None:
         super().__init__(f"update {index} does not fit the round: {reason}")
         self.index = index
+        self.update = index
         self.reason = reason
 
 
@@ -110,10 +111,7 @@ def _prepare(i: int, update: Any) -> _Update:
     """Normalise one update for the core: a payload (parsed once, for its record and
     template) or a tensor structure (viewed as bytes, never copied)."""
     if _is_payload(update):
-        try:
-            p = _core.Payload(update)
-        except TensorwireError as e:
-            raise type(e)(f"update {i}: {e}") from None
+        p = _core.Payload(update, update=i)  # its errors name the update
         info, problem = None, None
         try:
             info = _info_of(p)
@@ -121,11 +119,16 @@ def _prepare(i: int, update: Any) -> _Update:
             problem = str(e)
         specs = [(e[0], e[1], tuple(e[2])) for e in p.entries()]
         return _Update(p, None, info, problem, p.structure, specs)
-    leaves, structure = flatten(update)
     tensors = []
-    for name, x in leaves:
-        a = as_array(x, name)
-        tensors.append((name, dtype_name(a.dtype), a.shape, byte_view(a)))
+    try:
+        leaves, structure = flatten(update)
+        for name, x in leaves:
+            a = as_array(x, name)
+            tensors.append((name, dtype_name(a.dtype), a.shape, byte_view(a)))
+    except TensorwireError as e:
+        if e.update is None:
+            e.update = i
+        raise
     specs = [(t[0], t[1], tuple(t[2])) for t in tensors]
     return _Update(None, tensors, None, None, structure, specs)
 

@@ -1,5 +1,7 @@
 """Turning user tensors into little-endian C-contiguous numpy arrays, and dtype names
-into numpy dtypes. Nothing here touches tensor bytes except where a layout must change."""
+into numpy dtypes. Nothing here touches tensor bytes except where a layout must change.
+
+The dtypes come from the one table in Rust (``tensorwire._core.DTYPES``)."""
 
 from __future__ import annotations
 
@@ -7,36 +9,31 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._errors import InputError
 
-__all__ = ["NUMPY_DTYPES", "SUPPORTED", "as_array", "byte_view", "dtype_name", "dtype_named"]
+__all__ = [
+    "BUILTIN_DTYPES",
+    "ML_DTYPES",
+    "NUMPY_DTYPES",
+    "SUPPORTED",
+    "as_array",
+    "byte_view",
+    "dtype_name",
+    "dtype_named",
+    "normalised",
+]
 
-_STANDARD = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
-    "float16 float32 float64 complex64 complex128".split()
-)
-_ML_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
-
-try:  # optional: bfloat16 and float8 come from ml_dtypes
-    import ml_dtypes as _ml
-
-    _EXTRA = {name: np.dtype(getattr(_ml, name)) for name in _ML_DTYPES}
-except ImportError:  # pragma: no cover - exercised only without ml_dtypes
-    _EXTRA = {}
-
-SUPPORTED = _STANDARD | frozenset(_EXTRA)
+#: The dtype names numpy has descriptors of its own for.
+BUILTIN_DTYPES = frozenset(name for name, _, typestr in _core.DTYPES if typestr is not None)
+#: The dtype names that come from ``ml_dtypes`` (bfloat16, float8), installed or not.
+ML_DTYPES = tuple(name for name, _, typestr in _core.DTYPES if typestr is None)
 
 #: The numpy dtype of every dtype name a payload can carry here (little-endian; the
-#: ml_dtypes ones only when it is installed). The Rust layer reads this table once, to
-#: recognise arrays it can borrow and to make the arrays it decodes.
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    # np.dtype("<f4") is numpy's own float32 descriptor on little-endian machines
-    **{
-        name: np.dtype(name if name == "bool" else "<" + np.dtype(name).str[1:])
-        for name in sorted(_STANDARD)
-    },
-    **_EXTRA,
-}
+#: ml_dtypes ones only when it is installed), as the Rust layer resolved them.
+NUMPY_DTYPES: dict[str, np.dtype] = _core.numpy_dtypes()
+
+SUPPORTED = frozenset(NUMPY_DTYPES)
 
 
 _NAMES: dict[np.dtype, str] = {}
@@ -53,11 +50,10 @@ def dtype_name(dt: np.dtype) -> str:
 
 def dtype_named(name: str, tensor: str) -> np.dtype:
     """The numpy dtype of a header dtype name."""
-    if name in _STANDARD:
-        return np.dtype(name).newbyteorder("<")
-    if name in _EXTRA:
-        return _EXTRA[name]
-    if name in _ML_DTYPES:
+    dt = NUMPY_DTYPES.get(name)
+    if dt is not None:
+        return dt
+    if name in ML_DTYPES:
         raise InputError(f"tensor {tensor!r} has dtype {name}: install ml_dtypes to read it")
     raise InputError(f"tensor {tensor!r} has unknown dtype {name!r}")
 
@@ -94,6 +90,15 @@ def as_array(x: Any, name: str) -> np.ndarray:
     if not a.flags.c_contiguous:  # np.ascontiguousarray would turn 0-d into 1-d
         a = a.copy(order="C")
     return a
+
+
+def normalised(names: list[str], leaves: list[Any]) -> list[Any]:
+    """``leaves`` with each one the Rust layer cannot borrow as it is replaced by
+    :func:`as_array` of it (numpy arrays already stored as they are stay untouched)."""
+    out = list(leaves)
+    for i in _core.not_stored(out):
+        out[i] = as_array(out[i], names[i])
+    return out
 
 
 def byte_view(a: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Union
 import numpy as np
 
 from . import _core
-from ._arrays import as_array
+from ._arrays import as_array, normalised
 from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
 
@@ -70,8 +70,8 @@ def _base_id(base: Mapping[str, np.ndarray]) -> str:
 
 
 class _EncodeArgs(NamedTuple):
-    """What the Rust encoders take: names, leaves (arrays are read in place; anything
-    else goes through :func:`~tensorwire._arrays.as_array`), codec spec(s), bases."""
+    """What the Rust encoders take: names, leaves (numpy arrays the Rust layer reads in
+    place, each normalised once here where needed), codec spec(s), bases."""
 
     names: list[str]
     leaves: list[Any]
@@ -84,21 +84,19 @@ class _EncodeArgs(NamedTuple):
 def _encode_args(tensors: Any, codec: CodecSpec, base: Any) -> _EncodeArgs:
     leaves, structure = flatten(tensors)
     names = [n for n, _ in leaves]
-    values = [x for _, x in leaves]
+    values = normalised(names, [x for _, x in leaves])
     codecs: str | list[str]
     if isinstance(codec, str):
         codecs = codec
     else:
-        values = [as_array(x, n) for n, x in leaves]
         codecs = [_codec_for(codec, n, a) for n, a in zip(names, values)]
     if base is None:
         return _EncodeArgs(names, values, codecs, None, structure, None)
     base_arrays = _arrays_by_name(base)
     bases: list[np.ndarray | None] = []
-    for name, x in zip(names, values):
+    for name, a in zip(names, values):
         b = base_arrays.get(name)
         if b is not None:
-            a = as_array(x, name)
             if b.shape != a.shape or b.dtype != a.dtype:
                 raise InputError(
                     f"tensor {name!r}: base is {b.dtype}{list(b.shape)}, "
@@ -201,6 +199,8 @@ class Reader:
         self._infos: list[TensorInfo] | None = None
         self._index: dict[str, int] | None = None
         self._max_decoded_bytes = max_decoded_bytes
+        # (base object, its leaves, its arrays by name, its id): the last base given
+        self._base: tuple[Any, list[Any], dict[str, np.ndarray], str] | None = None
 
     def _live(self) -> Any:
         if self._payload is None:
@@ -276,14 +276,32 @@ class Reader:
         except KeyError:
             raise KeyError(f"no tensor named {name!r} in this payload") from None
 
+    def _base_of(self, base: Any) -> tuple[dict[str, np.ndarray], str]:
+        """The arrays and the id of ``base``. The id hashes every base tensor, so it is
+        computed once per base: again only when another base object, or the same one
+        holding other tensor objects, is given (tensors changed in place are not seen)."""
+        leaves = [x for _, x in flatten(base)[0]]
+        cached = self._base
+        if (
+            cached is not None
+            and cached[0] is base
+            and len(cached[1]) == len(leaves)
+            and all(a is b for a, b in zip(cached[1], leaves))
+        ):
+            return cached[2], cached[3]
+        arrays = _arrays_by_name(base)
+        base_id = _base_id(arrays)
+        self._base = (base, leaves, arrays, base_id)
+        return arrays, base_id
+
     def _read(
         self, indices: list[int] | None, *, base: Any, verify: bool, copy: bool
     ) -> list[np.ndarray]:
         payload = self._live()
         bases = None
         if payload.base_id is not None:
-            base_arrays = _arrays_by_name(base) if base is not None else {}
-            payload.check_base(None if base is None else _base_id(base_arrays))
+            base_arrays, base_id = self._base_of(base) if base is not None else ({}, None)
+            payload.check_base(base_id)
             names = self._names if indices is None else [self._names[i] for i in indices]
             bases = [base_arrays.get(n) for n in names]
         return payload.arrays(indices, bases, verify, copy, self._max_decoded_bytes)  # type: ignore[no-any-return]
@@ -309,6 +327,7 @@ class Reader:
     def close(self) -> None:
         """Drop the reader's hold on its source (arrays already returned stay valid)."""
         self._payload = None
+        self._base = None
         if isinstance(self._source, mmap.mmap):
             try:
                 self._source.close()

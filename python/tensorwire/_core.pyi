@@ -10,8 +10,14 @@ __all__ = [
     "Accumulator",
     "CHUNK_HEADER_LEN",
     "Chunks",
+    "DTYPES",
+    "ClosedError",
+    "CodecError",
     "EncodedChunks",
     "FORMAT_VERSION",
+    "FormatError",
+    "InputError",
+    "IntegrityError",
     "MAX_DEPTH",
     "MAX_HEADER_LEN",
     "MAX_NAME_LEN",
@@ -19,6 +25,7 @@ __all__ = [
     "MAX_TENSORS",
     "Payload",
     "Reassembler",
+    "TensorwireError",
     "__version__",
     "aggregate",
     "chunk",
@@ -26,6 +33,8 @@ __all__ = [
     "codec_needs_base",
     "encode",
     "encode_chunks",
+    "not_stored",
+    "numpy_dtypes",
     "save",
     "tensors_id",
     "unflatten",
@@ -39,12 +48,47 @@ MAX_TENSORS: int
 MAX_RANK: int
 MAX_DEPTH: int
 MAX_NAME_LEN: int
+# (name, itemsize, numpy type string, or None for the types of ml_dtypes)
+DTYPES: tuple[tuple[str, int, Optional[str]], ...]
+
+def numpy_dtypes() -> dict[str, np.dtype]: ...
+def not_stored(leaves: list[Any]) -> list[int]: ...
+
+# -- exceptions (src/bindings/errors.rs) ------------------------------------------------
+class TensorwireError(Exception):
+    """Base class of every error tensorwire raises.
+
+    Where the error concerns one, ``tensor`` is the tensor's name, ``update`` the number
+    of the update in an aggregation, ``chunk`` a ``(payload_id, index, count)`` tuple and
+    ``limit`` a ``(name, value, allowed)`` tuple of the documented limit that was broken;
+    None otherwise."""
+
+    tensor: Optional[str]
+    update: Optional[int]
+    chunk: Optional[tuple[str, int, int]]
+    limit: Optional[tuple[str, int, int]]
+
+class FormatError(TensorwireError, ValueError):
+    """The payload is malformed, of an unsupported version, or breaks a documented limit."""
+
+class IntegrityError(TensorwireError, ValueError):
+    """Bytes do not match their checksum, the payload is truncated, or a delta's base
+    is missing or different from the one it was encoded against."""
+
+class CodecError(TensorwireError, ValueError):
+    """A codec spec is invalid, or a codec stage does not fit a tensor."""
+
+class InputError(TensorwireError, TypeError):
+    """The input cannot be encoded: unsupported type or dtype, bad name, bad metadata."""
+
+class ClosedError(TensorwireError, ValueError):
+    """A method of a closed :class:`~tensorwire.Reader` was called (like a closed file)."""
 
 class _EncodeArgs(Protocol):
     """What the encoders take (tensorwire._container._EncodeArgs): names, the tensors
-    (C-contiguous arrays are read in place; anything else goes through
-    tensorwire._arrays.as_array), one codec spec or one per tensor, the bases of delta
-    codecs aligned with the tensors, the structure JSON and the base id."""
+    (C-contiguous numpy arrays of a stored dtype, read in place: the Python layer
+    normalises the leaves ``not_stored`` lists), one codec spec or one per tensor, the
+    bases of delta codecs aligned with the tensors, the structure JSON and the base id."""
 
     names: list[str]
     leaves: list[Any]
@@ -64,7 +108,7 @@ _Record = tuple[Optional[str], Optional[str], Optional[int], Optional[str], Opti
 
 @final
 class Payload:
-    def __new__(cls, buffer: Buffer) -> Payload: ...
+    def __new__(cls, buffer: Buffer, update: Optional[int] = None) -> Payload: ...
     def entries(
         self,
     ) -> list[tuple[str, str, tuple[int, ...], str, int, int, int, str]]: ...

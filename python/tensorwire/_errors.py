@@ -1,6 +1,22 @@
-"""The exceptions tensorwire raises. Every one derives from :class:`TensorwireError`."""
+"""The exceptions tensorwire raises. Every one derives from :class:`TensorwireError`.
+
+The classes are created by the Rust extension (``tensorwire._core``), which raises them
+with the places an error concerns as attributes: ``tensor`` (a name), ``update`` (the
+number of an update in an aggregation), ``chunk`` (``(payload_id, index, count)``) and
+``limit`` (``(name, value, allowed)`` of a documented limit); each is None when the error
+does not name one. Python code that adds such a place sets the attribute.
+"""
 
 from __future__ import annotations
+
+from ._core import (
+    ClosedError,
+    CodecError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    TensorwireError,
+)
 
 __all__ = [
     "ClosedError",
@@ -10,28 +26,3 @@ __all__ = [
     "IntegrityError",
     "TensorwireError",
 ]
-
-
-class TensorwireError(Exception):
-    """Base class of every error tensorwire raises."""
-
-
-class FormatError(TensorwireError, ValueError):
-    """The payload is malformed, of an unsupported version, or breaks a documented limit."""
-
-
-class IntegrityError(TensorwireError, ValueError):
-    """Bytes do not match their checksum, the payload is truncated, or a delta's base
-    is missing or different from the one it was encoded against."""
-
-
-class CodecError(TensorwireError, ValueError):
-    """A codec spec is invalid, or a codec stage does not fit a tensor."""
-
-
-class InputError(TensorwireError, TypeError):
-    """The input cannot be encoded: unsupported type or dtype, bad name, bad metadata."""
-
-
-class ClosedError(TensorwireError, ValueError):
-    """A method of a closed :class:`~tensorwire.Reader` was called (like a closed file)."""

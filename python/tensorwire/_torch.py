@@ -8,12 +8,16 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
 from ._errors import InputError
 
 __all__ = ["CARRIER", "is_torch", "torch_to_numpy"]
 
-#: Same-size integer dtypes that carry the ml_dtypes types through torch.
-CARRIER = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+#: Same-size integer dtypes that carry the ml_dtypes types (those with no numpy type
+#: string in the core's dtype table) through torch.
+CARRIER = {
+    name: {1: "uint8", 2: "int16"}[size] for name, size, typestr in _core.DTYPES if typestr is None
+}
 
 
 def is_torch(x: Any) -> bool:

@@ -1,9 +1,9 @@
 //! numpy arrays across the boundary, through rust-numpy's bindings of numpy's C API.
 //!
-//! In: a tensor is used as it is when it already is a C-contiguous numpy array of a
-//! dtype tensorwire stores; anything else (torch tensors, big-endian or strided arrays,
-//! scalars) first goes through the Python layer's normaliser,
-//! `tensorwire._arrays.as_array`. Its bytes are then borrowed in place, never copied.
+//! In: a tensor is used as it is when it is a C-contiguous numpy array of a dtype
+//! tensorwire stores; the Python layer normalises anything else (torch tensors,
+//! big-endian or strided arrays, scalars) first, for the leaves [`not_stored`] lists.
+//! The bytes are borrowed in place, never copied.
 //!
 //! Out: raw tensors become read-only arrays viewing the payload, whose base is the
 //! object that holds the payload's buffer; decoded tensors are written into arrays that
@@ -19,7 +19,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
 
 use super::InputError;
-use crate::dtype::DType;
+use crate::dtype::{DType, Numpy, TABLE};
+use crate::error::Error;
 use crate::format::{TensorInput, TensorView};
 
 /// numpy's dtype for each [`DType`] (by [`DType::index`]); `None` where numpy has none
@@ -28,21 +29,54 @@ struct Dtypes([Option<Py<PyArrayDescr>>; DType::ALL.len()]);
 
 static DTYPES: PyOnceLock<Dtypes> = PyOnceLock::new();
 
-/// The table, read once from `tensorwire._arrays.NUMPY_DTYPES` (name -> numpy dtype).
+/// The descriptors, made once from [`crate::dtype::TABLE`]: numpy's own from their type
+/// strings, the others from `ml_dtypes` when it is installed.
 fn dtypes(py: Python<'_>) -> PyResult<&'static Dtypes> {
     DTYPES.get_or_try_init(py, || {
-        let table = py
-            .import("tensorwire._arrays")?
-            .getattr("NUMPY_DTYPES")?
-            .cast_into::<PyDict>()?;
+        let ml_dtypes = match py.import("ml_dtypes") {
+            Ok(m) => Some(m),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyImportError>(py) => None,
+            Err(e) => return Err(e),
+        };
         let mut out: [Option<Py<PyArrayDescr>>; DType::ALL.len()] = Default::default();
-        for (name, dt) in table.iter() {
-            let name = name.cast::<PyString>()?.to_str()?.to_owned();
-            let d = DType::parse(&name).map_err(super::to_py)?;
-            out[d.index()] = Some(dt.cast_into::<PyArrayDescr>()?.unbind());
+        for (slot, row) in out.iter_mut().zip(&TABLE) {
+            *slot = match row.numpy {
+                Numpy::Builtin(typestr) => Some(PyArrayDescr::new(py, typestr)?.unbind()),
+                Numpy::MlDtypes => match &ml_dtypes {
+                    Some(m) => Some(PyArrayDescr::new(py, m.getattr(row.name)?)?.unbind()),
+                    None => None,
+                },
+            };
         }
         Ok(Dtypes(out))
     })
+}
+
+/// numpy's dtype of every dtype name a payload can carry here (the `ml_dtypes` ones
+/// only when it is installed), in table order.
+#[pyfunction]
+pub(super) fn numpy_dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let table = dtypes(py)?;
+    let out = PyDict::new(py);
+    for (row, descr) in TABLE.iter().zip(&table.0) {
+        if let Some(d) = descr {
+            out.set_item(row.name, d.bind(py))?;
+        }
+    }
+    Ok(out)
+}
+
+/// The positions of the `leaves` that are not C-contiguous numpy arrays of a stored
+/// dtype: the ones the Python layer normalises before an encode.
+#[pyfunction]
+pub(super) fn not_stored(leaves: &Bound<'_, PyList>) -> PyResult<Vec<usize>> {
+    let mut out = Vec::new();
+    for (i, leaf) in leaves.iter().enumerate() {
+        if as_stored(&leaf)?.is_none() {
+            out.push(i);
+        }
+    }
+    Ok(out)
 }
 
 /// The start of an array's memory.
@@ -61,9 +95,9 @@ pub(super) fn descr_of<'py>(
 ) -> PyResult<Bound<'py, PyArrayDescr>> {
     match &dtypes(py)?.0[dtype.index()] {
         Some(d) => Ok(d.bind(py).clone()),
-        None => Err(InputError::new_err(format!(
-            "tensor {tensor:?} has dtype {dtype}: install ml_dtypes to read it"
-        ))),
+        None => Err(super::to_py(
+            Error::input(format!("dtype {dtype}: install ml_dtypes to read it")).in_tensor(tensor),
+        )),
     }
 }
 
@@ -169,21 +203,21 @@ fn nbytes_of(a: &Bound<'_, PyUntypedArray>, dtype: DType) -> usize {
     a.len() * dtype.itemsize()
 }
 
-/// Take one leaf: as it is when possible, else through `tensorwire._arrays.as_array`.
+/// Take one leaf, which the Python layer normalised (see [`not_stored`]).
 fn take<'py>(
-    normalise: &Bound<'py, PyAny>,
     name: &str,
     leaf: &Bound<'py, PyAny>,
 ) -> PyResult<(Bound<'py, PyUntypedArray>, DType)> {
-    if let Some(got) = as_stored(leaf)? {
-        return Ok(got);
-    }
-    let a = normalise.call1((leaf, name))?;
-    as_stored(&a)?.ok_or_else(|| {
-        InputError::new_err(format!(
-            "tensor {name:?}: cannot be stored as {}",
-            a.repr().map_or_else(|_| "given".into(), |r| r.to_string())
-        ))
+    as_stored(leaf)?.ok_or_else(|| {
+        super::to_py(
+            Error::input(format!(
+                "cannot be stored as {} (expected a C-contiguous numpy array of a stored dtype)",
+                leaf.get_type()
+                    .name()
+                    .map_or_else(|_| "given".into(), |t| t.to_string())
+            ))
+            .in_tensor(name),
+        )
     })
 }
 
@@ -197,7 +231,6 @@ impl Tensors {
         codecs: &Bound<'_, PyAny>,
         bases: Option<&Bound<'_, PyList>>,
     ) -> PyResult<Self> {
-        let py = names.py();
         let n = names.len();
         if leaves.len() != n || bases.is_some_and(|b| b.len() != n) {
             return Err(InputError::new_err(
@@ -214,7 +247,6 @@ impl Tensors {
                 Codecs::Each(each)
             }
         };
-        let normalise = py.import("tensorwire._arrays")?.getattr("as_array")?;
         let mut held = Vec::with_capacity(n);
         for (i, (name, leaf)) in names.iter().zip(leaves.iter()).enumerate() {
             let name = name
@@ -229,11 +261,11 @@ impl Tensors {
                 })?
                 .to_str()?
                 .to_owned();
-            let (array, dtype) = take(&normalise, &name, &leaf)?;
+            let (array, dtype) = take(&name, &leaf)?;
             let shape = array.shape().iter().map(|&d| d as u64).collect();
             let base = match bases.map(|b| b.get_item(i)).transpose()? {
                 Some(b) if !b.is_none() => {
-                    let (b, d) = take(&normalise, &name, &b)?;
+                    let (b, d) = take(&name, &b)?;
                     let len = nbytes_of(&b, d);
                     Some((b.unbind(), len))
                 }

@@ -202,12 +202,23 @@ impl Payload {
 
 #[pymethods]
 impl Payload {
+    /// Parse `buffer`; `update`, when it is update number `update` of an aggregation,
+    /// is named by every error (the `update` attribute and the message).
     #[new]
-    fn new(py: Python<'_>, buffer: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (buffer, update=None))]
+    fn new(py: Python<'_>, buffer: &Bound<'_, PyAny>, update: Option<usize>) -> PyResult<Self> {
         catch(|| {
-            let memory = Memory::of(py, buffer)?;
+            let memory = Memory::of(py, buffer).map_err(|e| match update {
+                Some(i) => super::errors::in_update(py, e, i),
+                None => e,
+            })?;
             let data = SendSlice(memory.bytes());
-            let layout = detached(py, move || format::parse(data.0))?;
+            let layout = detached(py, move || {
+                format::parse(data.0).map_err(|e| match update {
+                    Some(i) => e.in_update(i),
+                    None => e,
+                })
+            })?;
             Ok(Payload { memory, layout })
         })
     }

@@ -2,8 +2,7 @@
 //!
 //! One submodule per feature; each has a `register` function called below. Every
 //! function converts Python inputs to plain slices, releases the GIL for
-//! the heavy work in the core, and maps core errors to the exceptions defined in
-//! `tensorwire._errors`.
+//! the heavy work in the core, and maps core errors to the exceptions `errors` defines.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
@@ -16,12 +15,9 @@ mod aggregate;
 mod arrays;
 mod chunk;
 mod container;
+mod errors;
 
-pyo3::import_exception!(tensorwire._errors, TensorwireError);
-pyo3::import_exception!(tensorwire._errors, FormatError);
-pyo3::import_exception!(tensorwire._errors, IntegrityError);
-pyo3::import_exception!(tensorwire._errors, CodecError);
-pyo3::import_exception!(tensorwire._errors, InputError);
+pub(crate) use errors::{to_py, FormatError, InputError, IntegrityError, TensorwireError};
 
 /// Run `f`, turning a panic — a bug in tensorwire, never an expected outcome — into a
 /// `TensorwireError` that says so, instead of letting it unwind into Python. The last
@@ -55,16 +51,6 @@ pub(crate) fn no_memory(e: PyErr, py: Python<'_>, what: &str, bytes: usize) -> P
         FormatError::new_err(format!("cannot allocate {bytes} bytes for {what}"))
     } else {
         e
-    }
-}
-
-pub(crate) fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Format(m) => FormatError::new_err(m),
-        Error::Integrity(m) => IntegrityError::new_err(m),
-        Error::Codec(m) => CodecError::new_err(m),
-        Error::Input(m) => InputError::new_err(m),
-        io @ Error::Io { .. } => TensorwireError::new_err(io.to_string()),
     }
 }
 
@@ -115,7 +101,7 @@ pub(crate) fn bytes_of_mut(buf: &PyBuffer<u8>) -> PyResult<&mut [u8]> {
 
 pub(crate) fn dtype_of(name: &str, tensor: &str) -> PyResult<DType> {
     DType::parse(name)
-        .map_err(|_| InputError::new_err(format!("tensor {tensor:?}: unsupported dtype {name:?}")))
+        .map_err(|_| to_py(Error::input(format!("unsupported dtype {name:?}")).in_tensor(tensor)))
 }
 
 #[pymodule]
@@ -130,6 +116,21 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_RANK", crate::format::MAX_RANK)?;
     m.add("MAX_DEPTH", crate::format::structure::MAX_DEPTH)?;
     m.add("MAX_NAME_LEN", crate::format::MAX_NAME_LEN)?;
+    // The dtype table: (name, itemsize, numpy type string, or None for ml_dtypes' types).
+    let dtypes: Vec<(&str, usize, Option<&str>)> = crate::dtype::TABLE
+        .iter()
+        .map(|r| {
+            let typestr = match r.numpy {
+                crate::dtype::Numpy::Builtin(t) => Some(t),
+                crate::dtype::Numpy::MlDtypes => None,
+            };
+            (r.name, r.itemsize, typestr)
+        })
+        .collect();
+    m.add("DTYPES", pyo3::types::PyTuple::new(m.py(), dtypes)?)?;
+    m.add_function(wrap_pyfunction!(arrays::numpy_dtypes, m)?)?;
+    m.add_function(wrap_pyfunction!(arrays::not_stored, m)?)?;
+    errors::register(m)?;
     container::register(m)?;
     aggregate::register(m)?;
     chunk::register(m)?;

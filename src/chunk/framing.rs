@@ -6,7 +6,7 @@
 //! in-memory payload; [`super::stream`] cuts a payload while it is being encoded;
 //! [`super::reassemble`] puts the chunks back together.
 
-use crate::error::{Error, Result};
+use crate::error::{Checked, ChunkAt, Error, Result};
 
 /// The first four bytes of every chunk.
 pub const CHUNK_MAGIC: [u8; 4] = *b"\x89TWC";
@@ -159,24 +159,22 @@ impl ChunkHeader {
         let body = chunk.len() - CHUNK_HEADER_LEN;
         if body as u64 != h.body_len as u64 {
             return Err(Error::integrity(format!(
-                "chunk {} of payload {}: the header announces {} body bytes, {body} are present",
-                h.index,
-                id_hex(&h.payload_id),
+                "the header announces {} body bytes, {body} are present",
                 h.body_len
-            )));
+            ))
+            .in_chunk(h.at()));
         }
         Geometry::of(&h)?;
         Ok(h)
     }
 
-    /// A short name of the chunk for error messages.
-    pub(crate) fn about(&self) -> String {
-        format!(
-            "chunk {} of {} of payload {}",
-            self.index,
-            self.count,
-            id_hex(&self.payload_id)
-        )
+    /// Which chunk this is, for errors about it.
+    pub(crate) fn at(&self) -> ChunkAt {
+        ChunkAt {
+            payload: self.payload_id,
+            index: self.index,
+            count: self.count,
+        }
     }
 }
 
@@ -199,10 +197,7 @@ pub fn check_crc(chunk: &[u8], header: &ChunkHeader) -> Result<()> {
 }
 
 pub(crate) fn crc_error(h: &ChunkHeader, stored: u32, computed: u32) -> Error {
-    Error::integrity(format!(
-        "{}: checksum mismatch (stored {stored:08x}, computed {computed:08x}), the chunk is corrupt",
-        h.about()
-    ))
+    Error::checksum(Checked::Chunk { stored, computed }).in_chunk(h.at())
 }
 
 /// How a payload is cut: every chunk but the last has a body of `piece` bytes; chunk
@@ -253,7 +248,7 @@ impl Geometry {
     /// The geometry a single chunk header implies, after checking that its index,
     /// count, offset and body length fit one.
     pub fn of(h: &ChunkHeader) -> Result<Geometry> {
-        let bad = |what: String| Error::format(format!("{}: {what}", h.about()));
+        let bad = |what: String| Error::format(what).in_chunk(h.at());
         if h.count == 0 {
             return Err(bad("the chunk count is zero".into()));
         }
@@ -376,7 +371,11 @@ mod tests {
             let e = ChunkHeader::parse(&bytes)
                 .and_then(|h| check_crc(&bytes, &h))
                 .unwrap_err();
-            assert_eq!(matches!(e, Error::Integrity(_)), integrity, "{e}");
+            assert_eq!(
+                (e.kind() == crate::error::Kind::Integrity),
+                integrity,
+                "{e}"
+            );
             assert!(e.to_string().contains(text), "{e:?} lacks {text:?}");
         }
         let c = &chunks[1];

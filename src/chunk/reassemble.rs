@@ -22,7 +22,7 @@ use super::framing::{
     check_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
     CRC_AT,
 };
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::copy_and_crc;
 
 mod limits;
@@ -226,10 +226,10 @@ impl<B: PayloadBuffer> Reassembler<B> {
     /// payload, verified, when this chunk completes it; `None` when more chunks are
     /// needed, the chunk was a duplicate, or it was kept as an alternative to a
     /// different body received for its index. A corrupt or inconsistent chunk is refused
-    /// with [`Error::Integrity`] or [`Error::Format`] and changes nothing else: other
+    /// with an integrity or format failure and changes nothing else: other
     /// payloads, and the rest of its own, stay pending. A payload that completes but
     /// fails verification (with every combination of the bodies held) is dropped with
-    /// [`Error::Integrity`].
+    /// an integrity failure.
     pub fn add_with(
         &mut self,
         chunk: &[u8],
@@ -243,8 +243,10 @@ impl<B: PayloadBuffer> Reassembler<B> {
         }
         self.evict_expired(now);
         let result = self.add_checked(chunk, now, alloc);
-        if let Err(Error::Format(_) | Error::Integrity(_)) = &result {
-            self.stats.rejected += 1;
+        if let Err(e) = &result {
+            if matches!(e.kind(), Kind::Format | Kind::Integrity) {
+                self.stats.rejected += 1;
+            }
         }
         result
     }
@@ -287,11 +289,11 @@ impl<B: PayloadBuffer> Reassembler<B> {
             let cost = body.len() as u64 + ALTERNATE_OVERHEAD;
             if p.alternates.len() >= MAX_ALTERNATES || cost > room {
                 return Err(Error::integrity(format!(
-                    "{}: differs from the copy already received (forged, or a payload id used \
+                    "differs from the copy already received (forged, or a payload id used \
                      twice), and {} other bodies are held for this payload already",
-                    h.about(),
                     p.alternates.len()
-                )));
+                ))
+                .in_chunk(h.at()));
             }
             p.alternates.push((h.index, body.to_vec()));
             p.charge += cost;
@@ -339,14 +341,16 @@ impl<B: PayloadBuffer> Reassembler<B> {
         check_crc(chunk, h)?;
         let total = key.geometry.total;
         if total > self.limits.max_payload_bytes {
-            return Err(Error::format(format!(
-                "{}: a payload of {total} bytes exceeds max_payload_bytes={}",
-                h.about(),
-                self.limits.max_payload_bytes
-            )));
+            return Err(Error::limit(
+                Kind::Format,
+                Limit::PayloadBytes,
+                total,
+                self.limits.max_payload_bytes,
+            )
+            .in_chunk(h.at()));
         }
         let len = usize::try_from(total)
-            .map_err(|_| Error::format(format!("{}: payload too large", h.about())))?;
+            .map_err(|_| Error::format("payload too large").in_chunk(h.at()))?;
         let body = &chunk[CHUNK_HEADER_LEN..];
         if key.geometry.count == 1 {
             let mut buf = alloc(len)?;
@@ -371,22 +375,22 @@ impl<B: PayloadBuffer> Reassembler<B> {
         let charge = buffer_cost(total) + 8 * words as u64 + PENDING_OVERHEAD;
         if charge > self.limits.max_pending_bytes {
             return Err(Error::format(format!(
-                "{}: a payload of {total} bytes cannot fit under max_pending_bytes={}",
-                h.about(),
+                "a payload of {total} bytes cannot fit under max_pending_bytes={}",
                 self.limits.max_pending_bytes
-            )));
+            ))
+            .in_chunk(h.at()));
         }
         while self.pending_bytes + charge > self.limits.max_pending_bytes {
             match self.limits.when_full {
                 WhenFull::Refuse => {
                     return Err(Error::format(format!(
-                        "{}: no room for a payload of {total} bytes, {} of max_pending_bytes={} \
+                        "no room for a payload of {total} bytes, {} of max_pending_bytes={} \
                          are held by {} partial payloads",
-                        h.about(),
                         self.pending_bytes,
                         self.limits.max_pending_bytes,
                         self.pending.len()
-                    )));
+                    ))
+                    .in_chunk(h.at()));
                 }
                 WhenFull::EvictOldest => {
                     let (_, &oldest) = self.lru.first_key_value().expect("something is pending");

@@ -1,7 +1,7 @@
 //! Base stages (slot 1): `delta` (new - base, in the float dtype) and `xor` (bitwise,
 //! exact). Both need the base tensor the update was made against.
 
-use super::scalar::{is_float, with_float, Float};
+use crate::dtype::scalar::{is_float, with_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 

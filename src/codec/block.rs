@@ -10,9 +10,9 @@ use super::framing::{recycle, scratch, Framing};
 use super::layout;
 use super::pipeline::Pipeline;
 use super::quantizer::{self, Channels, Positions};
-use super::scalar::{scalar_of, with_float, Float};
 use super::sparse::{self, Keep};
 use super::{BLOCK_BYTES, MAGIC};
+use crate::dtype::scalar::{scalar_of, with_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -311,7 +311,7 @@ impl<'p> Plan<'p> {
             .try_for_each(|(b, (chunk, &(src, count)))| {
                 let base = base.map(|base| &base[b * bytes..b * bytes + chunk.len()]);
                 self.decode_block(b * framing.block, src, count, chunk, base, &framing.scales)
-                    .map_err(|e| e.context(format_args!("block {b}")))
+                    .map_err(|e| e.in_block(b))
             })
     }
 

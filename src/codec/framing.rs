@@ -90,7 +90,7 @@ impl Plan<'_> {
             let body = &stored[at..end];
             let m = block.min(self.n - b * block);
             self.check_block(body, m, count)
-                .map_err(|e| e.context(format_args!("block {b}")))?;
+                .map_err(|e| e.in_block(b))?;
             blocks.push((body, count));
             at = end;
         }

@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 
 use super::compressor::{append_compressed, zstd_content_size, zstd_decompress, ZSTD_MAX_RATIO};
-use super::scalar::is_float;
+use crate::dtype::scalar::is_float;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 

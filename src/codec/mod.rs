@@ -31,7 +31,6 @@ mod framing;
 mod layout;
 mod pipeline;
 mod quantizer;
-mod scalar;
 mod sparse;
 mod spec;
 

@@ -9,11 +9,11 @@ use super::compressor::Compressor;
 use super::framing::Framing;
 use super::layout::Layout;
 use super::quantizer::Quantizer;
-use super::scalar::scalar_of;
 use super::sparse::Sparse;
 use super::spec::{self, Slot, Stage};
+use crate::dtype::scalar::scalar_of;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 
 /// A parsed codec pipeline: at most one stage per slot, applied in slot order when
 /// encoding (base, sparse, quantizer, layout, compressor) and in reverse when decoding.
@@ -285,16 +285,15 @@ impl Pipeline {
         if self.is_raw() {
             return Err(Error::format("a raw tensor has no codec blocks"));
         }
-        self.check(dtype)
-            .map_err(|e| Error::format(e.to_string()))?;
+        self.check(dtype).map_err(|e| e.with_kind(Kind::Format))?;
         if crate::memory::nbytes(dtype, shape) != Some(nbytes) {
             return Err(Error::input(format!(
                 "{nbytes} bytes do not hold a {dtype} tensor of shape {shape:?}"
             )));
         }
-        let plan = Plan::new(self, dtype, shape, nbytes).map_err(|e| match e {
-            Error::Codec(m) => Error::Format(m),
-            e => e,
+        let plan = Plan::new(self, dtype, shape, nbytes).map_err(|e| match e.kind() {
+            Kind::Codec => e.with_kind(Kind::Format),
+            _ => e,
         })?;
         let framing = plan.framing(stored)?;
         Ok(Coded { plan, framing })
@@ -357,6 +356,6 @@ impl Coded<'_> {
                 base,
                 &self.framing.scales,
             )
-            .map_err(|e| e.context(format_args!("block {b}")))
+            .map_err(|e| e.in_block(b))
     }
 }

@@ -6,7 +6,7 @@ use std::any::TypeId;
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
-use super::scalar::{is_float, with_float, Float};
+use crate::dtype::scalar::{is_float, with_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 

@@ -1,7 +1,7 @@
 //! Sparse stages (slot 2): which entries `topk:<fraction>` and `threshold:<value>` keep,
 //! and the compact (LEB128 gap) coding of their sorted indices.
 
-use super::scalar::{is_float, Float};
+use crate::dtype::scalar::{is_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 

@@ -2,10 +2,9 @@
 
 use super::block::Plan;
 use super::quantizer::{self, Quantizer};
-use super::scalar::Float;
 use super::*;
+use crate::dtype::scalar::Float;
 use crate::dtype::DType;
-use crate::error::Error;
 
 /// A deterministic pseudo-random generator for test data (xorshift64*).
 struct Rng(u64);
@@ -113,7 +112,7 @@ fn parse_and_display() {
         "zstd+auto",
     ] {
         let e = Pipeline::parse(bad).unwrap_err();
-        assert!(matches!(e, Error::Codec(_)), "{bad}: {e:?}");
+        assert!((e.kind() == crate::error::Kind::Codec), "{bad}: {e:?}");
     }
 }
 
@@ -229,7 +228,7 @@ fn f16_refuses_out_of_range_finite_values() {
         .unwrap()
         .encode(DType::F32, &[3], &data, None)
         .unwrap_err();
-    assert!(matches!(e, Error::Codec(_)));
+    assert!((e.kind() == crate::error::Kind::Codec));
     let msg = e.to_string();
     assert!(
         msg.contains("float16's range") && msg.contains("element 2"),
@@ -308,7 +307,7 @@ fn int8_within_bounds() {
         &f32_bytes(&[1.0, f32::NAN]),
         None,
     );
-    assert!(matches!(e, Err(Error::Codec(_))));
+    assert!(matches!(e, Err(ref x) if x.kind() == crate::error::Kind::Codec));
     // An empty tensor with many channels stores no scales.
     let p = Pipeline::parse("int8:channel").unwrap();
     let enc = p.encode(DType::F32, &[1 << 40, 0], &[], None).unwrap();
@@ -320,7 +319,7 @@ fn int8_within_bounds() {
         Pipeline::parse("int8:channel")
             .unwrap()
             .encode(DType::F32, &[], &f32_bytes(&[1.0]), None);
-    assert!(matches!(e, Err(Error::Codec(_))));
+    assert!(matches!(e, Err(ref x) if x.kind() == crate::error::Kind::Codec));
 }
 
 #[test]
@@ -426,7 +425,10 @@ fn misfits_are_codec_errors() {
     ];
     for (spec, dtype) in cases {
         let e = Pipeline::parse(spec).unwrap().check(dtype).unwrap_err();
-        assert!(matches!(e, Error::Codec(_)), "{spec} {dtype}: {e:?}");
+        assert!(
+            (e.kind() == crate::error::Kind::Codec),
+            "{spec} {dtype}: {e:?}"
+        );
         assert!(e.to_string().contains(&dtype.to_string()), "{e}");
     }
     for (spec, dtype) in [
@@ -441,17 +443,17 @@ fn misfits_are_codec_errors() {
     let e = Pipeline::parse("delta+zstd")
         .unwrap()
         .encode(DType::F32, &[1], &data, None);
-    assert!(matches!(e, Err(Error::Codec(_))));
+    assert!(matches!(e, Err(ref x) if x.kind() == crate::error::Kind::Codec));
     let p = Pipeline::parse("delta").unwrap();
     let enc = p.encode(DType::F32, &[1], &data, Some(&data)).unwrap();
     let mut out = vec![0u8; 4];
     assert!(matches!(
         p.decode(DType::F32, &[1], &enc, None, &mut out),
-        Err(Error::Integrity(_))
+        Err(ref x) if x.kind() == crate::error::Kind::Integrity
     ));
     assert!(matches!(
         p.decode(DType::F32, &[1], &enc, Some(&[0; 8]), &mut out),
-        Err(Error::Integrity(_))
+        Err(ref x) if x.kind() == crate::error::Kind::Integrity
     ));
 }
 
@@ -494,7 +496,7 @@ fn auto_picks_and_stores_a_concrete_pipeline() {
     let e = Pipeline::parse("auto")
         .unwrap()
         .decode(DType::F32, &[1], b"TWC1", None, &mut out);
-    assert!(matches!(e, Err(Error::Format(_))));
+    assert!(matches!(e, Err(ref x) if x.kind() == crate::error::Kind::Format));
 }
 
 /// Decoding damaged bytes must fail cleanly (or, where no check can notice a change in
@@ -557,7 +559,7 @@ fn corrupt_stored_bytes_never_panic() {
         bad[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             p.decode(DType::F32, &shape, &bad, b, &mut out),
-            Err(Error::Integrity(_))
+            Err(ref x) if x.kind() == crate::error::Kind::Integrity
         ));
         let table = 8 + 4 * Plan::new(&p, DType::F32, &shape, src.len())
             .unwrap()
@@ -566,7 +568,7 @@ fn corrupt_stored_bytes_never_panic() {
         bad[table..table + 4].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(
             p.decode(DType::F32, &shape, &bad, b, &mut out),
-            Err(Error::Integrity(_))
+            Err(ref x) if x.kind() == crate::error::Kind::Integrity
         ));
         if p.sparse.is_some() {
             let mut bad = enc.clone();
@@ -613,7 +615,7 @@ fn declared_sizes_must_be_backed_by_the_framing() {
     // 2^40 float32s in one tiny block table: the table alone would need 16 MiB.
     let tiny = framed(1 << 18, &[], &[(zeros.len() as u32, None)], &[&zeros]);
     let err = check("zstd:3", DType::F32, &[1 << 40], &tiny).unwrap_err();
-    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!((err.kind() == crate::error::Kind::Integrity), "{err}");
     assert!(err.to_string().contains("cannot hold"), "{err}");
     // A block the table promises but a frame too short for its share (32768:1 at most).
     let table: Vec<(u32, Option<u32>)> = vec![(13, None); 64];

@@ -4,12 +4,13 @@ use std::collections::HashMap;
 
 use rayon::prelude::*;
 
-use super::kernels::{as_acc_mut, finish_in_place, Acc, Scan};
+use super::kernels::{as_acc_mut, finish_in_place, Scan};
 use super::mean::Sums;
 use super::survey::{decide, summarize, survey};
 use super::{
     base_of, check_buffers, check_weight, robust, uses_f64, Contribution, Method, Options, Round,
 };
+use crate::dtype::scalar::Float;
 use crate::error::{Error, Result};
 use crate::format::hex32;
 use crate::memory::try_zeroed;
@@ -47,7 +48,7 @@ pub fn aggregate(
     check_buffers(round, base, &out)?;
     for c in updates {
         check_weight(c.weight)
-            .map_err(|why| Error::input(format!("update {}: weight {why}", c.id)))?;
+            .map_err(|why| Error::input(format!("weight {why}")).in_update(c.id))?;
     }
     let mut outcome = Outcome {
         refused: Vec::new(),
@@ -168,7 +169,7 @@ fn mean(
             // Sums of the tensor's own dtype accumulate in the output buffer itself.
             macro_rules! in_out {
                 ($a:ty) => {
-                    if <$a as Acc>::DTYPE == spec.dtype {
+                    if <$a as Float>::DTYPE == spec.dtype {
                         if let Some(acc) = as_acc_mut::<$a>(out) {
                             acc.fill(0.0);
                             let s = super::mean::add_tensor(

@@ -4,88 +4,48 @@
 
 use std::ops::{Add, AddAssign, Mul, Sub};
 
+use crate::dtype::scalar::Float;
 use crate::dtype::DType;
 
 /// Elements converted per block by the kernels (two stack buffers of this many values).
 pub(super) const BLOCK: usize = 2048;
 
-/// The accumulator element type: f32 or f64.
+/// The accumulator element type, f32 or f64: a [`Float`] with the arithmetic of sums.
 pub(super) trait Acc:
-    Copy
+    Float
+    + PartialOrd
     + Default
-    + Send
-    + Sync
     + AddAssign
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
     + crate::memory::Zeroed
 {
-    /// The dtype whose bytes are this type's bytes.
-    const DTYPE: DType;
     /// The largest magnitude a sum may reach: half the type's range, so that rounding
     /// on the way can never carry it to infinity.
     const LIMIT: f64;
-    fn from_f32(v: f32) -> Self;
-    fn from_f64(v: f64) -> Self;
-    fn to_f32(self) -> f32;
-    fn to_f64(self) -> f64;
     fn abs(self) -> Self;
     /// `self` if it is greater than `max`, else `max` (NaN is never greater).
-    fn at_least(self, max: Self) -> Self;
-}
-
-impl Acc for f32 {
-    const DTYPE: DType = DType::F32;
-    const LIMIT: f64 = f32::MAX as f64 / 2.0;
-    fn from_f32(v: f32) -> Self {
-        v
-    }
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn to_f32(self) -> f32 {
-        self
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
     fn at_least(self, max: Self) -> Self {
         if self > max {
             self
         } else {
             max
         }
+    }
+}
+
+impl Acc for f32 {
+    const LIMIT: f64 = f32::MAX as f64 / 2.0;
+    fn abs(self) -> Self {
+        f32::abs(self)
     }
 }
 
 impl Acc for f64 {
-    const DTYPE: DType = DType::F64;
     const LIMIT: f64 = f64::MAX / 2.0;
-    fn from_f32(v: f32) -> Self {
-        v as f64
-    }
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn to_f32(self) -> f32 {
-        self as f32
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
     fn abs(self) -> Self {
         f64::abs(self)
-    }
-    fn at_least(self, max: Self) -> Self {
-        if self > max {
-            self
-        } else {
-            max
-        }
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::kernels::{add_scan, finish, Acc, Scan};
 use super::{Contribution, TensorSpec};
-use crate::error::{Error, Result};
+use crate::error::{Checked, Error, Result};
 use crate::format::TensorView;
 
 /// Elements per block of the in-place add (256 KiB of float32: cache-sized).
@@ -125,13 +125,9 @@ pub(super) fn add_tensor<A: Acc>(
     for InPlace { u, check, .. } in in_place {
         if let Some((h, expected)) = check {
             if h.finalize().as_bytes() != expected {
-                return Err(super::about_update(
-                    updates[u].id,
-                    Error::integrity(format!(
-                        "tensor {:?}: checksum mismatch, its bytes are corrupt",
-                        spec.name
-                    )),
-                ));
+                return Err(Error::checksum(Checked::TensorBytes)
+                    .in_tensor(&spec.name)
+                    .in_update(updates[u].id));
             }
         }
     }

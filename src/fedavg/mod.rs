@@ -178,11 +178,11 @@ fn check_buffers(round: &Round, base: Option<&[&[u8]]>, out: &[&mut [u8]]) -> Re
     for (t, spec) in round.tensors.iter().enumerate() {
         if out[t].len() != spec.nbytes() {
             return Err(Error::input(format!(
-                "tensor {:?}: output buffer of {} bytes, {} needed",
-                spec.name,
+                "output buffer of {} bytes, {} needed",
                 out[t].len(),
                 spec.nbytes()
-            )));
+            ))
+            .in_tensor(&spec.name));
         }
     }
     Ok(())
@@ -200,11 +200,11 @@ fn check_base(round: &Round, base: Option<&[&[u8]]>) -> Result<()> {
             for (spec, b) in round.tensors.iter().zip(b) {
                 if b.len() != spec.nbytes() {
                     return Err(Error::input(format!(
-                        "tensor {:?}: base of {} bytes, {} needed",
-                        spec.name,
+                        "base of {} bytes, {} needed",
                         b.len(),
                         spec.nbytes()
-                    )));
+                    ))
+                    .in_tensor(&spec.name));
                 }
             }
             Ok(())

@@ -165,7 +165,7 @@ fn open<'a>(c: &'a Contribution<'a>, t: usize) -> Result<Reader<'a>> {
     let coded = e
         .pipeline
         .open(e.dtype, &e.shape, e.nbytes, layout.stored(buf, j))
-        .map_err(|err| err.context(format_args!("tensor {:?}", e.name)))?;
+        .map_err(|err| err.in_tensor(&e.name))?;
     Ok(Reader::Coded(coded))
 }
 

@@ -121,16 +121,16 @@ impl Round {
             }
             if !averageable(t.dtype) {
                 return Err(Error::input(format!(
-                    "tensor {:?}: dtype {} cannot be averaged (float16, bfloat16, float32, \
-                     float64 and integer tensors can)",
-                    t.name, t.dtype
-                )));
+                    "dtype {} cannot be averaged (float16, bfloat16, float32, float64 and \
+                     integer tensors can)",
+                    t.dtype
+                ))
+                .in_tensor(&t.name));
             }
             if nbytes(t.dtype, &t.shape).is_none() {
-                return Err(Error::input(format!(
-                    "tensor {:?}: shape {:?} is too large",
-                    t.name, t.shape
-                )));
+                return Err(
+                    Error::input(format!("shape {:?} is too large", t.shape)).in_tensor(&t.name)
+                );
             }
         }
         Ok(Round {
@@ -278,9 +278,9 @@ impl Round {
     }
 }
 
-/// Prefix an error with the update it concerns.
+/// The error `e`, as having happened in update `u`.
 pub(crate) fn about_update(u: usize, e: Error) -> Error {
-    e.context(format_args!("update {u}"))
+    e.in_update(u)
 }
 
 impl Source<'_> {

@@ -50,7 +50,7 @@ pub struct Accumulator {
 }
 
 impl Accumulator {
-    /// Zeroed running sums for `round`; a [`Error::Format`] when they cannot be allocated.
+    /// Zeroed running sums for `round`; a format failure when they cannot be allocated.
     pub fn new(round: Round, opts: Options) -> Result<Accumulator> {
         opts.check()?;
         if opts.method != Method::Mean {
@@ -129,7 +129,7 @@ impl Accumulator {
         }
         check_base(&self.round, base)?;
         check_weight(update.weight)
-            .map_err(|why| Error::input(format!("update {}: weight {why}", update.id)))?;
+            .map_err(|why| Error::input(format!("weight {why}")).in_update(update.id))?;
         if update.index.len() != self.round.tensors.len() {
             return Err(Error::input("update was not checked against this round"));
         }
@@ -160,7 +160,7 @@ impl Accumulator {
             .collect::<Result<()>>();
         if let Err(e) = added {
             self.broken = true;
-            return Err(e.context(
+            return Err(e.explained(
                 "the payload changed while it was added (the aggregator takes no more updates)",
             ));
         }

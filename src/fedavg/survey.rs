@@ -87,7 +87,7 @@ fn scan_one(
     let j = c.index[t];
     let found = match c.source.in_place(j) {
         Some((x, hash)) => scan_in_place(spec.dtype, x, rel, hash.filter(|_| verify), run)
-            .map_err(|e| e.context(format_args!("tensor {:?}", spec.name))),
+            .map_err(|e| e.in_tensor(&spec.name)),
         None => c.source.values(j, scratch, b, verify).map(|x| run(x, rel)),
     };
     found.map_err(|e| about_update(c.id, e))
@@ -113,8 +113,8 @@ fn scan_in_place(
         out.join(run(part, b), k * step / dtype.itemsize());
     }
     if h.finalize().as_bytes() != expected {
-        return Err(crate::error::Error::integrity(
-            "checksum mismatch, its bytes are corrupt",
+        return Err(crate::error::Error::checksum(
+            crate::error::Checked::TensorBytes,
         ));
     }
     Ok(out)

@@ -13,7 +13,7 @@ use super::preamble::ALIGN;
 use super::structure::MAX_DEPTH;
 use crate::codec::Pipeline;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::nbytes;
 
 /// Most tensors one payload may hold.
@@ -100,52 +100,56 @@ pub fn validate_entry(
     data_len: u64,
     min_offset: u64,
 ) -> Result<Entry> {
-    let who = || format!("tensor {:?}", e.name);
     if e.name.len() > MAX_NAME_LEN {
-        return Err(Error::format(format!(
-            "tensor name of {} bytes exceeds the limit of {MAX_NAME_LEN}",
-            e.name.len()
-        )));
+        return Err(Error::limit(
+            Kind::Format,
+            Limit::NameLen,
+            e.name.len() as u64,
+            MAX_NAME_LEN as u64,
+        ));
     }
-    let dtype = DType::parse(&e.dtype).map_err(|err| Error::format(format!("{}: {err}", who())))?;
+    let name = e.name.clone();
+    checked_entry(e, data_start, data_len, min_offset).map_err(|err| err.in_tensor(name))
+}
+
+/// [`validate_entry`] after the name's length, its errors not yet naming the tensor.
+fn checked_entry(
+    e: TensorEntry<'_>,
+    data_start: usize,
+    data_len: u64,
+    min_offset: u64,
+) -> Result<Entry> {
+    let dtype = DType::parse(&e.dtype)?;
     if e.shape.len() > MAX_RANK {
-        return Err(Error::format(format!(
-            "{}: rank {} exceeds the limit of {MAX_RANK}",
-            who(),
-            e.shape.len()
-        )));
+        return Err(Error::limit(
+            Kind::Format,
+            Limit::Rank,
+            e.shape.len() as u64,
+            MAX_RANK as u64,
+        ));
     }
     let nbytes = nbytes(dtype, &e.shape).ok_or_else(|| {
         Error::format(format!(
-            "{}: shape {:?} of {} overflows the address space",
-            who(),
-            e.shape,
-            dtype
+            "shape {:?} of {} overflows the address space",
+            e.shape, dtype
         ))
     })?;
-    let pipeline =
-        Pipeline::parse(&e.codec).map_err(|err| Error::format(format!("{}: {err}", who())))?;
+    let pipeline = Pipeline::parse(&e.codec).map_err(|err| err.with_kind(Kind::Format))?;
     if pipeline.is_raw() && e.length != nbytes as u64 {
         return Err(Error::format(format!(
-            "{}: stored length {} does not match shape {:?} of {} ({} bytes)",
-            who(),
-            e.length,
-            e.shape,
-            dtype,
-            nbytes
+            "stored length {} does not match shape {:?} of {} ({} bytes)",
+            e.length, e.shape, dtype, nbytes
         )));
     }
     if e.offset % ALIGN as u64 != 0 {
         return Err(Error::format(format!(
-            "{}: offset {} is not a multiple of {ALIGN}",
-            who(),
+            "offset {} is not a multiple of {ALIGN}",
             e.offset
         )));
     }
     if e.offset < min_offset {
         return Err(Error::format(format!(
-            "{}: offset {} overlaps the previous tensor (which ends at {min_offset})",
-            who(),
+            "offset {} overlaps the previous tensor (which ends at {min_offset})",
             e.offset
         )));
     }
@@ -155,18 +159,12 @@ pub fn validate_entry(
         .filter(|&end| end <= data_len);
     let Some(_) = end else {
         return Err(Error::format(format!(
-            "{}: bytes {}..+{} lie outside the data section of {data_len} bytes",
-            who(),
-            e.offset,
-            e.length
+            "bytes {}..+{} lie outside the data section of {data_len} bytes",
+            e.offset, e.length
         )));
     };
     let hash = parse_hex32(&e.hash).ok_or_else(|| {
-        Error::format(format!(
-            "{}: hash is not 64 lowercase hex digits: {:?}",
-            who(),
-            e.hash
-        ))
+        Error::format(format!("hash is not 64 lowercase hex digits: {:?}", e.hash))
     })?;
     // data_start + offset + length <= buffer length was established by the caller
     // (data_start + data_len == buffer length), so these conversions cannot truncate.
@@ -216,9 +214,12 @@ pub fn json_depth(json: &str) -> usize {
 pub fn validate_metadata(json: &str) -> Result<()> {
     let depth = json_depth(json);
     if depth > MAX_METADATA_DEPTH {
-        return Err(Error::format(format!(
-            "metadata is not valid: it nests {depth} levels deep, more than {MAX_METADATA_DEPTH}"
-        )));
+        return Err(Error::limit(
+            Kind::Format,
+            Limit::MetadataDepth,
+            depth as u64,
+            MAX_METADATA_DEPTH as u64,
+        ));
     }
     let mut de = serde_json::Deserializer::from_str(json);
     de.disable_recursion_limit();

@@ -10,7 +10,6 @@
 //! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
 
 use crate::dtype::DType;
-use crate::error::Error;
 
 pub mod file;
 pub mod header;
@@ -34,11 +33,6 @@ pub use read::{
     DEFAULT_EXPANSION,
 };
 pub use write::{prepare, EncodeOptions, Prepared, TensorInput};
-
-/// Prefix an error's message with the tensor it concerns.
-fn about(name: &str, e: Error) -> Error {
-    e.context(format_args!("tensor {name:?}"))
-}
 
 /// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
 /// shape (an update's tensor given as arrays, or the base of a delta).

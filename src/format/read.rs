@@ -9,9 +9,9 @@ use super::header::{
 };
 use super::ids::parse_hex32;
 use super::preamble::{Preamble, PREAMBLE_LEN};
-use super::{about, TensorView};
+use super::TensorView;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Checked, Error, Kind, Limit, Result};
 use crate::memory::hash;
 
 /// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
@@ -37,9 +37,10 @@ pub fn check_bools(name: &str, bytes: &[u8]) -> Result<()> {
     match bytes.iter().position(|&b| b > 1) {
         None => Ok(()),
         Some(i) => Err(Error::integrity(format!(
-            "tensor {name:?}: element {i} of a bool tensor is {}, not 0 or 1",
+            "element {i} of a bool tensor is {}, not 0 or 1",
             bytes[i]
-        ))),
+        ))
+        .in_tensor(name)),
     }
 }
 
@@ -79,9 +80,7 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
     h.update(&pre.fixed_bytes());
     h.update(header_bytes);
     if *h.finalize().as_bytes() != pre.header_hash {
-        return Err(Error::integrity(
-            "header checksum mismatch: the preamble or header is corrupt",
-        ));
+        return Err(Error::checksum(Checked::Header));
     }
     let have = (buf.len() - data_start) as u64;
     if have < pre.data_len {
@@ -102,17 +101,22 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
     // Bound the nesting everywhere, unknown keys included, before parsing anything.
     let depth = json_depth(text);
     if depth > MAX_JSON_DEPTH {
-        return Err(Error::format(format!(
-            "header is not valid: its JSON nests {depth} levels deep, more than {MAX_JSON_DEPTH}"
-        )));
+        return Err(Error::limit(
+            Kind::Format,
+            Limit::HeaderDepth,
+            depth as u64,
+            MAX_JSON_DEPTH as u64,
+        ));
     }
     let header: Header = serde_json::from_str(text)
         .map_err(|e| Error::format(format!("header is not valid: {e}")))?;
     if header.tensors.len() > MAX_TENSORS {
-        return Err(Error::format(format!(
-            "{} tensors exceed the limit of {MAX_TENSORS}",
-            header.tensors.len()
-        )));
+        return Err(Error::limit(
+            Kind::Format,
+            Limit::Tensors,
+            header.tensors.len() as u64,
+            MAX_TENSORS as u64,
+        ));
     }
     let mut entries = Vec::with_capacity(header.tensors.len());
     let mut min_offset = 0u64;
@@ -131,7 +135,7 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
                     e.nbytes,
                     &buf[e.start..e.start + e.length],
                 )
-                .map_err(|err| about(&e.name, err))?;
+                .map_err(|err| err.in_tensor(&e.name))?;
         }
     }
     let mut names = std::collections::HashSet::with_capacity(entries.len());
@@ -187,10 +191,7 @@ impl Layout {
     fn check_hash(&self, buf: &[u8], i: usize) -> Result<()> {
         let e = &self.entries[i];
         if hash(self.stored(buf, i)) != e.hash {
-            return Err(Error::integrity(format!(
-                "tensor {:?}: checksum mismatch, its bytes are corrupt",
-                e.name
-            )));
+            return Err(Error::checksum(Checked::TensorBytes).in_tensor(&e.name));
         }
         self.check_raw_values(buf, i)
     }
@@ -229,10 +230,12 @@ impl Layout {
                 .fold(0u64, u64::saturating_add),
         };
         if total > limit {
-            return Err(Error::format(format!(
-                "decoding needs {total} bytes, more than max_decoded_bytes={limit} allows \
-                 (pass a larger max_decoded_bytes= if this payload is trusted)"
-            )));
+            return Err(Error::limit(
+                Kind::Format,
+                Limit::DecodedBytes,
+                total,
+                limit,
+            ));
         }
         Ok(total)
     }
@@ -282,11 +285,11 @@ impl Layout {
         let e = &self.entries[i];
         if out.len() != e.nbytes {
             return Err(Error::input(format!(
-                "tensor {:?}: output buffer of {} bytes, {} needed",
-                e.name,
+                "output buffer of {} bytes, {} needed",
                 out.len(),
                 e.nbytes
-            )));
+            ))
+            .in_tensor(&e.name));
         }
         if verify {
             self.check_hash(buf, i)?;
@@ -299,15 +302,17 @@ impl Layout {
         let base = if e.pipeline.needs_base() {
             let Some(b) = base else {
                 return Err(Error::integrity(format!(
-                    "tensor {:?}: codec {} is a delta and needs the base it was encoded against",
-                    e.name, e.pipeline
-                )));
+                    "codec {} is a delta and needs the base it was encoded against",
+                    e.pipeline
+                ))
+                .in_tensor(&e.name));
             };
             if b.dtype != e.dtype || b.shape != e.shape.as_slice() {
                 return Err(Error::integrity(format!(
-                    "tensor {:?}: the base tensor is {}{:?}, this delta was encoded against {}{:?}",
-                    e.name, b.dtype, b.shape, e.dtype, e.shape
-                )));
+                    "the base tensor is {}{:?}, this delta was encoded against {}{:?}",
+                    b.dtype, b.shape, e.dtype, e.shape
+                ))
+                .in_tensor(&e.name));
             }
             Some(b.data)
         } else {
@@ -315,7 +320,7 @@ impl Layout {
         };
         e.pipeline
             .decode(e.dtype, &e.shape, stored, base, out)
-            .map_err(|err| about(&e.name, err))?;
+            .map_err(|err| err.in_tensor(&e.name))?;
         if e.dtype == DType::Bool {
             check_bools(&e.name, out)?;
         }
@@ -434,16 +439,22 @@ mod tests {
         let short = input("a", &[5], &a, "raw");
         assert!(matches!(
             prepare(&[short], &EncodeOptions::default()),
-            Err(Error::Input(_))
+            Err(ref x) if x.kind() == crate::error::Kind::Input
         ));
         let dup = [input("a", &[4], &a, "raw"), input("a", &[4], &a, "raw")];
         assert!(matches!(
             prepare(&dup, &EncodeOptions::default()),
-            Err(Error::Input(_))
+            Err(ref x) if x.kind() == crate::error::Kind::Input
         ));
         let bad_codec = input("a", &[4], &a, "gzip");
         match prepare(&[bad_codec], &EncodeOptions::default()) {
-            Err(Error::Codec(m)) => assert!(m.contains("\"a\"") && m.contains("gzip"), "{m}"),
+            Err(e) if e.kind() == crate::error::Kind::Codec => {
+                assert_eq!(e.tensor(), Some("a"));
+                assert!(
+                    e.to_string().contains("\"a\"") && e.to_string().contains("gzip"),
+                    "{e}"
+                );
+            }
             other => panic!("{:?}", other.map(|p| p.total_len())),
         }
         let opts = EncodeOptions {
@@ -485,7 +496,7 @@ mod tests {
         };
         assert!(matches!(
             prepare(&[input("k", &[1], &a, "raw")], &opts),
-            Err(Error::Input(_))
+            Err(ref x) if x.kind() == crate::error::Kind::Input
         ));
     }
 }

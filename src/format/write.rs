@@ -12,9 +12,9 @@ use serde_json::value::RawValue;
 use super::header::{validate_metadata, Header, TensorEntry, MAX_NAME_LEN, MAX_TENSORS};
 use super::ids::{hex32, parse_hex32};
 use super::preamble::{align_up, Preamble, ALIGN, PREAMBLE_LEN, VERSION_MINOR};
-use super::{about, TensorView};
+use super::TensorView;
 use crate::codec::Pipeline;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::{copy_and_hash, hash, nbytes};
 
 /// One tensor handed to [`prepare`]: the tensor, and how to encode it.
@@ -65,10 +65,12 @@ pub struct Prepared<'a> {
 /// Validate the inputs, run their codecs in parallel, and lay the payload out.
 pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Result<Prepared<'a>> {
     if inputs.len() > MAX_TENSORS {
-        return Err(Error::input(format!(
-            "{} tensors exceed the limit of {MAX_TENSORS}",
-            inputs.len()
-        )));
+        return Err(Error::limit(
+            Kind::Input,
+            Limit::Tensors,
+            inputs.len() as u64,
+            MAX_TENSORS as u64,
+        ));
     }
     let mut names = std::collections::HashSet::with_capacity(inputs.len());
     for t in inputs.iter().map(|input| &input.tensor) {
@@ -79,37 +81,36 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
             )));
         }
         if t.name.len() > MAX_NAME_LEN {
-            return Err(Error::input(format!(
-                "tensor name of {} bytes exceeds the limit of {MAX_NAME_LEN}",
-                t.name.len()
-            )));
+            return Err(Error::limit(
+                Kind::Input,
+                Limit::NameLen,
+                t.name.len() as u64,
+                MAX_NAME_LEN as u64,
+            ));
         }
         let expected = nbytes(t.dtype, t.shape).ok_or_else(|| {
-            Error::input(format!(
-                "tensor {:?}: shape {:?} is too large",
-                t.name, t.shape
-            ))
+            Error::input(format!("shape {:?} is too large", t.shape)).in_tensor(t.name)
         })?;
         if t.data.len() != expected {
             return Err(Error::input(format!(
-                "tensor {:?}: {} bytes given, shape {:?} of {} needs {expected}",
-                t.name,
+                "{} bytes given, shape {:?} of {} needs {expected}",
                 t.data.len(),
                 t.shape,
                 t.dtype
-            )));
+            ))
+            .in_tensor(t.name));
         }
     }
     let structure = match opts.structure {
         Some(s) => {
-            super::structure::validate(s, inputs.len()).map_err(|e| Error::input(e.to_string()))?;
+            super::structure::validate(s, inputs.len()).map_err(|e| e.with_kind(Kind::Input))?;
             Some(RawValue::from_string(s.to_owned()).expect("validated JSON"))
         }
         None => None,
     };
     let metadata = match opts.metadata {
         Some(m) => {
-            validate_metadata(m).map_err(|e| Error::input(e.to_string()))?;
+            validate_metadata(m).map_err(|e| e.with_kind(Kind::Input))?;
             Some(RawValue::from_string(m.to_owned()).expect("validated JSON"))
         }
         None => None,
@@ -129,20 +130,19 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
             let t = &input.tensor;
             let pipeline = Pipeline::parse(input.codec)
                 .and_then(|p| p.resolve(t.dtype, t.data))
-                .map_err(|e| about(t.name, e))?;
+                .map_err(|e| e.in_tensor(t.name))?;
             if pipeline.is_raw() {
                 return Ok((pipeline, Stored::Borrowed(t.data)));
             }
-            pipeline.check(t.dtype).map_err(|e| about(t.name, e))?;
+            pipeline.check(t.dtype).map_err(|e| e.in_tensor(t.name))?;
             if pipeline.needs_base() && input.base.is_none() {
-                return Err(about(
-                    t.name,
-                    Error::codec(format!("codec {pipeline} needs a base tensor")),
-                ));
+                return Err(
+                    Error::codec(format!("codec {pipeline} needs a base tensor")).in_tensor(t.name),
+                );
             }
             let bytes = pipeline
                 .encode(t.dtype, t.shape, t.data, input.base)
-                .map_err(|e| about(t.name, e))?;
+                .map_err(|e| e.in_tensor(t.name))?;
             Ok((pipeline, Stored::Encoded(bytes)))
         })
         .collect::<Result<_>>()?;

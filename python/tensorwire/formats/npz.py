@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import BUILTIN_DTYPES
 from .._errors import FormatError, InputError, IntegrityError, TensorwireError
 from ._bytes import (
     PathLike,
@@ -53,11 +54,6 @@ __all__ = ["describe", "dump", "dumps", "load", "loads", "sniff", "stored"]
 _WHAT = "npz"
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _DEFLATE_MAX_RATIO = 1032  # no deflate stream expands more than this
-# numpy's own dtypes; ml_dtypes' bfloat16/float8 have no .npy descriptor of their own
-_NUMPY_DTYPES = frozenset(
-    "bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 "
-    "float16 float32 float64 complex64 complex128".split()
-)
 
 
 def dumps(tensors: Any, *, compressed: bool = False) -> bytes:
@@ -71,7 +67,8 @@ def dumps(tensors: Any, *, compressed: bool = False) -> bytes:
         seen.add(name)
         if "\0" in name:
             raise InputError(f"tensor {name!r}: npz member names cannot hold NUL characters")
-        if a.dtype.name not in _NUMPY_DTYPES:
+        # ml_dtypes' bfloat16/float8 have no .npy descriptor of their own
+        if a.dtype.name not in BUILTIN_DTYPES:
             raise InputError(
                 f"tensor {name!r}: npz cannot carry {a.dtype.name} (numpy saves it as raw "
                 "void bytes and loses the type); use safetensors or tensorwire"
@@ -141,7 +138,7 @@ def _npy_header(f: Any, key: str, file_size: int) -> tuple[tuple[int, ...], bool
         raise FormatError(
             f"{_WHAT}: member {shown(key)} is an object array, which only pickle can load; refused"
         )
-    if dtype.name not in _NUMPY_DTYPES or dtype.fields is not None or dtype.subdtype:
+    if dtype.name not in BUILTIN_DTYPES or dtype.fields is not None or dtype.subdtype:
         raise FormatError(f"{_WHAT}: member {shown(key)} has unsupported dtype {dtype.str!r}")
     shape = tuple(shape)
     nbytes = check_shape(shape, dtype.itemsize, key, _WHAT)

@@ -1,4 +1,6 @@
-//! The floating-point scalar types the numeric stages (delta, sparse, quantizers) work on.
+//! The one scalar trait: the floating-point types the numeric codec stages (delta,
+//! sparse, quantizers) and the aggregation kernels (as accumulators) work on, and the
+//! macro that runs generic code for a dtype's type.
 
 use half::{bf16, f16};
 
@@ -24,6 +26,8 @@ pub(crate) trait Float:
 {
     /// Bytes per scalar.
     const SIZE: usize;
+    /// The dtype whose elements are this type.
+    const DTYPE: DType;
     /// Read from the first `SIZE` bytes of `b`.
     fn read(b: &[u8]) -> Self;
     /// Write into the first `SIZE` bytes of `b`.
@@ -52,6 +56,7 @@ pub(crate) trait Float:
 }
 
 impl Float for f32 {
+    const DTYPE: DType = DType::F32;
     const SIZE: usize = 4;
     fn read(b: &[u8]) -> Self {
         f32::from_le_bytes([b[0], b[1], b[2], b[3]])
@@ -80,6 +85,7 @@ impl Float for f32 {
 }
 
 impl Float for f64 {
+    const DTYPE: DType = DType::F64;
     const SIZE: usize = 8;
     fn read(b: &[u8]) -> Self {
         let mut w = [0u8; 8];
@@ -110,6 +116,7 @@ impl Float for f64 {
 }
 
 impl Float for f16 {
+    const DTYPE: DType = DType::F16;
     const SIZE: usize = 2;
     fn read(b: &[u8]) -> Self {
         f16::from_le_bytes([b[0], b[1]])
@@ -138,6 +145,7 @@ impl Float for f16 {
 }
 
 impl Float for bf16 {
+    const DTYPE: DType = DType::BF16;
     const SIZE: usize = 2;
     fn read(b: &[u8]) -> Self {
         bf16::from_le_bytes([b[0], b[1]])
