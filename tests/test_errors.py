@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tensorwire as tw
+import tensorwire.errors
 from tensorwire import _core
 
 
@@ -18,12 +19,12 @@ def test_the_classes_come_from_the_extension_with_the_documented_bases():
         (tw.FormatError, ValueError),
         (tw.IntegrityError, ValueError),
         (tw.CodecError, ValueError),
-        (tw.ClosedError, ValueError),
+        (tw.errors.ClosedError, ValueError),
         (tw.InputError, TypeError),
     ]:
         assert cls.__bases__ == (tw.TensorwireError, other)
         assert cls.__doc__ and cls.__doc__ == getattr(_core, cls.__name__).__doc__
-    assert issubclass(tw.MismatchError, tw.TensorwireError)
+    assert issubclass(tw.errors.MismatchError, tw.TensorwireError)
 
 
 def test_places_default_to_none():
@@ -80,7 +81,7 @@ def test_a_bad_update_names_the_update():
         agg.add(bad)
     assert (info.value.update, info.value.tensor) == (1, "w")
     # A refused update: MismatchError carries it too.
-    with pytest.raises(tw.MismatchError) as info:
+    with pytest.raises(tw.errors.MismatchError) as info:
         tw.aggregate([good, tw.encode({"v": np.ones(4, np.float32)})])
     assert info.value.update == info.value.index == 1
 
