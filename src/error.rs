@@ -12,6 +12,10 @@ pub enum Kind {
     /// The bytes do not match their checksums, the payload is truncated, or a delta's
     /// base is missing or different.
     Integrity,
+    /// A payload's origin could not be established: it is not authenticated, was made
+    /// with another key or by an untrusted signer, or was altered (a kind of integrity
+    /// failure: `AuthenticationError` derives from `IntegrityError`).
+    Authentication,
     /// A codec spec is invalid or does not fit a tensor.
     Codec,
     /// The input cannot be encoded (unsupported dtype, inconsistent shape, bad option).
@@ -233,6 +237,10 @@ impl Error {
     /// An integrity failure: corrupt or truncated bytes, a missing or other base.
     pub fn integrity(message: impl Into<String>) -> Self {
         Self::failed(Kind::Integrity, message)
+    }
+    /// An authentication failure: who made the payload cannot be established.
+    pub fn authentication(message: impl Into<String>) -> Self {
+        Self::failed(Kind::Authentication, message)
     }
     /// A codec failure: an invalid spec, or a stage that does not fit a tensor.
     pub fn codec(message: impl Into<String>) -> Self {

@@ -14,6 +14,7 @@ fn failed_keeps_its_kind_and_message() {
     for (e, kind) in [
         (Error::format("bad header"), Kind::Format),
         (Error::integrity("bad header"), Kind::Integrity),
+        (Error::authentication("bad header"), Kind::Authentication),
         (Error::codec("bad header"), Kind::Codec),
         (Error::input("bad header"), Kind::Input),
     ] {

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fedavg;
 pub mod format;
 pub mod memory;
+pub mod trust;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -13,6 +13,7 @@ import tensorwire as tw
 TOP_LEVEL = [
     "FORMAT_VERSION",
     "Aggregator",
+    "AuthenticationError",
     "CodecError",
     "FormatError",
     "InputError",

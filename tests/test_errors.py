@@ -25,6 +25,8 @@ def test_the_classes_come_from_the_extension_with_the_documented_bases():
         assert cls.__bases__ == (tw.TensorwireError, other)
         assert cls.__doc__ and cls.__doc__ == getattr(_core, cls.__name__).__doc__
     assert issubclass(tw.errors.MismatchError, tw.TensorwireError)
+    assert tw.AuthenticationError.__bases__ == (tw.IntegrityError,)
+    assert tw.AuthenticationError.__doc__ == _core.AuthenticationError.__doc__
 
 
 def test_places_default_to_none():

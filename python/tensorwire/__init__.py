@@ -21,11 +21,19 @@ from ._chunk import Reassembler, chunk, encode_chunks
 from ._client import encode_update
 from ._container import Reader, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
-from ._errors import CodecError, FormatError, InputError, IntegrityError, TensorwireError
+from ._errors import (
+    AuthenticationError,
+    CodecError,
+    FormatError,
+    InputError,
+    IntegrityError,
+    TensorwireError,
+)
 
 __all__ = [
     "FORMAT_VERSION",
     "Aggregator",
+    "AuthenticationError",
     "CodecError",
     "FormatError",
     "InputError",

@@ -9,6 +9,7 @@ from typing_extensions import Buffer, final
 __all__ = [
     "Accumulator",
     "CHUNK_HEADER_LEN",
+    "AuthenticationError",
     "Chunks",
     "DTYPES",
     "ClosedError",
@@ -74,6 +75,11 @@ class FormatError(TensorwireError, ValueError):
 class IntegrityError(TensorwireError, ValueError):
     """Bytes do not match their checksum, the payload is truncated, or a delta's base
     is missing or different from the one it was encoded against."""
+
+class AuthenticationError(IntegrityError):
+    """Who made the payload cannot be established: it is not authenticated, it was
+    authenticated with another key or signed by a key that is not trusted, or it was
+    altered after it was made (every plain checksum may have been recomputed)."""
 
 class CodecError(TensorwireError, ValueError):
     """A codec spec is invalid, or a codec stage does not fit a tensor."""

@@ -10,6 +10,7 @@ does not name one. Python code that adds such a place sets the attribute.
 from __future__ import annotations
 
 from ._core import (
+    AuthenticationError,
     ClosedError,
     CodecError,
     FormatError,
@@ -19,6 +20,7 @@ from ._core import (
 )
 
 __all__ = [
+    "AuthenticationError",
     "ClosedError",
     "CodecError",
     "FormatError",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._aggregate import MismatchError, MismatchWarning
 from ._errors import (
+    AuthenticationError,
     ClosedError,
     CodecError,
     FormatError,
@@ -19,6 +20,7 @@ from ._errors import (
 )
 
 __all__ = [
+    "AuthenticationError",
     "ClosedError",
     "CodecError",
     "FormatError",

@@ -105,6 +105,14 @@ exception!(
     false
 );
 exception!(
+    AuthenticationError,
+    "Who made the payload cannot be established: it is not authenticated, it was\n    \
+     authenticated with another key or signed by a key that is not trusted, or it was\n    \
+     altered after it was made (every plain checksum may have been recomputed).",
+    [IntegrityError],
+    false
+);
+exception!(
     CodecError,
     "A codec spec is invalid, or a codec stage does not fit a tensor.",
     [TensorwireError, PyValueError],
@@ -150,6 +158,7 @@ impl Raised {
         match self.kind {
             Kind::Format => FormatError::type_object(py),
             Kind::Integrity => IntegrityError::type_object(py),
+            Kind::Authentication => AuthenticationError::type_object(py),
             Kind::Codec => CodecError::type_object(py),
             Kind::Input => InputError::type_object(py),
             Kind::Io => TensorwireError::type_object(py),
@@ -185,6 +194,7 @@ pub(crate) fn to_py(e: Error) -> PyErr {
     match raised.kind {
         Kind::Format => PyErr::new::<FormatError, _>(raised),
         Kind::Integrity => PyErr::new::<IntegrityError, _>(raised),
+        Kind::Authentication => PyErr::new::<AuthenticationError, _>(raised),
         Kind::Codec => PyErr::new::<CodecError, _>(raised),
         Kind::Input => PyErr::new::<InputError, _>(raised),
         Kind::Io => PyErr::new::<TensorwireError, _>(raised),
@@ -211,6 +221,7 @@ pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TensorwireError", TensorwireError::type_object(py))?;
     m.add("FormatError", FormatError::type_object(py))?;
     m.add("IntegrityError", IntegrityError::type_object(py))?;
+    m.add("AuthenticationError", AuthenticationError::type_object(py))?;
     m.add("CodecError", CodecError::type_object(py))?;
     m.add("InputError", InputError::type_object(py))?;
     m.add("ClosedError", ClosedError::type_object(py))?;
