@@ -4,6 +4,9 @@
 
 use rayon::prelude::*;
 
+use serde_json::value::RawValue;
+
+use super::auth::{self, Auth};
 use super::header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
 };
@@ -13,6 +16,8 @@ use super::TensorView;
 use crate::dtype::DType;
 use crate::error::{Checked, Error, Kind, Limit, Result};
 use crate::memory::hash;
+use crate::trust::signature::{self, hex};
+use crate::trust::{id_hex, Verifier, SIGNATURE_LEN};
 
 /// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<TensorView<'a>>);
@@ -61,44 +66,22 @@ pub struct Layout {
     pub minor: u16,
     /// Absolute offset of the data section.
     pub data_start: usize,
+    /// Who made the payload (its header's `auth` object), when it says.
+    pub auth: Option<Auth>,
 }
 
-/// Validate the preamble and header of `buf`. Costs O(header), never touches tensor bytes.
+/// Validate the preamble and header of `buf`, accepting no shared key and any valid
+/// signature: [`parse_with`] and a default [`Verifier`].
 pub fn parse(buf: &[u8]) -> Result<Layout> {
-    let pre = Preamble::parse(buf)?;
-    let avail = (buf.len() - PREAMBLE_LEN) as u64;
-    if pre.header_len > avail {
-        return Err(Error::integrity(format!(
-            "payload truncated: the header needs {} bytes, {avail} remain",
-            pre.header_len
-        )));
-    }
-    let header_len = pre.header_len as usize;
-    let data_start = PREAMBLE_LEN + header_len;
-    let header_bytes = &buf[PREAMBLE_LEN..data_start];
-    let mut h = blake3::Hasher::new();
-    h.update(&pre.fixed_bytes());
-    h.update(header_bytes);
-    if *h.finalize().as_bytes() != pre.header_hash {
-        return Err(Error::checksum(Checked::Header));
-    }
-    let have = (buf.len() - data_start) as u64;
-    if have < pre.data_len {
-        return Err(Error::integrity(format!(
-            "payload truncated: the data section needs {} bytes, {have} remain",
-            pre.data_len
-        )));
-    }
-    if have > pre.data_len {
-        return Err(Error::format(format!(
-            "{} unexpected bytes after the end of the payload",
-            have - pre.data_len
-        )));
-    }
+    parse_with(buf, &Verifier::default())
+}
+
+/// The header text of a payload: UTF-8 without its space padding, its nesting bounded
+/// everywhere (unknown keys included) before anything is parsed.
+fn header_text(header_bytes: &[u8]) -> Result<&str> {
     let text = std::str::from_utf8(header_bytes)
         .map_err(|e| Error::format(format!("header is not valid UTF-8: {e}")))?;
     let text = text.trim_end_matches(' ');
-    // Bound the nesting everywhere, unknown keys included, before parsing anything.
     let depth = json_depth(text);
     if depth > MAX_JSON_DEPTH {
         return Err(Error::limit(
@@ -108,8 +91,96 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
             MAX_JSON_DEPTH as u64,
         ));
     }
-    let header: Header = serde_json::from_str(text)
-        .map_err(|e| Error::format(format!("header is not valid: {e}")))?;
+    Ok(text)
+}
+
+/// The parsed header.
+fn header_of(text: &str) -> Result<Header<'_>> {
+    serde_json::from_str(text).map_err(|e| Error::format(format!("header is not valid: {e}")))
+}
+
+/// Validate the preamble and header of `buf`, and establish who made it (FORMAT.md
+/// section 10, "Reading") with `verifier`'s keys and trusted signers: all of it before
+/// any tensor byte is read. Costs O(header), never touches tensor bytes.
+pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
+    let pre = Preamble::parse(buf)?;
+    let avail = (buf.len() - PREAMBLE_LEN) as u64;
+    if pre.header_len > avail {
+        return Err(Error::integrity(format!(
+            "payload truncated: the header needs {} bytes, {avail} remain",
+            pre.header_len
+        )));
+    }
+    if verifier.has_keys() && !pre.keyed {
+        return Err(Error::authentication(
+            "payload is not authenticated (its header hash is plain BLAKE3), \
+             but a key was given: only payloads authenticated with it are accepted",
+        ));
+    }
+    let header_len = pre.header_len as usize;
+    let data_start = PREAMBLE_LEN + header_len;
+    let header_bytes = &buf[PREAMBLE_LEN..data_start];
+    let keyed_header = if pre.keyed {
+        // The header names its key; nothing else of it is read before the keyed hash
+        // is checked, and what fails until then is a failure to authenticate.
+        let unauthenticated =
+            |e: Error| Error::authentication(format!("the header cannot be authenticated: {e}"));
+        let text = header_text(header_bytes).map_err(unauthenticated)?;
+        let header = header_of(text).map_err(unauthenticated)?;
+        let id =
+            auth::key_id_of(header.auth.as_deref().map(RawValue::get)).map_err(unauthenticated)?;
+        let Some(key) = verifier.key(&id) else {
+            return Err(Error::authentication(format!(
+                "payload authenticated with key id {}; pass key= or keys=",
+                id_hex(&id)
+            )));
+        };
+        let mut h = blake3::Hasher::new_keyed(&key.payload_mac);
+        h.update(&pre.fixed_bytes());
+        h.update(header_bytes);
+        // blake3::Hash compares in constant time.
+        if h.finalize() != blake3::Hash::from_bytes(pre.header_hash) {
+            return Err(Error::authentication(format!(
+                "header MAC mismatch for key id {}: the payload was altered, or made with another key",
+                id_hex(&id)
+            )));
+        }
+        Some(header)
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(&pre.fixed_bytes());
+        h.update(header_bytes);
+        if *h.finalize().as_bytes() != pre.header_hash {
+            return Err(Error::checksum(Checked::Header));
+        }
+        None
+    };
+    let trailer_len = if pre.signed { SIGNATURE_LEN as u64 } else { 0 };
+    let have = (buf.len() - data_start) as u64;
+    if have < pre.data_len {
+        return Err(Error::integrity(format!(
+            "payload truncated: the data section needs {} bytes, {have} remain",
+            pre.data_len
+        )));
+    }
+    if have < pre.data_len + trailer_len {
+        return Err(Error::authentication(format!(
+            "the signature trailer is truncated: {} of {SIGNATURE_LEN} bytes",
+            have - pre.data_len
+        )));
+    }
+    if have > pre.data_len + trailer_len {
+        return Err(Error::format(format!(
+            "{} unexpected bytes after the end of the payload",
+            have - pre.data_len - trailer_len
+        )));
+    }
+    let header = match keyed_header {
+        Some(h) => h,
+        None => header_of(header_text(header_bytes)?)?,
+    };
+    let auth = auth::check(header.auth.as_deref().map(RawValue::get), &pre)?;
+    check_signature(buf, &pre, auth.as_ref(), verifier)?;
     if header.tensors.len() > MAX_TENSORS {
         return Err(Error::limit(
             Kind::Format,
@@ -172,7 +243,37 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         content_id: pre.header_hash,
         minor: pre.minor,
         data_start,
+        auth,
     })
+}
+
+/// The signature of a signed payload, which must verify whoever the reader trusts; and,
+/// when the reader trusts only some signers, that it is signed by one of them.
+fn check_signature(
+    buf: &[u8],
+    pre: &Preamble,
+    auth: Option<&Auth>,
+    verifier: &Verifier,
+) -> Result<()> {
+    let signer = auth.and_then(|a| a.signer);
+    match (signer, verifier.trusted()) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => {
+            return Err(Error::authentication(
+                "payload is not signed, and trusted_keys accepts only signed payloads",
+            ))
+        }
+        (Some(s), Some(trusted)) if !trusted.contains(&s) => {
+            return Err(Error::authentication(format!(
+                "payload signed by {}, which is not among the trusted keys",
+                hex(&s)
+            )))
+        }
+        _ => {}
+    }
+    let signer = signer.expect("matched above");
+    let trailer = &buf[buf.len() - SIGNATURE_LEN..];
+    signature::verify(&signer, &pre.header_hash, trailer)
 }
 
 impl Layout {
