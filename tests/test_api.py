@@ -29,8 +29,11 @@ TOP_LEVEL = [
     "encode_chunks",
     "encode_update",
     "formats",
+    "generate_signing_key",
+    "key_id",
     "load",
     "open",
+    "public_key",
     "save",
 ]
 

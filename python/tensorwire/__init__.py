@@ -21,6 +21,7 @@ from ._chunk import Reassembler, chunk, encode_chunks
 from ._client import encode_update
 from ._container import Reader, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
+from ._trust import generate_signing_key, key_id, public_key
 from ._errors import (
     AuthenticationError,
     CodecError,
@@ -49,7 +50,10 @@ __all__ = [
     "encode_chunks",
     "encode_update",
     "formats",
+    "generate_signing_key",
+    "key_id",
     "load",
     "open",
+    "public_key",
     "save",
 ]
