@@ -64,7 +64,9 @@ def isort_order(names: list[str]) -> list[str]:
 def test_top_level_names_are_exactly_these() -> None:
     assert tw.__all__ == TOP_LEVEL
     assert tw.__all__ == isort_order(tw.__all__)
-    assert len(tw.__all__) <= 20
+    # issue #13 names the trust functions at the top level (key_id, generate_signing_key,
+    # public_key): the cap grows with them, by decision.
+    assert len(tw.__all__) <= 24
     for name in TOP_LEVEL:
         assert getattr(tw, name) is not None
 
