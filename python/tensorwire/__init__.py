@@ -21,7 +21,6 @@ from ._chunk import Reassembler, chunk, encode_chunks
 from ._client import encode_update
 from ._container import Reader, decode, encode, load, open, save
 from ._core import FORMAT_VERSION, __version__
-from ._trust import generate_signing_key, key_id, public_key
 from ._errors import (
     AuthenticationError,
     CodecError,
@@ -30,6 +29,7 @@ from ._errors import (
     IntegrityError,
     TensorwireError,
 )
+from ._trust import generate_signing_key, key_id, public_key
 
 __all__ = [
     "FORMAT_VERSION",

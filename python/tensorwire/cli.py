@@ -392,9 +392,7 @@ def inspect(
 )
 @_KEY_FILE
 @_TRUSTED
-def verify(
-    file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequence[str]
-) -> None:
+def verify(file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequence[str]) -> None:
     """Check a file's checksums and structure; exit status 1 if anything is wrong.
 
     tensorwire files: every blake3 checksum, the signature of signed files, and with
