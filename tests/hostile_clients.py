@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import blake3
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -709,6 +710,76 @@ for codec in ["raw", "zstd:3", "lz4", "shuffle+zstd:3", "floatzip", "int8+zstd:3
     # every decode has the declared shape and nothing but a tensorwire error escapes.
     attack(f"7.verify=False_byte_flips.{codec}", flips(codec), "0 non-tensorwire errors",
            timeout=300)  # fmt: skip
+
+
+# -- 8. trust: forgeries against authenticated and signed payloads ---------------------
+
+AUTH_ERROR = r"^AuthenticationError"
+TRUST_KEY = bytes(range(32))
+
+
+def keyed_preamble(blob: bytes, *, auth: int = 1, flags: int = 0) -> bytes:
+    """``blob`` (a forged 1.0 payload) as minor 1 with preamble bytes 12 and 13 set and
+    the header hash recomputed plainly: the keyed hash an attacker cannot compute."""
+    (h,) = struct.unpack_from("<Q", blob, 16)
+    fixed = blob[:10] + struct.pack("<HBB", 1, auth, flags) + blob[14:32]
+    return fixed + blake3.blake3(fixed + blob[64 : 64 + h]).digest() + blob[64:]
+
+
+def keyed_bomb(ctx: Ctx) -> None:
+    # A keyed payload whose header is a 1,000,000-deep JSON bomb: refused before any
+    # document is built, as a payload that cannot be authenticated.
+    blob = keyed_preamble(deep("auth"))
+    ctx.go(len(blob))
+    tw.decode(blob, key=TRUST_KEY)
+
+
+def keyed_tiny_table(ctx: Ctx) -> None:
+    # 4 GiB declared behind a forged keyed header with a valid plain hash: refused at the
+    # keyed hash, before the framing is even looked at.
+    blob = tiny_table("float32", [1 << 40])
+    doc = forge.header_of(blob)
+    doc["auth"] = {"key_id": tw.key_id(TRUST_KEY), "created": 0, "nonce": "00" * 16}
+    (h,) = struct.unpack_from("<Q", blob, 16)
+    forged = forge.container(doc, blob[64 + h :], minor=1)
+    ctx.go(len(forged))
+    tw.decode(keyed_preamble(forged), key=TRUST_KEY)
+
+
+def signed_garbage(ctx: Ctx) -> None:
+    # A signed payload whose trailer is 64 random bytes and whose signer is random:
+    # refused (the signature must verify whether or not anyone is trusted).
+    blob = tiny_table("float32", [1 << 40])
+    doc = forge.header_of(blob)
+    doc["auth"] = {"created": 0, "nonce": "00" * 16, "signer": os.urandom(32).hex()}
+    (h,) = struct.unpack_from("<Q", blob, 16)
+    forged = keyed_preamble(forge.container(doc, blob[64 + h :]), auth=0, flags=1)
+    forged += os.urandom(64)
+    ctx.go(len(forged))
+    tw.decode(forged)
+
+
+def stripped_auth(ctx: Ctx) -> None:
+    # An authenticated honest update with its auth byte cleared and a tensor changed,
+    # every plain hash recomputed: the aggregator's reader holds the key and refuses it.
+    honest_blob = tw.encode(BASE, key=TRUST_KEY)
+    doc = forge.header_of(honest_blob)
+    del doc["auth"]
+    (h,) = struct.unpack_from("<Q", honest_blob, 16)
+    data = bytearray(honest_blob[64 + h :])
+    data[0] ^= 0xFF
+    for t in doc["tensors"]:
+        t["hash"] = blake3.blake3(bytes(data[t["offset"] : t["offset"] + t["length"]])).hexdigest()
+    forged = forge.container(doc, bytes(data))
+    ctx.go(len(forged))
+    tw.decode(forged, key=TRUST_KEY)
+
+
+attack("8.keyed_json_bomb.decode", keyed_bomb, AUTH_ERROR + ".*cannot be authenticated")
+attack("8.keyed_f32[2^40]_forged_plain_hash.decode", keyed_tiny_table, AUTH_ERROR + ".*MAC")
+attack("8.signed_f32[2^40]_random_trailer.decode", signed_garbage, AUTH_ERROR + ".*verify")
+attack("8.auth_stripped_tensor_changed.decode_with_key", stripped_auth,
+       AUTH_ERROR + ".*not authenticated")  # fmt: skip
 
 
 # -- the parent's side -------------------------------------------------------------------

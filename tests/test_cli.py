@@ -167,6 +167,45 @@ def test_verify_and_inspect_refuse_truncated_files(fmt, tmp_path):
     one_line_error(run("inspect", path))
 
 
+def test_verify_and_inspect_authenticated_and_signed_files(tmp_path):
+    key, sk = os.urandom(32), tw.generate_signing_key()
+    pk = tw.public_key(sk)
+    path = tmp_path / "signed.tw"
+    tw.save(COMMON, path, key=key, signing_key=sk)
+    key_file, raw_pk, hex_pk = tmp_path / "k", tmp_path / "pk", tmp_path / "pk.hex"
+    key_file.write_bytes(key)
+    raw_pk.write_bytes(pk)
+    hex_pk.write_text(pk.hex() + "\n")
+    other = tmp_path / "other.pk"
+    other.write_bytes(tw.public_key(tw.generate_signing_key()))
+    kid = tw.key_id(key)
+    one_line_error(run("verify", path), f"key id {kid}; pass key= or keys=")
+    p = run("verify", path, "--key-file", key_file, ok=True)
+    assert p.stdout.startswith("OK ") and "3 tensors" in p.stdout
+    run("verify", path, "--key-file", key_file, "--trusted", other, "--trusted", raw_pk, ok=True)
+    run("verify", path, "--key-file", key_file, "--trusted", hex_pk, ok=True)
+    one_line_error(run("verify", path, "--key-file", key_file, "--trusted", other), pk.hex())
+    wrong = tmp_path / "wrong"
+    wrong.write_bytes(os.urandom(32))
+    one_line_error(run("verify", path, "--key-file", wrong), kid)
+    short = tmp_path / "short"
+    short.write_bytes(b"x" * 31)
+    one_line_error(run("verify", path, "--key-file", short), "32 raw bytes")
+    p = run("inspect", path, "--key-file", key_file, ok=True)
+    assert kid in p.stdout and pk.hex() in p.stdout and "created:" in p.stdout
+    p = run("inspect", path, "--key-file", key_file, "--json", ok=True)
+    doc = json.loads(p.stdout)
+    assert doc["key_id"] == kid and doc["signer"] == pk.hex() and doc["created"].endswith("Z")
+    for out in (p.stdout, p.stderr):
+        assert key.hex() not in out and sk.hex() not in out
+    # A plain file with a key: not authenticated; a foreign format: the options do not apply.
+    plain = write("tensorwire", tmp_path / "plain.tw")
+    one_line_error(run("verify", plain, "--key-file", key_file), "not authenticated")
+    one_line_error(run("verify", plain, "--trusted", raw_pk), "not signed")
+    npz_file = write("npz", tmp_path / "m.npz")
+    one_line_error(run("verify", npz_file, "--key-file", key_file), "tensorwire files")
+
+
 # --------------------------------------------------------------------------------------
 # convert
 

@@ -473,6 +473,7 @@ pub fn encode(tensors: &[SampleTensor], metadata: Option<&str>) -> tensorwire::R
         structure: None,
         metadata,
         base_id: base_id.as_deref(),
+        auth: None,
     };
     let prepared = format::prepare(&inputs, &opts)?;
     let mut out = vec![0u8; prepared.total_len()];
@@ -548,6 +549,7 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
         structure: Some(r#"{"dict":[["a",{"list":[0,{"tuple":[1]}]}]]}"#),
         metadata: None,
         base_id: None,
+        auth: None,
     };
     let prepared = format::prepare(&inputs, &opts).unwrap();
     let mut blob = vec![0u8; prepared.total_len()];

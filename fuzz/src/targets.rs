@@ -32,6 +32,14 @@ pub const ALL: [(&str, Target); 5] = [
 /// every tensor checksum recomputed too, so mutations reach the JSON header and the
 /// codecs behind the BLAKE3 checks.
 pub fn parse(data: &[u8]) {
+    // The keyed and signed paths (FORMAT.md section 10): a reader holding a fixed key
+    // and trusting one signer must refuse or accept without panicking.
+    let mut verifier = tensorwire::trust::Verifier::default();
+    verifier.add_key(&[7; 32]);
+    verifier.trust(tensorwire::trust::public_key(&[9; 32]));
+    if let Ok(layout) = format::parse_with(data, &verifier) {
+        exercise_layout(data, &layout);
+    }
     if let Ok(layout) = format::parse(data) {
         exercise_layout(data, &layout);
         return;

@@ -29,6 +29,7 @@ from ._errors import (
     IntegrityError,
     TensorwireError,
 )
+from ._trust import generate_signing_key, key_id, public_key
 
 __all__ = [
     "FORMAT_VERSION",
@@ -49,7 +50,10 @@ __all__ = [
     "encode_chunks",
     "encode_update",
     "formats",
+    "generate_signing_key",
+    "key_id",
     "load",
     "open",
+    "public_key",
     "save",
 ]

@@ -16,6 +16,7 @@ from . import _core
 from ._arrays import as_array, normalised
 from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
+from ._trust import Keys, optional_secret, reader_keys, trusted
 
 __all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "open", "save"]
 
@@ -112,6 +113,8 @@ def encode(
     codec: CodecSpec = "raw",
     metadata: Any = None,
     base: Any = None,
+    key: Any = None,
+    signing_key: Any = None,
 ) -> bytes:
     """Encode ``tensors`` into a tensorwire payload.
 
@@ -120,9 +123,18 @@ def encode(
     ``codec`` is one spec (``"raw"``, ``"zstd"``, ``"shuffle+zstd:3"``...), a mapping of
     name globs to specs (first match wins, unmatched tensors stay raw), or a callable
     ``(name, array) -> spec``. ``metadata`` is any JSON-compatible value. ``base`` holds
-    the tensors a delta codec encodes against. Returns ``bytes``, written in place.
+    the tensors a delta codec encodes against. ``key`` (32 bytes shared with the
+    receivers) authenticates the payload: its header hash becomes a keyed BLAKE3, and
+    readers need the key. ``signing_key`` (from :func:`generate_signing_key`) signs it
+    with Ed25519; readers check it against :func:`public_key` of it (``trusted_keys=``).
+    Returns ``bytes``, written in place.
     """
-    return _core.encode(_encode_args(tensors, codec, base), _metadata_json(metadata))
+    return _core.encode(
+        _encode_args(tensors, codec, base),
+        _metadata_json(metadata),
+        optional_secret(key, "key"),
+        optional_secret(signing_key, "signing_key"),
+    )
 
 
 def save(
@@ -132,13 +144,21 @@ def save(
     codec: CodecSpec = "raw",
     metadata: Any = None,
     base: Any = None,
+    key: Any = None,
+    signing_key: Any = None,
 ) -> None:
     """Encode ``tensors`` into the file ``path``, atomically (temporary file + rename).
 
     Raw tensors stream from memory to disk; the payload is never held a second time.
     Options as for :func:`encode`.
     """
-    _core.save(_encode_args(tensors, codec, base), os.fspath(path), _metadata_json(metadata))
+    _core.save(
+        _encode_args(tensors, codec, base),
+        os.fspath(path),
+        _metadata_json(metadata),
+        optional_secret(key, "key"),
+        optional_secret(signing_key, "signing_key"),
+    )
 
 
 def _read_file(path: PathLike, use_mmap: bool) -> Any:
@@ -186,15 +206,30 @@ class Reader:
     ``copy=True``. ``max_decoded_bytes`` bounds what one read may allocate for decoded
     tensors (None: 256 times the payload's size plus 1 GiB); beyond it, a
     :class:`FormatError`. After :meth:`close`, every method raises :class:`ClosedError`.
+
+    ``key`` (or ``keys``: ``{key_id: key}`` or a list of keys) is required for
+    authenticated payloads and, when given, makes every other payload an
+    :class:`AuthenticationError`; ``trusted_keys`` (public keys) accepts only payloads
+    signed by one of them. A signature present is always checked. All of it happens here,
+    before any tensor is read (docs/FORMAT.md section 10).
     """
 
     def __init__(
-        self, source: Any, *, mmap: bool = True, max_decoded_bytes: int | None = None
+        self,
+        source: Any,
+        *,
+        mmap: bool = True,
+        max_decoded_bytes: int | None = None,
+        key: Any = None,
+        keys: Keys | None = None,
+        trusted_keys: Any = None,
     ) -> None:
         if isinstance(source, (str, os.PathLike)):
             source = _read_file(source, mmap)
         self._source = source
-        self._payload: Any = _core.Payload(source)
+        self._payload: Any = _core.Payload(
+            source, None, reader_keys(key, keys), trusted(trusted_keys)
+        )
         self._names: list[str] = self._payload.names()
         self._infos: list[TensorInfo] | None = None
         self._index: dict[str, int] | None = None
@@ -259,6 +294,26 @@ class Reader:
     def version(self) -> tuple[int, int]:
         """(major, minor) format version of the payload."""
         return self._live().version  # type: ignore[no-any-return]
+
+    @property
+    def signer(self) -> bytes | None:
+        """The signer's 32-byte Ed25519 public key (verified), or None if unsigned."""
+        return self._live().signer  # type: ignore[no-any-return]
+
+    @property
+    def key_id(self) -> str | None:
+        """The id of the key an authenticated payload was made with, or None."""
+        return self._live().key_id  # type: ignore[no-any-return]
+
+    @property
+    def created(self) -> int | None:
+        """When an authenticated or signed payload was made (unix ms), or None."""
+        return self._live().created  # type: ignore[no-any-return]
+
+    @property
+    def nonce(self) -> bytes | None:
+        """The 16 random bytes of an authenticated or signed payload, or None."""
+        return self._live().nonce  # type: ignore[no-any-return]
 
     def verify(self) -> None:
         """Check every checksum (and that padding is zero); raise IntegrityError if not."""
@@ -347,10 +402,25 @@ class Reader:
         return f"<tensorwire.Reader {len(self)} tensors, content_id={self.content_id[:16]}...>"
 
 
-def open(source: Any, *, mmap: bool = True, max_decoded_bytes: int | None = None) -> Reader:
+def open(
+    source: Any,
+    *,
+    mmap: bool = True,
+    max_decoded_bytes: int | None = None,
+    key: Any = None,
+    keys: Keys | None = None,
+    trusted_keys: Any = None,
+) -> Reader:
     """Open a payload (bytes-like object or path) lazily; use as a context manager.
     Options as for :class:`Reader`."""
-    return Reader(source, mmap=mmap, max_decoded_bytes=max_decoded_bytes)
+    return Reader(
+        source,
+        mmap=mmap,
+        max_decoded_bytes=max_decoded_bytes,
+        key=key,
+        keys=keys,
+        trusted_keys=trusted_keys,
+    )
 
 
 def _as_framework(tree: Any, framework: str | None) -> Any:
@@ -369,6 +439,9 @@ def decode(
     copy: bool = False,
     framework: str | None = None,
     max_decoded_bytes: int | None = None,
+    key: Any = None,
+    keys: Keys | None = None,
+    trusted_keys: Any = None,
 ) -> Any:
     """Decode a payload into the structure that was encoded.
 
@@ -381,11 +454,16 @@ def decode(
     (None: 256 times ``len(blob)`` plus 1 GiB; raise it for payloads you trust that
     expand more, such as sparse updates of very large models). ``framework``
     (``"torch"``, ``"jax"``, ``"keras"``) returns that framework's tensors, sharing memory
-    where it can (see :mod:`tensorwire.frameworks`). For files use :func:`load`.
+    where it can (see :mod:`tensorwire.frameworks`). ``key``/``keys`` and
+    ``trusted_keys`` say which authenticated and signed payloads are accepted (see
+    :class:`Reader`; refusals are :class:`AuthenticationError`, also with
+    ``verify=False``). For files use :func:`load`.
     """
     if isinstance(blob, (str, os.PathLike)):
         raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
-    reader = Reader(blob, max_decoded_bytes=max_decoded_bytes)
+    reader = Reader(
+        blob, max_decoded_bytes=max_decoded_bytes, key=key, keys=keys, trusted_keys=trusted_keys
+    )
     return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)
 
 
@@ -398,9 +476,19 @@ def load(
     framework: str | None = None,
     mmap: bool = True,
     max_decoded_bytes: int | None = None,
+    key: Any = None,
+    keys: Keys | None = None,
+    trusted_keys: Any = None,
 ) -> Any:
     """Decode the payload in the file ``path``: memory-mapped (``mmap=True``; see
     :class:`Reader` for what that means if others modify the file) or read into private
     memory (``mmap=False``). Other options as for :func:`decode`."""
-    reader = Reader(path, mmap=mmap, max_decoded_bytes=max_decoded_bytes)
+    reader = Reader(
+        path,
+        mmap=mmap,
+        max_decoded_bytes=max_decoded_bytes,
+        key=key,
+        keys=keys,
+        trusted_keys=trusted_keys,
+    )
     return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)

@@ -150,10 +150,57 @@ def _format_of(path: str, given: Optional[str], *, sniff_content: bool) -> Forma
     )
 
 
-def _open_source(path: str, given: Optional[str]) -> Source:
+def _open_source(path: str, given: Optional[str], **read_options: Any) -> Source:
     fmt = _format_of(path, given, sniff_content=True)
-    rows, load, meta, facts, verify = fmt.module.describe(path)
+    read_options = {k: v for k, v in read_options.items() if v is not None}
+    if read_options and fmt.name != "tensorwire":
+        raise InputError(f"--key-file and --trusted apply to tensorwire files, not {fmt.name}")
+    rows, load, meta, facts, verify = fmt.module.describe(path, **read_options)
     return Source(path, fmt, rows, load, verify, meta, dict(facts))
+
+
+def _read_key(path: Optional[str]) -> Optional[bytes]:
+    """The shared key in the file ``path``: exactly 32 raw bytes (never printed)."""
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        key = f.read(33)
+    if len(key) != 32:
+        raise InputError(f"{path}: a key file holds exactly 32 raw bytes")
+    return key
+
+
+def _read_public_keys(paths: Sequence[str]) -> Optional[list[bytes]]:
+    """The public keys in the files ``paths``: 32 raw bytes or 64 hex digits each."""
+    if not paths:
+        return None
+    keys = []
+    for path in paths:
+        with open(path, "rb") as f:
+            raw = f.read(200)
+        text = raw.strip()
+        if len(raw) == 32:
+            keys.append(raw)
+        elif len(text) == 64 and re.fullmatch(rb"[0-9a-fA-F]{64}", text):
+            keys.append(bytes.fromhex(text.decode()))
+        else:
+            raise InputError(f"{path}: a public key file holds 32 raw bytes or 64 hex digits")
+    return keys
+
+
+_KEY_FILE = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="A file of 32 raw bytes: the shared key of an authenticated tensorwire file.",
+)
+_TRUSTED = click.option(
+    "--trusted",
+    "trusted",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True),
+    help="A signer's public key file (32 raw bytes or 64 hex digits); accept only files "
+    "signed by one of them. Repeatable.",
+)
 
 
 # ----------------------------------------------------------------------------------------
@@ -261,9 +308,19 @@ def cli() -> None:
     "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
-def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
-    """Show a file's format, version, metadata and tensors."""
-    src = _open_source(file, _canonical(fmt))
+@_KEY_FILE
+@_TRUSTED
+def inspect(
+    file: str, fmt: Optional[str], as_json: bool, key_file: Optional[str], trusted: Sequence[str]
+) -> None:
+    """Show a file's format, version, metadata and tensors (for tensorwire files also
+    the key id, signer and creation time of authenticated or signed ones)."""
+    src = _open_source(
+        file,
+        _canonical(fmt),
+        key=_read_key(key_file),
+        trusted_keys=_read_public_keys(trusted),
+    )
     stored = sum(r.stored for r in src.rows)
     nbytes = sum(r.nbytes for r in src.rows)
     if as_json:
@@ -333,13 +390,22 @@ def inspect(file: str, fmt: Optional[str], as_json: bool) -> None:
 @click.option(
     "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
 )
-def verify(file: str, fmt: Optional[str]) -> None:
+@_KEY_FILE
+@_TRUSTED
+def verify(file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequence[str]) -> None:
     """Check a file's checksums and structure; exit status 1 if anything is wrong.
 
-    tensorwire files: every blake3 checksum; md5list: the MD5 trailer; npz: every CRC;
-    safetensors and ptth have no checksums, so their structure is checked.
+    tensorwire files: every blake3 checksum, the signature of signed files, and with
+    --key-file the key of authenticated ones (--trusted: only these signers); md5list:
+    the MD5 trailer; npz: every CRC; safetensors and ptth have no checksums, so their
+    structure is checked.
     """
-    src = _open_source(file, _canonical(fmt))
+    src = _open_source(
+        file,
+        _canonical(fmt),
+        key=_read_key(key_file),
+        trusted_keys=_read_public_keys(trusted),
+    )
     src.verify()
     what = src.format.checks or f"structure valid ({src.format.name} has no checksums)"
     nbytes = sum(r.nbytes for r in src.rows)

@@ -42,22 +42,30 @@ impl EncodeArgs<'_> {
             structure: self.structure.as_deref(),
             metadata,
             base_id: self.base_id.as_deref(),
+            auth: None,
         }
     }
 }
 
-/// Encode tensors into a new `bytes` object, written in place (no intermediate copy).
+/// Encode tensors into a new `bytes` object, written in place (no intermediate copy);
+/// authenticated with `key` and/or signed with `signing_key` (32 bytes each) if given.
 #[pyfunction]
-#[pyo3(signature = (args, metadata=None))]
+#[pyo3(signature = (args, metadata=None, key=None, signing_key=None))]
 fn encode<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
     metadata: Option<&str>,
+    key: Option<&[u8]>,
+    signing_key: Option<&[u8]>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     catch(|| {
+        let signing = super::trust::signing(key, signing_key)?;
         let held = args.tensors()?;
         let inputs = held.inputs(py);
-        let opts = args.options(metadata);
+        let opts = EncodeOptions {
+            auth: Some(&signing),
+            ..args.options(metadata)
+        };
         let prepared = detached(py, || format::prepare(&inputs, &opts))?;
         let len = prepared.total_len();
         let (bytes, ptr) = new_bytes(py, len)?;
@@ -72,19 +80,26 @@ fn encode<'py>(
 }
 
 /// Encode tensors straight into the file at `path` (written to a temporary file
-/// beside it, then renamed, so readers never see a partial file).
+/// beside it, then renamed, so readers never see a partial file); `key` and
+/// `signing_key` as for `encode`.
 #[pyfunction]
-#[pyo3(signature = (args, path, metadata=None))]
+#[pyo3(signature = (args, path, metadata=None, key=None, signing_key=None))]
 fn save<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
     path: std::path::PathBuf,
     metadata: Option<&str>,
+    key: Option<&[u8]>,
+    signing_key: Option<&[u8]>,
 ) -> PyResult<()> {
     catch(|| {
+        let signing = super::trust::signing(key, signing_key)?;
         let held = args.tensors()?;
         let inputs = held.inputs(py);
-        let opts = args.options(metadata);
+        let opts = EncodeOptions {
+            auth: Some(&signing),
+            ..args.options(metadata)
+        };
         detached(py, || crate::format::save_atomic(&inputs, &opts, &path))
     })
 }
@@ -203,18 +218,27 @@ impl Payload {
 #[pymethods]
 impl Payload {
     /// Parse `buffer`; `update`, when it is update number `update` of an aggregation,
-    /// is named by every error (the `update` attribute and the message).
+    /// is named by every error (the `update` attribute and the message). `keys`, as
+    /// (expected key id or None, 32-byte key) pairs, and `trusted_keys` (32-byte public
+    /// keys) say what is accepted (FORMAT.md section 10, "Reading").
     #[new]
-    #[pyo3(signature = (buffer, update=None))]
-    fn new(py: Python<'_>, buffer: &Bound<'_, PyAny>, update: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (buffer, update=None, keys=None, trusted_keys=None))]
+    fn new(
+        py: Python<'_>,
+        buffer: &Bound<'_, PyAny>,
+        update: Option<usize>,
+        keys: Option<Vec<(Option<String>, Vec<u8>)>>,
+        trusted_keys: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Self> {
         catch(|| {
+            let verifier = super::trust::verifier(keys, trusted_keys)?;
             let memory = Memory::of(py, buffer).map_err(|e| match update {
                 Some(i) => super::errors::in_update(py, e, i),
                 None => e,
             })?;
             let data = SendSlice(memory.bytes());
             let layout = detached(py, move || {
-                format::parse(data.0).map_err(|e| match update {
+                format::parse_with(data.0, &verifier).map_err(|e| match update {
                     Some(i) => e.in_update(i),
                     None => e,
                 })
@@ -268,6 +292,33 @@ impl Payload {
     #[getter]
     fn content_id(&self) -> String {
         hex32(&self.layout.content_id)
+    }
+
+    /// The signer's 32-byte public key, for a signed payload.
+    #[getter]
+    fn signer<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let signer = self.layout.auth.as_ref()?.signer?;
+        Some(PyBytes::new(py, &signer))
+    }
+
+    /// The id of the key an authenticated payload was made with (16 hex digits).
+    #[getter]
+    fn key_id(&self) -> Option<String> {
+        let id = self.layout.auth.as_ref()?.key_id?;
+        Some(crate::trust::id_hex(&id))
+    }
+
+    /// When an authenticated or signed payload was made, unix milliseconds.
+    #[getter]
+    fn created(&self) -> Option<u64> {
+        self.layout.auth.as_ref().map(|a| a.created)
+    }
+
+    /// The 16-byte nonce of an authenticated or signed payload.
+    #[getter]
+    fn nonce<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let auth = self.layout.auth.as_ref()?;
+        Some(PyBytes::new(py, &auth.nonce))
     }
 
     /// (major, minor) format version of the writer.

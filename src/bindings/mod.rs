@@ -16,6 +16,7 @@ mod arrays;
 mod chunk;
 mod container;
 mod errors;
+mod trust;
 
 pub(crate) use errors::{to_py, FormatError, InputError, IntegrityError, TensorwireError};
 
@@ -134,5 +135,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     container::register(m)?;
     aggregate::register(m)?;
     chunk::register(m)?;
+    trust::register(m)?;
     Ok(())
 }

@@ -67,6 +67,10 @@ pub struct Header<'a> {
     /// For deltas: the id of the base tensors (see FORMAT.md), lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// Who made the payload (FORMAT.md section 10): its JSON, checked by
+    /// [`super::auth::check`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Box<RawValue>>,
 }
 
 /// A tensor entry after validation: typed, with absolute offsets.

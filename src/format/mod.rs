@@ -1,16 +1,20 @@
 //! The container format (`docs/FORMAT.md`): a fixed preamble, a JSON header, the data
 //! section.
 //!
-//! - [`preamble`]: the 64 fixed bytes (magic, version, section lengths, header hash).
+//! - [`preamble`]: the 64 fixed bytes (magic, version, auth byte and flags, section
+//!   lengths, header hash).
 //! - [`header`]: the JSON header's limits, entries and their validation.
 //! - [`structure`]: the header's `structure` tree, walked without building a document.
 //! - [`ids`]: hex digests and the id of a set of tensors (a delta's base id).
 //! - [`write`]: [`prepare`] a payload, then write it into memory or stream it out.
-//! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors.
+//! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors
+//!   ([`parse_with`]: with the keys and trusted signers of a [`crate::trust::Verifier`]).
+//! - [`auth`]: the header's `auth` object (key id, creation time, nonce, signer).
 //! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
 
 use crate::dtype::DType;
 
+pub mod auth;
 pub mod file;
 pub mod header;
 pub mod ids;
@@ -19,6 +23,7 @@ pub mod read;
 pub mod structure;
 pub mod write;
 
+pub use auth::Auth;
 pub use file::{save_atomic, write_atomic};
 pub use header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, TensorEntry, MAX_JSON_DEPTH,
@@ -27,10 +32,11 @@ pub use header::{
 pub use ids::{hex32, parse_hex32, tensors_id};
 pub use preamble::{
     align_up, Preamble, ALIGN, MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION_MAJOR, VERSION_MINOR,
+    VERSION_MINOR_TRUST,
 };
 pub use read::{
-    check_bools, default_max_decoded_bytes, parse, DecodeJob, Layout, DEFAULT_DECODED_SLACK,
-    DEFAULT_EXPANSION,
+    check_bools, default_max_decoded_bytes, parse, parse_with, DecodeJob, Layout,
+    DEFAULT_DECODED_SLACK, DEFAULT_EXPANSION,
 };
 pub use write::{prepare, EncodeOptions, Prepared, TensorInput};
 

@@ -7,9 +7,18 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"\x89TWR\r\n\x1a\n";
 /// Major version written and read. A different major version is refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version written. Newer minor versions of 1.x are read (they only add
-/// fields a v1.0 reader may ignore).
+/// Minor version written for plain payloads. Newer minor versions of 1.x are read
+/// (they only add fields a v1.0 reader may ignore).
 pub const VERSION_MINOR: u16 = 0;
+/// Minor version written for payloads that use preamble bytes 12..14 (authenticated
+/// or signed; FORMAT.md section 10). A v1.0 reader refuses them (non-zero reserved bytes).
+pub const VERSION_MINOR_TRUST: u16 = 1;
+/// Byte 12 `auth`: the header hash is plain BLAKE3.
+pub const AUTH_PLAIN: u8 = 0;
+/// Byte 12 `auth`: the header hash is BLAKE3 keyed with the payload-MAC subkey.
+pub const AUTH_KEYED: u8 = 1;
+/// Byte 13 `flags`, bit 0: the payload ends with a signature trailer.
+pub const FLAG_SIGNED: u8 = 1;
 /// Size of the fixed preamble that precedes the JSON header.
 pub const PREAMBLE_LEN: usize = 64;
 /// Every tensor's stored bytes, and the data section, start at a multiple of this.
@@ -28,11 +37,15 @@ pub fn align_up(n: u64) -> Option<u64> {
 pub struct Preamble {
     /// Minor version of the writer.
     pub minor: u16,
+    /// Byte 12: the header hash is keyed (an authenticated payload).
+    pub keyed: bool,
+    /// Byte 13, bit 0: a signature trailer follows the data section.
+    pub signed: bool,
     /// Length of the JSON header including its space padding (a multiple of 64).
     pub header_len: u64,
     /// Length of the data section that follows the header.
     pub data_len: u64,
-    /// blake3 of preamble bytes 0..32 followed by the header bytes.
+    /// blake3 (keyed, when `keyed`) of preamble bytes 0..32 followed by the header bytes.
     pub header_hash: [u8; 32],
 }
 
@@ -43,7 +56,9 @@ impl Preamble {
         b[..8].copy_from_slice(&MAGIC);
         b[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
         b[10..12].copy_from_slice(&self.minor.to_le_bytes());
-        // 12..16 reserved, zero.
+        b[12] = if self.keyed { AUTH_KEYED } else { AUTH_PLAIN };
+        b[13] = if self.signed { FLAG_SIGNED } else { 0 };
+        // 14..16 reserved, zero.
         b[16..24].copy_from_slice(&self.header_len.to_le_bytes());
         b[24..32].copy_from_slice(&self.data_len.to_le_bytes());
         b
@@ -79,8 +94,29 @@ impl Preamble {
                 u16_at(10)
             )));
         }
-        if buf[12..16] != [0; 4] {
-            return Err(Error::format("reserved preamble bytes 12..16 are not zero"));
+        let minor = u16_at(10);
+        if minor < VERSION_MINOR_TRUST && buf[12..14] != [0; 2] {
+            return Err(Error::format(format!(
+                "preamble bytes 12..14 are reserved in version {VERSION_MAJOR}.{minor} and not zero"
+            )));
+        }
+        let keyed = match buf[12] {
+            AUTH_PLAIN => false,
+            AUTH_KEYED => true,
+            other => {
+                return Err(Error::format(format!(
+                    "preamble byte 12 (auth) is {other}, not 0 (plain) or 1 (keyed)"
+                )))
+            }
+        };
+        if buf[13] & !FLAG_SIGNED != 0 {
+            return Err(Error::format(format!(
+                "preamble byte 13 (flags) is {:#04x}: bits other than 0 (signed) are set",
+                buf[13]
+            )));
+        }
+        if buf[14..16] != [0; 2] {
+            return Err(Error::format("reserved preamble bytes 14..16 are not zero"));
         }
         let header_len = u64_at(16);
         if header_len == 0 || header_len % ALIGN as u64 != 0 || header_len > MAX_HEADER_LEN {
@@ -91,7 +127,9 @@ impl Preamble {
         let mut header_hash = [0u8; 32];
         header_hash.copy_from_slice(&buf[32..64]);
         Ok(Preamble {
-            minor: u16_at(10),
+            minor,
+            keyed,
+            signed: buf[13] & FLAG_SIGNED != 0,
             header_len,
             data_len: u64_at(24),
             header_hash,

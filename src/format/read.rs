@@ -4,6 +4,9 @@
 
 use rayon::prelude::*;
 
+use serde_json::value::RawValue;
+
+use super::auth::{self, Auth};
 use super::header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
 };
@@ -13,6 +16,8 @@ use super::TensorView;
 use crate::dtype::DType;
 use crate::error::{Checked, Error, Kind, Limit, Result};
 use crate::memory::hash;
+use crate::trust::signature::{self, hex};
+use crate::trust::{id_hex, Verifier, SIGNATURE_LEN};
 
 /// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<TensorView<'a>>);
@@ -61,44 +66,22 @@ pub struct Layout {
     pub minor: u16,
     /// Absolute offset of the data section.
     pub data_start: usize,
+    /// Who made the payload (its header's `auth` object), when it says.
+    pub auth: Option<Auth>,
 }
 
-/// Validate the preamble and header of `buf`. Costs O(header), never touches tensor bytes.
+/// Validate the preamble and header of `buf`, accepting no shared key and any valid
+/// signature: [`parse_with`] and a default [`Verifier`].
 pub fn parse(buf: &[u8]) -> Result<Layout> {
-    let pre = Preamble::parse(buf)?;
-    let avail = (buf.len() - PREAMBLE_LEN) as u64;
-    if pre.header_len > avail {
-        return Err(Error::integrity(format!(
-            "payload truncated: the header needs {} bytes, {avail} remain",
-            pre.header_len
-        )));
-    }
-    let header_len = pre.header_len as usize;
-    let data_start = PREAMBLE_LEN + header_len;
-    let header_bytes = &buf[PREAMBLE_LEN..data_start];
-    let mut h = blake3::Hasher::new();
-    h.update(&pre.fixed_bytes());
-    h.update(header_bytes);
-    if *h.finalize().as_bytes() != pre.header_hash {
-        return Err(Error::checksum(Checked::Header));
-    }
-    let have = (buf.len() - data_start) as u64;
-    if have < pre.data_len {
-        return Err(Error::integrity(format!(
-            "payload truncated: the data section needs {} bytes, {have} remain",
-            pre.data_len
-        )));
-    }
-    if have > pre.data_len {
-        return Err(Error::format(format!(
-            "{} unexpected bytes after the end of the payload",
-            have - pre.data_len
-        )));
-    }
+    parse_with(buf, &Verifier::default())
+}
+
+/// The header text of a payload: UTF-8 without its space padding, its nesting bounded
+/// everywhere (unknown keys included) before anything is parsed.
+fn header_text(header_bytes: &[u8]) -> Result<&str> {
     let text = std::str::from_utf8(header_bytes)
         .map_err(|e| Error::format(format!("header is not valid UTF-8: {e}")))?;
     let text = text.trim_end_matches(' ');
-    // Bound the nesting everywhere, unknown keys included, before parsing anything.
     let depth = json_depth(text);
     if depth > MAX_JSON_DEPTH {
         return Err(Error::limit(
@@ -108,8 +91,96 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
             MAX_JSON_DEPTH as u64,
         ));
     }
-    let header: Header = serde_json::from_str(text)
-        .map_err(|e| Error::format(format!("header is not valid: {e}")))?;
+    Ok(text)
+}
+
+/// The parsed header.
+fn header_of(text: &str) -> Result<Header<'_>> {
+    serde_json::from_str(text).map_err(|e| Error::format(format!("header is not valid: {e}")))
+}
+
+/// Validate the preamble and header of `buf`, and establish who made it (FORMAT.md
+/// section 10, "Reading") with `verifier`'s keys and trusted signers: all of it before
+/// any tensor byte is read. Costs O(header), never touches tensor bytes.
+pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
+    let pre = Preamble::parse(buf)?;
+    let avail = (buf.len() - PREAMBLE_LEN) as u64;
+    if pre.header_len > avail {
+        return Err(Error::integrity(format!(
+            "payload truncated: the header needs {} bytes, {avail} remain",
+            pre.header_len
+        )));
+    }
+    if verifier.has_keys() && !pre.keyed {
+        return Err(Error::authentication(
+            "payload is not authenticated (its header hash is plain BLAKE3), \
+             but a key was given: only payloads authenticated with it are accepted",
+        ));
+    }
+    let header_len = pre.header_len as usize;
+    let data_start = PREAMBLE_LEN + header_len;
+    let header_bytes = &buf[PREAMBLE_LEN..data_start];
+    let keyed_header = if pre.keyed {
+        // The header names its key; nothing else of it is read before the keyed hash
+        // is checked, and what fails until then is a failure to authenticate.
+        let unauthenticated =
+            |e: Error| Error::authentication(format!("the header cannot be authenticated: {e}"));
+        let text = header_text(header_bytes).map_err(unauthenticated)?;
+        let header = header_of(text).map_err(unauthenticated)?;
+        let id =
+            auth::key_id_of(header.auth.as_deref().map(RawValue::get)).map_err(unauthenticated)?;
+        let Some(key) = verifier.key(&id) else {
+            return Err(Error::authentication(format!(
+                "payload authenticated with key id {}; pass key= or keys=",
+                id_hex(&id)
+            )));
+        };
+        let mut h = blake3::Hasher::new_keyed(&key.payload_mac);
+        h.update(&pre.fixed_bytes());
+        h.update(header_bytes);
+        // blake3::Hash compares in constant time.
+        if h.finalize() != blake3::Hash::from_bytes(pre.header_hash) {
+            return Err(Error::authentication(format!(
+                "header MAC mismatch for key id {}: the payload was altered, or made with another key",
+                id_hex(&id)
+            )));
+        }
+        Some(header)
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(&pre.fixed_bytes());
+        h.update(header_bytes);
+        if *h.finalize().as_bytes() != pre.header_hash {
+            return Err(Error::checksum(Checked::Header));
+        }
+        None
+    };
+    let trailer_len = if pre.signed { SIGNATURE_LEN as u64 } else { 0 };
+    let have = (buf.len() - data_start) as u64;
+    if have < pre.data_len {
+        return Err(Error::integrity(format!(
+            "payload truncated: the data section needs {} bytes, {have} remain",
+            pre.data_len
+        )));
+    }
+    if have < pre.data_len + trailer_len {
+        return Err(Error::authentication(format!(
+            "the signature trailer is truncated: {} of {SIGNATURE_LEN} bytes",
+            have - pre.data_len
+        )));
+    }
+    if have > pre.data_len + trailer_len {
+        return Err(Error::format(format!(
+            "{} unexpected bytes after the end of the payload",
+            have - pre.data_len - trailer_len
+        )));
+    }
+    let header = match keyed_header {
+        Some(h) => h,
+        None => header_of(header_text(header_bytes)?)?,
+    };
+    let auth = auth::check(header.auth.as_deref().map(RawValue::get), &pre)?;
+    check_signature(buf, &pre, auth.as_ref(), verifier)?;
     if header.tensors.len() > MAX_TENSORS {
         return Err(Error::limit(
             Kind::Format,
@@ -172,7 +243,37 @@ pub fn parse(buf: &[u8]) -> Result<Layout> {
         content_id: pre.header_hash,
         minor: pre.minor,
         data_start,
+        auth,
     })
+}
+
+/// The signature of a signed payload, which must verify whoever the reader trusts; and,
+/// when the reader trusts only some signers, that it is signed by one of them.
+fn check_signature(
+    buf: &[u8],
+    pre: &Preamble,
+    auth: Option<&Auth>,
+    verifier: &Verifier,
+) -> Result<()> {
+    let signer = auth.and_then(|a| a.signer);
+    match (signer, verifier.trusted()) {
+        (None, None) => return Ok(()),
+        (None, Some(_)) => {
+            return Err(Error::authentication(
+                "payload is not signed, and trusted_keys accepts only signed payloads",
+            ))
+        }
+        (Some(s), Some(trusted)) if !trusted.contains(&s) => {
+            return Err(Error::authentication(format!(
+                "payload signed by {}, which is not among the trusted keys",
+                hex(&s)
+            )))
+        }
+        _ => {}
+    }
+    let signer = signer.expect("matched above");
+    let trailer = &buf[buf.len() - SIGNATURE_LEN..];
+    signature::verify(&signer, &pre.header_hash, trailer)
 }
 
 impl Layout {
@@ -336,167 +437,5 @@ impl Layout {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::preamble::ALIGN;
-    use crate::format::write::{prepare, EncodeOptions, TensorInput};
-
-    fn encode(inputs: &[TensorInput<'_>], opts: &EncodeOptions<'_>) -> Vec<u8> {
-        let prepared = prepare(inputs, opts).unwrap();
-        let mut out = vec![0xAAu8; prepared.total_len()]; // garbage: every byte must be written
-        prepared.write_into(&mut out);
-        out
-    }
-
-    fn input<'a>(
-        name: &'a str,
-        shape: &'a [u64],
-        data: &'a [u8],
-        codec: &'a str,
-    ) -> TensorInput<'a> {
-        TensorInput {
-            tensor: TensorView {
-                name,
-                dtype: DType::F32,
-                shape,
-                data,
-            },
-            codec,
-            base: None,
-        }
-    }
-
-    fn floats(n: usize) -> Vec<u8> {
-        (0..n)
-            .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
-            .collect()
-    }
-
-    #[test]
-    fn round_trip_raw_and_coded() {
-        let (a, b) = (floats(1000), floats(3));
-        let inputs = [
-            input("a", &[10, 100], &a, "raw"),
-            input("b", &[3], &b, "shuffle+zstd"),
-        ];
-        let blob = encode(
-            &inputs,
-            &EncodeOptions {
-                metadata: Some("{\"k\":1}"),
-                ..Default::default()
-            },
-        );
-        let layout = parse(&blob).unwrap();
-        layout.verify(&blob, None).unwrap();
-        assert_eq!(layout.entries.len(), 2);
-        assert_eq!(layout.metadata.as_deref(), Some("{\"k\":1}"));
-        assert_eq!(layout.stored(&blob, 0), &a[..]);
-        assert_eq!(layout.entries[0].start % ALIGN, 0);
-        assert_eq!(layout.entries[1].start % ALIGN, 0);
-        let mut out = vec![0u8; b.len()];
-        layout.decode_into(&blob, 1, &mut out, None, true).unwrap();
-        assert_eq!(out, b);
-    }
-
-    #[test]
-    fn write_to_matches_write_into() {
-        let a = floats(77);
-        let inputs = [input("a", &[77], &a, "raw"), input("z", &[0], &[], "lz4")];
-        let blob = encode(&inputs, &EncodeOptions::default());
-        let mut file = std::io::Cursor::new(Vec::new());
-        prepare(&inputs, &EncodeOptions::default())
-            .unwrap()
-            .write_to(&mut file)
-            .unwrap();
-        assert_eq!(file.into_inner(), blob);
-    }
-
-    #[test]
-    fn every_flipped_byte_and_truncation_is_an_error() {
-        let a = floats(20);
-        let inputs = [
-            input("a", &[20], &a, "raw"),
-            input("b", &[5], &a[..20], "zstd"),
-        ];
-        let blob = encode(&inputs, &EncodeOptions::default());
-        for i in 0..blob.len() {
-            let mut bad = blob.clone();
-            bad[i] ^= 0x40;
-            let result = parse(&bad).and_then(|l| l.verify(&bad, None));
-            assert!(result.is_err(), "flip at {i} went unnoticed");
-        }
-        for n in 0..blob.len() {
-            assert!(
-                parse(&blob[..n]).is_err(),
-                "truncation to {n} went unnoticed"
-            );
-        }
-    }
-
-    #[test]
-    fn bad_inputs_are_refused() {
-        let a = floats(4);
-        let short = input("a", &[5], &a, "raw");
-        assert!(matches!(
-            prepare(&[short], &EncodeOptions::default()),
-            Err(ref x) if x.kind() == crate::error::Kind::Input
-        ));
-        let dup = [input("a", &[4], &a, "raw"), input("a", &[4], &a, "raw")];
-        assert!(matches!(
-            prepare(&dup, &EncodeOptions::default()),
-            Err(ref x) if x.kind() == crate::error::Kind::Input
-        ));
-        let bad_codec = input("a", &[4], &a, "gzip");
-        match prepare(&[bad_codec], &EncodeOptions::default()) {
-            Err(e) if e.kind() == crate::error::Kind::Codec => {
-                assert_eq!(e.tensor(), Some("a"));
-                assert!(
-                    e.to_string().contains("\"a\"") && e.to_string().contains("gzip"),
-                    "{e}"
-                );
-            }
-            other => panic!("{:?}", other.map(|p| p.total_len())),
-        }
-        let opts = EncodeOptions {
-            structure: Some("{\"list\":[1]}"),
-            ..Default::default()
-        };
-        assert!(prepare(&[input("a", &[4], &a, "raw")], &opts).is_err());
-    }
-
-    #[test]
-    fn decode_with_wrong_output_size_is_refused() {
-        let a = floats(4);
-        let blob = encode(&[input("a", &[4], &a, "raw")], &EncodeOptions::default());
-        let layout = parse(&blob).unwrap();
-        let mut out = vec![0u8; 3];
-        assert!(layout.decode_into(&blob, 0, &mut out, None, true).is_err());
-    }
-
-    #[test]
-    fn legal_nesting_round_trips_and_deeper_is_refused() {
-        let a = floats(1);
-        let mut structure = "0".to_string();
-        for _ in 0..64 {
-            structure = format!(r#"{{"dict":[["k",{structure}]]}}"#);
-        }
-        let meta = "[".repeat(128) + &"]".repeat(128);
-        let opts = EncodeOptions {
-            structure: Some(&structure),
-            metadata: Some(&meta),
-            ..Default::default()
-        };
-        let blob = encode(&[input("k", &[1], &a, "raw")], &opts);
-        let layout = parse(&blob).unwrap();
-        assert_eq!(layout.structure.as_deref(), Some(structure.as_str()));
-        let deeper = format!("[{meta}]");
-        let opts = EncodeOptions {
-            metadata: Some(&deeper),
-            ..Default::default()
-        };
-        assert!(matches!(
-            prepare(&[input("k", &[1], &a, "raw")], &opts),
-            Err(ref x) if x.kind() == crate::error::Kind::Input
-        ));
-    }
-}
+#[path = "read_tests.rs"]
+mod tests;

@@ -9,13 +9,17 @@ use std::io::{Seek, SeekFrom, Write};
 use rayon::prelude::*;
 use serde_json::value::RawValue;
 
+use super::auth::Auth;
 use super::header::{validate_metadata, Header, TensorEntry, MAX_NAME_LEN, MAX_TENSORS};
 use super::ids::{hex32, parse_hex32};
-use super::preamble::{align_up, Preamble, ALIGN, PREAMBLE_LEN, VERSION_MINOR};
+use super::preamble::{
+    align_up, Preamble, ALIGN, PREAMBLE_LEN, VERSION_MINOR, VERSION_MINOR_TRUST,
+};
 use super::TensorView;
 use crate::codec::Pipeline;
 use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::{copy_and_hash, hash, nbytes};
+use crate::trust::{Signer, Signing, Subkeys, SIGNATURE_LEN};
 
 /// One tensor handed to [`prepare`]: the tensor, and how to encode it.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +41,9 @@ pub struct EncodeOptions<'a> {
     pub metadata: Option<&'a str>,
     /// Id of the base tensors, for deltas (lowercase hex).
     pub base_id: Option<&'a str>,
+    /// How the payload is authenticated and signed (FORMAT.md section 10); None, or
+    /// one that uses nothing: a plain payload.
+    pub auth: Option<&'a Signing>,
 }
 
 /// The stored bytes of one tensor: the input itself (raw) or what a codec produced.
@@ -60,6 +67,12 @@ pub struct Prepared<'a> {
     pub(crate) stored: Vec<Stored<'a>>,
     pub(crate) header_len: usize,
     pub(crate) data_len: u64,
+    /// The shared key's subkeys, when the header hash is keyed.
+    key: Option<Subkeys>,
+    /// The signing key, when the payload is signed.
+    signer: Option<Signer>,
+    /// The signature trailer, once [`Self::finish_header`] made it.
+    signature: Option<[u8; SIGNATURE_LEN]>,
 }
 
 /// Validate the inputs, run their codecs in parallel, and lay the payload out.
@@ -166,11 +179,25 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     }
     // The data section ends at the last tensor's end, not its padding.
     let data_len = tensors.last().map_or(0, |t| t.offset + t.length);
+    let signing = opts.auth.filter(|s| s.is_used());
+    let auth = match signing {
+        Some(s) => {
+            let auth = Auth {
+                key_id: s.key.as_ref().map(|k| k.id),
+                created: s.created_ms(),
+                nonce: s.nonce_bytes()?,
+                signer: s.signer.as_ref().map(Signer::public_key),
+            };
+            Some(RawValue::from_string(auth.to_json()).expect("valid JSON"))
+        }
+        None => None,
+    };
     let header = Header {
         tensors,
         structure,
         metadata,
         base: opts.base_id.map(str::to_owned),
+        auth,
     };
     let header_len = align_up(serialize(&header).len() as u64).expect("small") as usize;
     Ok(Prepared {
@@ -178,6 +205,9 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
         stored,
         header_len,
         data_len,
+        key: signing.and_then(|s| s.key.clone()),
+        signer: signing.and_then(|s| s.signer.clone()),
+        signature: None,
     })
 }
 
@@ -186,12 +216,29 @@ fn serialize(header: &Header) -> Vec<u8> {
 }
 
 impl Prepared<'_> {
-    /// Total size of the payload in bytes.
+    /// Total size of the payload in bytes (the signature trailer included).
     pub fn total_len(&self) -> usize {
-        PREAMBLE_LEN + self.header_len + self.data_len as usize
+        PREAMBLE_LEN + self.header_len + self.data_len as usize + self.trailer_len()
     }
 
-    /// Write the header into `out[..PREAMBLE_LEN + header_len]` now that the hashes are known.
+    /// Length of the signature trailer after the data section: 64 when signed, else 0.
+    pub fn trailer_len(&self) -> usize {
+        if self.signer.is_some() {
+            SIGNATURE_LEN
+        } else {
+            0
+        }
+    }
+
+    /// The signature trailer, once [`Self::finish_header`] wrote the header (None for
+    /// an unsigned payload).
+    pub fn trailer(&self) -> Option<&[u8; SIGNATURE_LEN]> {
+        self.signature.as_ref()
+    }
+
+    /// Write the header into `out[..PREAMBLE_LEN + header_len]` now that the hashes are
+    /// known (keyed, when the payload is authenticated), and sign it when it is signed
+    /// (see [`Self::trailer`]).
     pub(crate) fn finish_header(&mut self, hashes: &[[u8; 32]], out: &mut [u8]) {
         for (entry, h) in self.header.tensors.iter_mut().zip(hashes) {
             entry.hash = Cow::Owned(hex32(h));
@@ -205,17 +252,28 @@ impl Prepared<'_> {
         let header = &mut rest[..self.header_len];
         header[..json.len()].copy_from_slice(&json);
         header[json.len()..].fill(b' ');
+        let (keyed, signed) = (self.key.is_some(), self.signer.is_some());
         let mut preamble = Preamble {
-            minor: VERSION_MINOR,
+            minor: if keyed || signed {
+                VERSION_MINOR_TRUST
+            } else {
+                VERSION_MINOR
+            },
+            keyed,
+            signed,
             header_len: self.header_len as u64,
             data_len: self.data_len,
             header_hash: [0; 32],
         };
-        let mut h = blake3::Hasher::new();
+        let mut h = match &self.key {
+            Some(k) => blake3::Hasher::new_keyed(&k.payload_mac),
+            None => blake3::Hasher::new(),
+        };
         h.update(&preamble.fixed_bytes());
         h.update(header);
         preamble.header_hash = *h.finalize().as_bytes();
         pre.copy_from_slice(&preamble.to_bytes());
+        self.signature = self.signer.as_ref().map(|s| s.sign(&preamble.header_hash));
     }
 
     /// Write the whole payload into `out`, which must be exactly [`Self::total_len`]
@@ -226,6 +284,8 @@ impl Prepared<'_> {
             self.total_len(),
             "output buffer has the wrong size"
         );
+        let trailer_at = out.len() - self.trailer_len();
+        let (out, trailer) = out.split_at_mut(trailer_at);
         let (head, mut data) = out.split_at_mut(PREAMBLE_LEN + self.header_len);
         // Split the data section into disjoint per-tensor slices, zeroing the gaps.
         let mut jobs = Vec::with_capacity(self.stored.len());
@@ -244,9 +304,13 @@ impl Prepared<'_> {
             .map(|(dst, src)| copy_and_hash(src, dst))
             .collect();
         self.finish_header(&hashes, head);
+        if let Some(sig) = self.signature {
+            trailer.copy_from_slice(&sig);
+        }
     }
 
-    /// Stream the payload to `w` (a file): data first, then the header at the start.
+    /// Stream the payload to `w` (a file): data first, then the signature trailer (when
+    /// signed) after it, then the header at the start.
     /// Raw tensors are written straight from the caller's memory, never copied whole.
     pub fn write_to<W: Write + Seek>(mut self, w: &mut W) -> Result<()> {
         let io = |context: &str| {
@@ -268,6 +332,10 @@ impl Prepared<'_> {
         }
         let mut head = vec![0u8; data_start as usize];
         self.finish_header(&hashes, &mut head);
+        if let Some(sig) = self.signature {
+            w.write_all(&sig)
+                .map_err(io("writing the signature trailer"))?;
+        }
         w.seek(SeekFrom::Start(0))
             .map_err(io("seeking to the start"))?;
         w.write_all(&head).map_err(io("writing the header"))?;

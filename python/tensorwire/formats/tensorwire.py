@@ -55,10 +55,12 @@ def sniff(data: Any) -> bool:
     return bytes(memoryview(data)[: len(MAGIC)]) == MAGIC
 
 
-def describe(path: PathLike) -> Description:
+def describe(path: PathLike, **read_options: Any) -> Description:
     """The tensors, metadata and header facts of the file ``path`` from its header alone
-    (nothing is decoded or verified until ``load`` is called)."""
-    with _container.open(path) as r:
+    (nothing is decoded or verified until ``load`` is called). ``read_options`` are the
+    key options of :func:`tensorwire.open` (``key``, ``keys``, ``trusted_keys``): the
+    header of an authenticated payload is read with them, and a signature is checked."""
+    with _container.open(path, **read_options) as r:
         tensors = [
             StoredTensor(i.name, i.dtype, tuple(i.shape), i.codec, i.stored_bytes, i.nbytes)
             for i in map(r.info, r.keys())
@@ -67,10 +69,33 @@ def describe(path: PathLike) -> Description:
         facts = {"version": f"{major}.{minor}", "content id": r.content_id}
         if r.base_id is not None:
             facts["base id"] = r.base_id
+        if r.key_id is not None:
+            facts["key id"] = r.key_id
+        if r.signer is not None:
+            facts["signer"] = r.signer.hex()
+        if r.created is not None:
+            facts["created"] = _utc(r.created)
         meta = r.metadata
-    return Description(tensors, lambda: _container.load(path), meta, facts, lambda: _verify(path))
+    return Description(
+        tensors,
+        lambda: _container.load(path, **read_options),
+        meta,
+        facts,
+        lambda: _verify(path, read_options),
+    )
 
 
-def _verify(path: PathLike) -> None:
-    with _container.open(path) as r:
+def _utc(ms: int) -> str:
+    """Unix milliseconds as an ISO 8601 UTC time."""
+    import datetime
+
+    try:
+        when = datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms after the epoch"
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _verify(path: PathLike, read_options: dict[str, Any]) -> None:
+    with _container.open(path, **read_options) as r:
         r.verify()
