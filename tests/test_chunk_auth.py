@@ -172,10 +172,10 @@ def test_untagged_foreign_and_altered_pieces_are_dropped() -> None:
 def test_the_authentication_error_says_what_failed() -> None:
     r = tw.Reassembler(key=KEY)
     with pytest.raises(tw.AuthenticationError, match="not authenticated") as e:
-        r.add(list(tw.chunk(b"abc", 1000))[0])
+        r.add(next(tw.chunk(b"abc", 1000)))
     assert isinstance(e.value, tw.IntegrityError)
     with pytest.raises(tw.AuthenticationError, match=r"matches none .*" + r.key_ids[0]):
-        r.add(list(tw.chunk(b"abc", 1000, key=OTHER))[0])
+        r.add(next(tw.chunk(b"abc", 1000, key=OTHER)))
 
 
 def test_forgeries_under_the_payload_id_cannot_make_it_fail() -> None:
@@ -190,7 +190,7 @@ def test_forgeries_under_the_payload_id_cannot_make_it_fail() -> None:
         real = list(tw.chunk(payload, 1000, payload_id=pid, key=key))[2]
         out = [flip(real, k) for k in range(5)]
         out += list(tw.chunk(bytes(3000), 500, payload_id=pid, key=key))
-        big = bytearray(list(tw.chunk(bytes(2000), 1000, payload_id=pid, key=key))[0])
+        big = bytearray(next(tw.chunk(bytes(2000), 1000, payload_id=pid, key=key)))
         big[32:40] = struct.pack("<Q", 1 << 40)
         big[28:32] = struct.pack("<I", -(-(1 << 40) // (1000 - HEADER - (TAG if key else 0))))
         out.append(reseal(big))
