@@ -202,3 +202,37 @@ def test_a_payload_completed_during_a_timeout_is_not_lost() -> None:
         return await sub.next_payload(timeout=5)
 
     assert run(main()) == b"the payload"
+
+
+def test_keyed_chunks_end_to_end_and_forgers_cost_nothing(nats_url: str) -> None:
+    key, other = os.urandom(32), os.urandom(32)
+    payload = np.random.default_rng(2).bytes(3 * MiB + 7)
+    model = {"w": np.arange(300_000, dtype=np.float32)}
+    pid = b"shared-payloadid"
+    errors: list[tw.TensorwireError] = []
+
+    async def main() -> list[bytes]:
+        sender, forger, receiver = [await nats.connect(nats_url) for _ in range(3)]
+        try:
+            sub = await twnats.subscribe(
+                receiver, "keyed", key=key, on_error=lambda e, msg: errors.append(e)
+            )
+            assert sub.reassembler.key_ids == tw.Reassembler(key=key).key_ids
+            with pytest.raises(tw.InputError, match="not both"):
+                await twnats.subscribe(receiver, "x", key=key, reassembler=tw.Reassembler())
+            # A forger who knows the payload id: other bodies, with another key or none.
+            fake = bytes(len(payload))
+            await twnats.publish(forger, "keyed", fake, payload_id=pid, key=other)
+            await twnats.publish(forger, "keyed", fake, payload_id=pid)
+            await twnats.publish(sender, "keyed", payload, payload_id=pid, key=key)
+            await twnats.publish_tensors(sender, "keyed", model, key=key, codec="zstd")
+            await twnats.publish_tensors(forger, "keyed", model)  # unkeyed: dropped
+            return [await sub.next_payload(timeout=60) for _ in range(2)]
+        finally:
+            for nc in (sender, forger, receiver):
+                await nc.close()
+
+    got = run(main())
+    assert got[0] == payload
+    assert got[1] == tw.encode(model, codec="zstd")
+    assert errors and all(isinstance(e, tw.AuthenticationError) for e in errors)

@@ -783,6 +783,7 @@ pub fn valid_chunks(payloads: &[Vec<u8>], p: usize, size: usize, id: u8) -> Vec<
         payload,
         CHUNK_SIZES[size % CHUNK_SIZES.len()],
         Some(payload_id(p, id)),
+        None,
     )
     .expect("plans")
     .to_vecs(payload)

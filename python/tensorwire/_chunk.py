@@ -55,17 +55,26 @@ class Chunks(Iterator[bytes]):
         )
 
 
-def chunk(blob: Any, max_bytes: int, *, payload_id: Optional[bytes] = None) -> Chunks:
+def chunk(
+    blob: Any,
+    max_bytes: int,
+    *,
+    payload_id: Optional[bytes] = None,
+    key: Optional[bytes] = None,
+) -> Chunks:
     """Cut ``blob`` (any bytes-like object) into chunks of at most ``max_bytes`` bytes.
 
     Each chunk is a new ``bytes`` object: an 88-byte header (payload id, index, count,
     lengths, a CRC-32 and a whole-payload digest) followed by a slice of ``blob``,
     copied once. Feed the chunks, in any order, to a :class:`Reassembler`. A tensorwire
     payload is verified on arrival by its own checksums; any other bytes by a blake3
-    digest computed here. ``payload_id`` (16 bytes) defaults to a random one. Do not
-    modify ``blob`` while iterating.
+    digest computed here. ``payload_id`` (16 bytes) defaults to a random one. With
+    ``key`` (32 bytes, shared with the receiver), every chunk ends with a 16-byte tag
+    that a ``Reassembler(key=key)`` checks before anything else; bodies are then 16
+    bytes shorter, so each chunk still fits ``max_bytes``. Do not modify ``blob`` while
+    iterating.
     """
-    return Chunks(_core.chunk(blob, max_bytes, payload_id))
+    return Chunks(_core.chunk(blob, max_bytes, payload_id, key))
 
 
 def encode_chunks(
@@ -76,6 +85,7 @@ def encode_chunks(
     metadata: Any = None,
     base: Any = None,
     payload_id: Optional[bytes] = None,
+    key: Optional[bytes] = None,
 ) -> Chunks:
     """Encode ``tensors`` (as :func:`tensorwire.encode` does) straight into chunks of
     at most ``max_bytes`` bytes, without ever holding the whole payload.
@@ -83,14 +93,18 @@ def encode_chunks(
     Raw tensors are copied from their own memory into each chunk; codec output is held
     once (it is the payload). The chunks that carry the payload's header come last,
     once every tensor's checksum is known. Reassembled, the chunks give exactly
-    ``tw.encode(tensors, codec=..., metadata=..., base=...)``. Do not modify the tensors
-    while iterating: the receiver would reject the payload as corrupt.
+    ``tw.encode(tensors, codec=..., metadata=..., base=...)``. ``key`` (32 bytes)
+    authenticates every chunk, as in :func:`chunk`. Do not modify the tensors while
+    iterating: the receiver would reject the payload as corrupt.
     """
     args = _encode_args(tensors, codec, base)
-    return Chunks(_core.encode_chunks(args, max_bytes, _metadata_json(metadata), payload_id))
+    meta = _metadata_json(metadata)
+    return Chunks(_core.encode_chunks(args, max_bytes, meta, payload_id, key))
 
 
 def chunk_info(piece: Any) -> dict[str, Any]:
     """The header of one chunk as a dict (``payload_id``, ``kind``, ``index``, ``count``,
-    ``total_len``, ``offset``, ``body_len``, ``digest``), after checking it and its CRC."""
+    ``total_len``, ``offset``, ``body_len``, ``digest``, ``authenticated``: whether a tag
+    of ``tag_len`` bytes follows the body), after checking it and its CRC (not the tag:
+    that needs the key, see ``Reassembler(key=)``)."""
     return _core.chunk_info(piece)

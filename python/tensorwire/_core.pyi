@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension module (hand-written; see src/bindings/)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional, Protocol, Union
 
 import numpy as np
@@ -208,12 +208,18 @@ class EncodedChunks:
     @property
     def total_len(self) -> int: ...
 
-def chunk(blob: Buffer, max_bytes: int, payload_id: Optional[bytes] = None) -> Chunks: ...
+def chunk(
+    blob: Buffer,
+    max_bytes: int,
+    payload_id: Optional[bytes] = None,
+    key: Optional[bytes] = None,
+) -> Chunks: ...
 def encode_chunks(
     args: _EncodeArgs,
     max_bytes: int,
     metadata: Optional[str] = None,
     payload_id: Optional[bytes] = None,
+    key: Optional[bytes] = None,
 ) -> EncodedChunks: ...
 def chunk_info(chunk: Buffer) -> dict[str, Any]: ...
 
@@ -227,6 +233,8 @@ class Reassembler:
         timeout: float = 60.0,
         when_full: str = "evict",
         verify: bool = True,
+        key: Optional[bytes] = None,
+        keys: Optional[Union[Iterable[bytes], Mapping[str, bytes]]] = None,
     ) -> Reassembler: ...
     def add(self, chunk: Buffer, now: Optional[float] = None) -> Optional[bytes]: ...
     def evict_expired(self, now: Optional[float] = None) -> list[str]: ...
@@ -235,6 +243,8 @@ class Reassembler:
     def pending_bytes(self) -> int: ...
     @property
     def stats(self) -> dict[str, int]: ...
+    @property
+    def key_ids(self) -> list[str]: ...
     @property
     def max_pending_bytes(self) -> int: ...
     @property

@@ -1,4 +1,5 @@
-//! Bindings of chunk framing: `chunk`, `encode_chunks`, `chunk_info` and `Reassembler`.
+//! Bindings of chunk framing: `chunk`, `encode_chunks`, `chunk_info` and `Reassembler`,
+//! each with an optional shared key that authenticates the pieces.
 //!
 //! Each chunk is written straight into a new `bytes` object, and each reassembled
 //! payload is a `bytes` object allocated when its first chunk arrives and filled in
@@ -13,17 +14,18 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyMapping};
 
 use super::arrays::Tensors;
 use super::container::EncodeArgs;
 use super::{bytes_of, catch, new_bytes, to_py, InputError};
 use crate::chunk::{
     check_crc, id_hex, ChunkHeader, ChunkPlan, ChunkStream, Limits, PayloadBuffer, PayloadId,
-    Reassembler, WhenFull, CHUNK_HEADER_LEN,
+    PieceKey, Reassembler, WhenFull, CHUNK_HEADER_LEN, TAG_LEN,
 };
 use crate::error::Error;
 use crate::format;
+use crate::trust::{self, Key};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while the state is being changed halfway; keep going.
@@ -52,6 +54,49 @@ fn id_arg(id: Option<&[u8]>) -> PyResult<Option<PayloadId>> {
     .transpose()
 }
 
+/// The piece key of the user key `key=` (32 bytes), if given.
+fn key_arg(key: Option<&[u8]>) -> PyResult<Option<PieceKey>> {
+    key.map(|k| trust::key_from(k).map(|k| PieceKey::new(&k)).map_err(to_py))
+        .transpose()
+}
+
+/// The user keys of `key=` (32 bytes) or `keys=` (an iterable of them, or a mapping
+/// whose values they are, as `decode` takes them); none when neither is given.
+fn keys_arg(key: Option<&[u8]>, keys: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Key>> {
+    let one = |b: &Bound<'_, PyAny>| -> PyResult<Key> {
+        let bytes: Vec<u8> = b.extract().map_err(|_| {
+            InputError::new_err(format!(
+                "keys must be 32-byte bytes objects, got {}",
+                b.get_type()
+                    .name()
+                    .map(|n| n.to_string())
+                    .unwrap_or_default()
+            ))
+        })?;
+        trust::key_from(&bytes).map_err(to_py)
+    };
+    match (key, keys) {
+        (Some(_), Some(_)) => Err(InputError::new_err("pass key= or keys=, not both")),
+        (Some(k), None) => Ok(vec![trust::key_from(k).map_err(to_py)?]),
+        (None, None) => Ok(Vec::new()),
+        (None, Some(keys)) => {
+            let items = match keys.cast::<PyMapping>() {
+                Ok(m) => m.values()?.into_any(),
+                Err(_) => keys.clone(),
+            };
+            let keys = items
+                .try_iter()
+                .map_err(|_| InputError::new_err("keys= must be an iterable of 32-byte keys"))?
+                .map(|k| one(&k?))
+                .collect::<PyResult<Vec<Key>>>()?;
+            if keys.is_empty() {
+                return Err(InputError::new_err("keys= is empty: pass at least one key"));
+            }
+            Ok(keys)
+        }
+    }
+}
+
 /// The chunks of an in-memory payload, each a new `bytes` object made on demand.
 #[pyclass(frozen, module = "tensorwire._core")]
 struct Chunks {
@@ -75,7 +120,7 @@ impl Chunks {
                     return Ok(None);
                 }
                 let i = *next;
-                let out = fill_new_bytes(self.plan.geometry.chunk_len(i), |out| {
+                let out = fill_new_bytes(self.plan.chunk_len(i), |out| {
                     self.plan.write(payload, i, out)
                 })?;
                 *next += 1;
@@ -108,22 +153,25 @@ impl Chunks {
     }
 }
 
-/// Cut a payload (any bytes-like object) into chunks of at most `max_bytes` bytes.
+/// Cut a payload (any bytes-like object) into chunks of at most `max_bytes` bytes, each
+/// authenticated with `key` when one is given.
 #[pyfunction]
-#[pyo3(signature = (blob, max_bytes, payload_id=None))]
+#[pyo3(signature = (blob, max_bytes, payload_id=None, key=None))]
 fn chunk(
     py: Python<'_>,
     blob: &Bound<'_, PyAny>,
     max_bytes: i128,
     payload_id: Option<&[u8]>,
+    key: Option<&[u8]>,
 ) -> PyResult<Chunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
+    let key = key_arg(key)?;
     let buf = PyBuffer::<u8>::get(blob)
         .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
     let data = bytes_of(&buf)?;
     let plan =
-        py.detach(|| catch(|| ChunkPlan::new(data, max_bytes, payload_id).map_err(to_py)))?;
+        py.detach(|| catch(|| ChunkPlan::new(data, max_bytes, payload_id, key).map_err(to_py)))?;
     Ok(Chunks {
         plan,
         next: Mutex::new(0),
@@ -187,25 +235,28 @@ impl EncodedChunks {
     }
 }
 
-/// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload.
+/// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload,
+/// each authenticated with `key` when one is given.
 #[pyfunction]
-#[pyo3(signature = (args, max_bytes, metadata=None, payload_id=None))]
+#[pyo3(signature = (args, max_bytes, metadata=None, payload_id=None, key=None))]
 fn encode_chunks<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
     max_bytes: i128,
     metadata: Option<&str>,
     payload_id: Option<&[u8]>,
+    key: Option<&[u8]>,
 ) -> PyResult<EncodedChunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
+    let key = key_arg(key)?;
     let held = args.tensors()?;
     let inputs = held.inputs(py);
     let opts = args.options(metadata);
     let stream = py.detach(|| {
         catch(|| {
             let prepared = format::prepare(&inputs, &opts).map_err(to_py)?;
-            ChunkStream::new(prepared, max_bytes, payload_id).map_err(to_py)
+            ChunkStream::new(prepared, max_bytes, payload_id, key).map_err(to_py)
         })
     })?;
     drop(inputs);
@@ -239,6 +290,8 @@ fn chunk_info<'py>(py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound
     d.set_item("total_len", h.total)?;
     d.set_item("offset", h.offset)?;
     d.set_item("body_len", h.body_len)?;
+    d.set_item("authenticated", h.authenticated)?;
+    d.set_item("tag_len", if h.authenticated { TAG_LEN } else { 0 })?;
     d.set_item(
         "digest",
         h.digest
@@ -297,8 +350,16 @@ impl PayloadBuffer for BytesBuffer {
 /// beside it (at most 4 per payload, counted in ``stats["conflicts"]``) until the payload
 /// completes, when the combination that verifies is returned. A corrupt or inconsistent
 /// chunk raises ``IntegrityError`` or ``FormatError`` and changes nothing else; a payload
-/// that completes but fails verification is dropped with ``IntegrityError``. Safe to
-/// share between threads.
+/// that completes but fails verification is dropped with ``IntegrityError``.
+///
+/// With ``key=`` (32 bytes; or ``keys=``, several, as a list or a ``{key_id: key}``
+/// mapping) only chunks tagged with one of the keys are accepted (``tw.chunk(...,
+/// key=)``). Every chunk's tag is checked first, before anything else is looked up or
+/// changed: a chunk that is untagged, tagged with another key or altered raises
+/// ``AuthenticationError`` (one that cannot be read, ``FormatError`` or
+/// ``IntegrityError``), is counted in ``stats["dropped"]``, and is charged nothing — so
+/// a forger who knows a payload id cannot make that payload fail. Without keys, tagged
+/// chunks are accepted on their CRC (the tag is skipped). Safe to share between threads.
 #[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
 struct PyReassembler {
     inner: Mutex<Reassembler<BytesBuffer>>,
@@ -317,7 +378,8 @@ impl PyReassembler {
 #[pymethods]
 impl PyReassembler {
     #[new]
-    #[pyo3(signature = (*, max_pending_bytes=4 << 30, max_payload_bytes=4 << 30, timeout=60.0, when_full="evict", verify=true))]
+    #[pyo3(signature = (*, max_pending_bytes=4 << 30, max_payload_bytes=4 << 30, timeout=60.0, when_full="evict", verify=true, key=None, keys=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         max_pending_bytes: i128,
@@ -325,7 +387,10 @@ impl PyReassembler {
         timeout: f64,
         when_full: &str,
         verify: bool,
+        key: Option<&[u8]>,
+        keys: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let keys = keys_arg(key, keys)?;
         let when_full = match when_full {
             "evict" => WhenFull::EvictOldest,
             "refuse" => WhenFull::Refuse,
@@ -342,7 +407,12 @@ impl PyReassembler {
             when_full,
             verify,
         };
-        let inner = Reassembler::new(limits).map_err(to_py)?;
+        let inner = if keys.is_empty() {
+            Reassembler::new(limits)
+        } else {
+            Reassembler::with_keys(limits, &keys)
+        }
+        .map_err(to_py)?;
         let clock = py.import("time")?.getattr("monotonic")?.unbind();
         Ok(PyReassembler {
             inner: Mutex::new(inner),
@@ -405,7 +475,8 @@ impl PyReassembler {
         py.detach(|| lock(&self.inner).pending_bytes())
     }
 
-    /// Counters: completed, duplicates, rejected, expired, evicted, failed, conflicts.
+    /// Counters: completed, duplicates, rejected, dropped, expired, evicted, failed,
+    /// conflicts.
     #[getter]
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = py.detach(|| lock(&self.inner).stats());
@@ -413,11 +484,25 @@ impl PyReassembler {
         d.set_item("completed", s.completed)?;
         d.set_item("duplicates", s.duplicates)?;
         d.set_item("rejected", s.rejected)?;
+        d.set_item("dropped", s.dropped)?;
         d.set_item("expired", s.expired)?;
         d.set_item("evicted", s.evicted)?;
         d.set_item("failed", s.failed)?;
         d.set_item("conflicts", s.conflicts)?;
         Ok(d)
+    }
+
+    /// Ids of the keys chunks must be tagged with (16 hex digits each; empty: any chunk
+    /// is accepted on its CRC).
+    #[getter]
+    fn key_ids(&self, py: Python<'_>) -> Vec<String> {
+        py.detach(|| {
+            lock(&self.inner)
+                .keys()
+                .iter()
+                .map(|k| trust::id_hex(&k.id()))
+                .collect()
+        })
     }
 
     #[getter]

@@ -28,16 +28,27 @@ impl Rng {
 
 /// The chunks of `payload`, at most `max_bytes` each, under the payload id `[id; 16]`.
 pub fn chunks_of(payload: &[u8], max_bytes: u64, id: u8) -> Vec<Vec<u8>> {
-    ChunkPlan::new(payload, max_bytes, Some([id; 16]))
+    ChunkPlan::new(payload, max_bytes, Some([id; 16]), None)
         .unwrap()
         .to_vecs(payload)
 }
 
-/// Recompute a chunk's CRC after tampering, as a forger would.
+/// [`chunks_of`], authenticated with the user key `[key; 32]`.
+pub fn tagged_chunks_of(payload: &[u8], max_bytes: u64, id: u8, key: u8) -> Vec<Vec<u8>> {
+    let key = super::auth::PieceKey::new(&[key; 32]);
+    ChunkPlan::new(payload, max_bytes, Some([id; 16]), Some(key))
+        .unwrap()
+        .to_vecs(payload)
+}
+
+/// Recompute a chunk's CRC after tampering, as a forger would (a tag, if flagged, is
+/// left as it was: the forger has no key).
 pub fn reseal(chunk: &mut [u8]) {
+    let tag = if chunk[6] & 1 != 0 { 16 } else { 0 };
+    let end = chunk.len() - tag;
     let mut h = crc32fast::Hasher::new();
     h.update(&chunk[..CRC_AT]);
-    h.update(&chunk[CHUNK_HEADER_LEN..]);
+    h.update(&chunk[CHUNK_HEADER_LEN..end]);
     let crc = h.finalize().to_le_bytes();
     chunk[CRC_AT..CHUNK_HEADER_LEN].copy_from_slice(&crc);
 }

@@ -1,11 +1,13 @@
 //! Chunk framing: the header every chunk starts with, its CRC, and the geometry of
 //! cutting a payload into chunks.
 //!
-//! Every chunk is an 88-byte header followed by a slice of the payload (its "body");
-//! `docs/FORMAT.md`, "Chunk framing", is the specification. [`super::split`] cuts an
+//! Every chunk is an 88-byte header followed by a slice of the payload (its "body") and,
+//! when the chunk is authenticated, a 16-byte tag ([`super::auth`]); `docs/FORMAT.md`,
+//! "Chunk framing", is the specification. [`super::split`] cuts an
 //! in-memory payload; [`super::stream`] cuts a payload while it is being encoded;
 //! [`super::reassemble`] puts the chunks back together.
 
+use super::auth::{PieceKey, TAG_LEN};
 use crate::error::{Checked, ChunkAt, Error, Result};
 
 /// The first four bytes of every chunk.
@@ -16,6 +18,8 @@ pub const CHUNK_VERSION: u8 = 1;
 pub const CHUNK_HEADER_LEN: usize = 88;
 /// Offset of the CRC-32 field in the header; the CRC covers the bytes before it and the body.
 pub(crate) const CRC_AT: usize = 84;
+/// Header byte 6, bit 0: the chunk ends with a [`TAG_LEN`]-byte tag after its body.
+pub const FLAG_AUTHENTICATED: u8 = 1;
 /// Largest body of one chunk (the body length is a u32).
 pub const MAX_BODY_LEN: u64 = u32::MAX as u64;
 /// Most chunks one payload may be cut into (the index and count are u32).
@@ -92,6 +96,8 @@ pub struct ChunkHeader {
     pub body_len: u32,
     /// Whole-payload digest (see [`PayloadKind`]).
     pub digest: [u8; 32],
+    /// Whether a tag follows the body (header byte 6, [`FLAG_AUTHENTICATED`]).
+    pub authenticated: bool,
 }
 
 impl ChunkHeader {
@@ -101,7 +107,12 @@ impl ChunkHeader {
         b[..4].copy_from_slice(&CHUNK_MAGIC);
         b[4] = CHUNK_VERSION;
         b[5] = self.kind.code();
-        // 6..8 reserved, zero.
+        b[6] = if self.authenticated {
+            FLAG_AUTHENTICATED
+        } else {
+            0
+        };
+        // 7 reserved, zero.
         b[8..24].copy_from_slice(&self.payload_id);
         b[24..28].copy_from_slice(&self.index.to_le_bytes());
         b[28..32].copy_from_slice(&self.count.to_le_bytes());
@@ -112,8 +123,19 @@ impl ChunkHeader {
         b
     }
 
+    /// Length of the whole chunk: header, body and tag if any.
+    pub fn chunk_len(&self) -> usize {
+        chunk_len(self.body_len as usize, self.authenticated)
+    }
+
+    /// The body of `chunk` (whose header this is, as [`ChunkHeader::parse`] accepted it).
+    pub fn body<'c>(&self, chunk: &'c [u8]) -> &'c [u8] {
+        &chunk[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + self.body_len as usize]
+    }
+
     /// Parse the header of `chunk` and check what one chunk can show by itself: magic,
-    /// version, reserved bytes, that the body length matches, and that index, count,
+    /// version, flags, reserved byte, that the length matches the body length (and the
+    /// tag, when authenticated), and that index, count,
     /// offset and lengths describe a valid piece of a payload ([`Geometry::of`]). The
     /// CRC is not checked here (see [`check_crc`]).
     pub fn parse(chunk: &[u8]) -> Result<ChunkHeader> {
@@ -135,10 +157,14 @@ impl ChunkHeader {
             )));
         }
         let kind = PayloadKind::from_code(chunk[5])?;
-        if chunk[6..8] != [0, 0] {
-            return Err(Error::format(
-                "reserved chunk header bytes 6..8 are not zero",
-            ));
+        if chunk[6] & !FLAG_AUTHENTICATED != 0 {
+            return Err(Error::format(format!(
+                "chunk flags {:#04x} hold unknown bits (this reader knows bit 0, authenticated)",
+                chunk[6]
+            )));
+        }
+        if chunk[7] != 0 {
+            return Err(Error::format("reserved chunk header byte 7 is not zero"));
         }
         let u32_at = |i: usize| u32::from_le_bytes(chunk[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(chunk[i..i + 8].try_into().expect("8 bytes"));
@@ -155,12 +181,16 @@ impl ChunkHeader {
             offset: u64_at(40),
             body_len: u32_at(48),
             digest,
+            authenticated: chunk[6] & FLAG_AUTHENTICATED != 0,
         };
+        let tag = if h.authenticated { TAG_LEN } else { 0 };
         let body = chunk.len() - CHUNK_HEADER_LEN;
-        if body as u64 != h.body_len as u64 {
+        if body as u64 != h.body_len as u64 + tag as u64 {
+            let tagged = if h.authenticated { " and a tag" } else { "" };
             return Err(Error::integrity(format!(
-                "the header announces {} body bytes, {body} are present",
-                h.body_len
+                "the header announces {} body bytes{tagged}, {} are present",
+                h.body_len,
+                body.saturating_sub(tag)
             ))
             .in_chunk(h.at()));
         }
@@ -179,17 +209,18 @@ impl ChunkHeader {
 }
 
 /// The stored CRC-32 of a chunk and the one computed over its bytes.
-fn crcs(chunk: &[u8]) -> (u32, u32) {
+fn crcs(chunk: &[u8], body: &[u8]) -> (u32, u32) {
     let stored = u32::from_le_bytes(chunk[CRC_AT..CHUNK_HEADER_LEN].try_into().expect("4"));
     let mut h = crc32fast::Hasher::new();
     h.update(&chunk[..CRC_AT]);
-    crate::memory::crc(&chunk[CHUNK_HEADER_LEN..], &mut h);
+    crate::memory::crc(body, &mut h);
     (stored, h.finalize())
 }
 
-/// Check the CRC-32 of a chunk whose header [`ChunkHeader::parse`] accepted.
+/// Check the CRC-32 of a chunk whose header [`ChunkHeader::parse`] accepted (it covers
+/// header bytes `0..84` and the body, not the tag).
 pub fn check_crc(chunk: &[u8], header: &ChunkHeader) -> Result<()> {
-    let (stored, computed) = crcs(chunk);
+    let (stored, computed) = crcs(chunk, header.body(chunk));
     if stored != computed {
         return Err(crc_error(header, stored, computed));
     }
@@ -214,16 +245,22 @@ pub struct Geometry {
 
 impl Geometry {
     /// The geometry of cutting `total` bytes into chunks of at most `max_bytes` bytes,
-    /// headers included.
-    pub fn plan(total: u64, max_bytes: u64) -> Result<Geometry> {
-        let min = CHUNK_HEADER_LEN as u64 + 1;
+    /// headers (and tags, when `authenticated`) included.
+    pub fn plan(total: u64, max_bytes: u64, authenticated: bool) -> Result<Geometry> {
+        let overhead = chunk_len(0, authenticated) as u64;
+        let min = overhead + 1;
         if max_bytes < min {
+            let tag = if authenticated {
+                " and a 16-byte tag"
+            } else {
+                ""
+            };
             return Err(Error::input(format!(
-                "max_bytes={max_bytes} is too small: a chunk needs {CHUNK_HEADER_LEN} header bytes \
-                 and at least one payload byte (at least {min})"
+                "max_bytes={max_bytes} is too small: a chunk needs {CHUNK_HEADER_LEN} header bytes\
+                 {tag} and at least one payload byte (at least {min})"
             )));
         }
-        let piece = (max_bytes - CHUNK_HEADER_LEN as u64).min(MAX_BODY_LEN);
+        let piece = (max_bytes - overhead).min(MAX_BODY_LEN);
         if total == 0 {
             return Ok(Geometry {
                 total,
@@ -331,32 +368,44 @@ impl Geometry {
         (start, len as usize)
     }
 
-    /// Length of chunk `i`, header included.
-    pub fn chunk_len(&self, i: u32) -> usize {
-        CHUNK_HEADER_LEN + self.range(i).1
+    /// Length of chunk `i`, header (and tag, when `authenticated`) included.
+    pub fn chunk_len(&self, i: u32, authenticated: bool) -> usize {
+        chunk_len(self.range(i).1, authenticated)
     }
+}
+
+/// Length of a chunk with a body of `body` bytes.
+fn chunk_len(body: usize, authenticated: bool) -> usize {
+    CHUNK_HEADER_LEN + body + if authenticated { TAG_LEN } else { 0 }
 }
 
 /// Writes one chunk: the header, then the body produced by `fill_body` (which is handed
 /// the body's slice and a CRC hasher to feed with it, block by block, while it is hot
-/// in cache), then the CRC.
+/// in cache), then the CRC, then the tag made with `key` (which must be given exactly
+/// when the header says the chunk is authenticated).
 pub(crate) fn write_chunk(
     header: &ChunkHeader,
+    key: Option<&PieceKey>,
     out: &mut [u8],
     fill_body: impl FnOnce(&mut [u8], &mut crc32fast::Hasher),
 ) {
     assert_eq!(
         out.len(),
-        CHUNK_HEADER_LEN + header.body_len as usize,
+        header.chunk_len(),
         "chunk buffer has the wrong size"
     );
+    assert_eq!(key.is_some(), header.authenticated, "a tag needs a key");
     let fields = header.fields();
-    let (head, body) = out.split_at_mut(CHUNK_HEADER_LEN);
+    let (head, rest) = out.split_at_mut(CHUNK_HEADER_LEN);
+    let (body, tag) = rest.split_at_mut(header.body_len as usize);
     head[..CRC_AT].copy_from_slice(&fields);
     let mut crc = crc32fast::Hasher::new();
     crc.update(&fields);
     fill_body(body, &mut crc);
     head[CRC_AT..].copy_from_slice(&crc.finalize().to_le_bytes());
+    if let Some(key) = key {
+        tag.copy_from_slice(&key.tag(head, body));
+    }
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! a message broker's size limit, and putting the pieces back together.
 //!
 //! - [`framing`]: the 88-byte chunk header, its CRC and the geometry of a cut.
+//! - [`auth`]: the tag of an authenticated chunk, made with a [`PieceKey`].
 //! - [`split`]: [`ChunkPlan`] cuts a payload held in memory.
 //! - [`stream`]: [`ChunkStream`] cuts a payload while it is being encoded.
 //! - [`reassemble`]: [`Reassembler`] puts chunks back together, within bounds.
 
+pub mod auth;
 pub mod framing;
 pub mod reassemble;
 pub mod split;
@@ -14,9 +16,10 @@ pub mod stream;
 #[cfg(test)]
 mod fixtures;
 
+pub use auth::{authenticate, PieceKey, TAG_LEN};
 pub use framing::{
     check_crc, id_hex, random_id, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
-    CHUNK_MAGIC, CHUNK_VERSION, MAX_BODY_LEN, MAX_CHUNKS,
+    CHUNK_MAGIC, CHUNK_VERSION, FLAG_AUTHENTICATED, MAX_BODY_LEN, MAX_CHUNKS,
 };
 pub use reassemble::{
     buffer_cost, verify_payload, Limits, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,

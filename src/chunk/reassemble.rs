@@ -15,9 +15,15 @@
 //! per payload); when the payload completes, the combination that verifies is the one
 //! returned. So a forged chunk costs a legitimate payload nothing as long as its own
 //! chunks all arrive, within those bounds.
+//!
+//! With keys ([`Reassembler::with_keys`]) a chunk's tag is checked first, before
+//! anything else is looked at or changed: a chunk that is malformed, untagged, tagged
+//! with another key or altered is refused, counted in [`Stats::dropped`] and charged
+//! nothing, so a forger who knows a payload id can no longer interfere with it at all.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::auth::{authenticate, PieceKey};
 use super::framing::{
     check_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
     CRC_AT,
@@ -106,6 +112,8 @@ fn nanos(seconds: f64) -> u64 {
 /// Times (`now`) are seconds on any monotonic clock the caller keeps using.
 pub struct Reassembler<B = Vec<u8>> {
     limits: Limits,
+    /// When not empty, only chunks tagged with one of these are accepted.
+    keys: Vec<PieceKey>,
     pending: HashMap<Key, Pending<B>>,
     lru: BTreeMap<(u64, u64), Key>,
     /// The pending payloads of each id.
@@ -128,6 +136,7 @@ impl<B: PayloadBuffer> Reassembler<B> {
         }
         Ok(Reassembler {
             limits,
+            keys: Vec::new(),
             pending: HashMap::new(),
             lru: BTreeMap::new(),
             variants: HashMap::new(),
@@ -137,6 +146,22 @@ impl<B: PayloadBuffer> Reassembler<B> {
             recent_order: VecDeque::new(),
             stats: Stats::default(),
         })
+    }
+
+    /// A reassembler with these limits that accepts only chunks authenticated with one
+    /// of `keys` (see the module documentation).
+    pub fn with_keys(limits: Limits, keys: &[crate::trust::Key]) -> Result<Self> {
+        if keys.is_empty() {
+            return Err(Error::input("no keys given: pass at least one"));
+        }
+        let mut r = Reassembler::new(limits)?;
+        r.keys = keys.iter().map(PieceKey::new).collect();
+        Ok(r)
+    }
+
+    /// The keys chunks must be tagged with (none: any chunk is accepted on its CRC).
+    pub fn keys(&self) -> &[PieceKey] {
+        &self.keys
     }
 
     /// The limits in force.
@@ -225,7 +250,10 @@ impl<B: PayloadBuffer> Reassembler<B> {
     /// Add one chunk (`now`: seconds, see the type's documentation). Returns the whole
     /// payload, verified, when this chunk completes it; `None` when more chunks are
     /// needed, the chunk was a duplicate, or it was kept as an alternative to a
-    /// different body received for its index. A corrupt or inconsistent chunk is refused
+    /// different body received for its index. With keys, a chunk that is not
+    /// authenticated with one of them is refused first (an authentication failure, or
+    /// the format or integrity failure that made it unreadable), counted as dropped,
+    /// and changes nothing else. A corrupt or inconsistent chunk is refused
     /// with an integrity or format failure and changes nothing else: other
     /// payloads, and the rest of its own, stay pending. A payload that completes but
     /// fails verification (with every combination of the bodies held) is dropped with
@@ -240,6 +268,14 @@ impl<B: PayloadBuffer> Reassembler<B> {
             return Err(Error::input(format!(
                 "now must be finite non-negative seconds, got {now}"
             )));
+        }
+        if !self.keys.is_empty() {
+            let checked =
+                ChunkHeader::parse(chunk).and_then(|h| authenticate(&self.keys, chunk, &h));
+            if let Err(e) = checked {
+                self.stats.dropped += 1;
+                return Err(e);
+            }
         }
         self.evict_expired(now);
         let result = self.add_checked(chunk, now, alloc);
@@ -269,7 +305,7 @@ impl<B: PayloadBuffer> Reassembler<B> {
             self.stats.duplicates += 1;
             return Ok(None);
         }
-        let body = &chunk[CHUNK_HEADER_LEN..];
+        let body = h.body(chunk);
         let offset = h.offset as usize;
         let room = self.limits.max_pending_bytes - self.pending_bytes;
         let Some(p) = self.pending.get_mut(&key) else {
@@ -351,7 +387,7 @@ impl<B: PayloadBuffer> Reassembler<B> {
         }
         let len = usize::try_from(total)
             .map_err(|_| Error::format("payload too large").in_chunk(h.at()))?;
-        let body = &chunk[CHUNK_HEADER_LEN..];
+        let body = h.body(chunk);
         if key.geometry.count == 1 {
             let mut buf = alloc(len)?;
             buf.bytes_mut().copy_from_slice(body);
@@ -554,5 +590,7 @@ pub fn verify_payload(
     }
 }
 
+#[cfg(test)]
+mod keyed_tests;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! Cutting an in-memory payload into chunks: [`ChunkPlan`].
 
+use super::auth::PieceKey;
 use super::framing::{random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind};
 use crate::error::Result;
 use crate::memory::{copy_and_crc, hash};
@@ -15,15 +16,23 @@ pub struct ChunkPlan {
     pub digest: [u8; 32],
     /// Chunk sizes.
     pub geometry: Geometry,
+    /// The key every chunk is tagged with, if any.
+    pub key: Option<PieceKey>,
 }
 
 impl ChunkPlan {
     /// Plan the chunks of `payload`, each at most `max_bytes` long. A payload that
     /// parses as a tensorwire container (header checks only, O(header)) is sent as
     /// [`PayloadKind::Container`] with its content id as the digest; any other bytes as
-    /// [`PayloadKind::Bytes`] with their blake3 (computed here, in parallel).
-    pub fn new(payload: &[u8], max_bytes: u64, payload_id: Option<PayloadId>) -> Result<Self> {
-        let geometry = Geometry::plan(payload.len() as u64, max_bytes)?;
+    /// [`PayloadKind::Bytes`] with their blake3 (computed here, in parallel). With a
+    /// `key`, every chunk is authenticated (its body 16 bytes shorter, for the tag).
+    pub fn new(
+        payload: &[u8],
+        max_bytes: u64,
+        payload_id: Option<PayloadId>,
+        key: Option<PieceKey>,
+    ) -> Result<Self> {
+        let geometry = Geometry::plan(payload.len() as u64, max_bytes, key.is_some())?;
         let payload_id = match payload_id {
             Some(id) => id,
             None => random_id()?,
@@ -37,7 +46,13 @@ impl ChunkPlan {
             kind,
             digest,
             geometry,
+            key,
         })
+    }
+
+    /// Length of chunk `i`, header and tag included.
+    pub fn chunk_len(&self, i: u32) -> usize {
+        self.geometry.chunk_len(i, self.key.is_some())
     }
 
     /// The header of chunk `i`.
@@ -52,23 +67,26 @@ impl ChunkPlan {
             offset,
             body_len: len as u32,
             digest: self.digest,
+            authenticated: self.key.is_some(),
         }
     }
 
     /// Write chunk `i` of `payload` (the bytes this plan was made for) into `out`, which
-    /// must be exactly [`Geometry::chunk_len`] bytes; every byte is written.
+    /// must be exactly [`Self::chunk_len`] bytes; every byte is written.
     pub fn write(&self, payload: &[u8], i: u32, out: &mut [u8]) {
         let h = self.header(i);
         let start = h.offset as usize;
         let src = &payload[start..start + h.body_len as usize];
-        write_chunk(&h, out, |body, crc| copy_and_crc(src, body, crc));
+        write_chunk(&h, self.key.as_ref(), out, |body, crc| {
+            copy_and_crc(src, body, crc)
+        });
     }
 
     /// All chunks of `payload`, as new vectors (for tests and small payloads).
     pub fn to_vecs(&self, payload: &[u8]) -> Vec<Vec<u8>> {
         (0..self.geometry.count)
             .map(|i| {
-                let mut v = vec![0u8; self.geometry.chunk_len(i)];
+                let mut v = vec![0u8; self.chunk_len(i)];
                 self.write(payload, i, &mut v);
                 v
             })
@@ -108,9 +126,9 @@ mod tests {
 
     #[test]
     fn max_bytes_too_small() {
-        let e = ChunkPlan::new(b"abc", CHUNK_HEADER_LEN as u64, None).unwrap_err();
+        let e = ChunkPlan::new(b"abc", CHUNK_HEADER_LEN as u64, None, None).unwrap_err();
         assert!((e.kind() == crate::error::Kind::Input));
         assert!(e.to_string().contains("too small"), "{e}");
-        assert!(ChunkPlan::new(b"abc", CHUNK_HEADER_LEN as u64 + 1, None).is_ok());
+        assert!(ChunkPlan::new(b"abc", CHUNK_HEADER_LEN as u64 + 1, None, None).is_ok());
     }
 }

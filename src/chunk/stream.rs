@@ -10,6 +10,7 @@
 //! kind [`PayloadKind::Container`] with an all-zero digest (the content id is not
 //! known when the first chunk leaves); the receiver verifies the container itself.
 
+use super::auth::PieceKey;
 use super::framing::{
     random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
 };
@@ -31,6 +32,7 @@ pub struct ChunkStream<'a> {
     prepared: Prepared<'a>,
     payload_id: PayloadId,
     geometry: Geometry,
+    key: Option<PieceKey>,
     data_start: u64,
     /// Chunks `0..head_chunks` overlap the preamble or header and are produced last.
     head_chunks: u32,
@@ -43,14 +45,16 @@ pub struct ChunkStream<'a> {
 }
 
 impl<'a> ChunkStream<'a> {
-    /// Cut the payload `prepared` describes into chunks of at most `max_bytes` bytes.
+    /// Cut the payload `prepared` describes into chunks of at most `max_bytes` bytes,
+    /// each authenticated with `key` when one is given.
     pub fn new(
         prepared: Prepared<'a>,
         max_bytes: u64,
         payload_id: Option<PayloadId>,
+        key: Option<PieceKey>,
     ) -> Result<Self> {
         let total = prepared.total_len() as u64;
-        let geometry = Geometry::plan(total, max_bytes)?;
+        let geometry = Geometry::plan(total, max_bytes, key.is_some())?;
         let payload_id = match payload_id {
             Some(id) => id,
             None => random_id()?,
@@ -74,6 +78,7 @@ impl<'a> ChunkStream<'a> {
             prepared,
             payload_id,
             geometry,
+            key,
             data_start,
             head_chunks,
             next: 0,
@@ -126,7 +131,11 @@ impl<'a> ChunkStream<'a> {
 
     /// Length of the next chunk, or `None` when all were produced.
     pub fn next_len(&self) -> Option<usize> {
-        (self.next < self.geometry.count).then(|| self.geometry.chunk_len(self.index_at(self.next)))
+        let authenticated = self.key.is_some();
+        (self.next < self.geometry.count).then(|| {
+            self.geometry
+                .chunk_len(self.index_at(self.next), authenticated)
+        })
     }
 
     /// Walk the payload bytes `start..end` (at or past the data section) as pieces:
@@ -196,17 +205,18 @@ impl<'a> ChunkStream<'a> {
             offset,
             body_len: len as u32,
             digest: [0; 32],
+            authenticated: self.key.is_some(),
         };
         assert_eq!(
             out.len(),
-            CHUNK_HEADER_LEN + len,
+            header.chunk_len(),
             "chunk buffer has the wrong size"
         );
         let end = offset + len as u64;
         // The body is filled below, outside `write_chunk`, because `visit` needs
         // `&mut self`; the CRC is computed over it in the same pass.
         let mut crc = crc32fast::Hasher::new();
-        let body = &mut out[CHUNK_HEADER_LEN..];
+        let body = &mut out[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + len];
         let mut at = 0usize;
         let mut pos = offset;
         if pos < self.data_start {
@@ -239,7 +249,9 @@ impl<'a> ChunkStream<'a> {
         }
         debug_assert_eq!(at, len);
         let body_crc = crc;
-        write_chunk(&header, out, |_, crc| crc.combine(&body_crc));
+        write_chunk(&header, self.key.as_ref(), out, |_, crc| {
+            crc.combine(&body_crc)
+        });
         index
     }
 }
@@ -273,7 +285,7 @@ mod tests {
         for max_bytes in [89u64, 100, 150, 300, 1000, 4096, 100_000] {
             let (payload, _) = container(max_bytes);
             let ((total, chunks), _) = with_prepared(max_bytes, |prepared| {
-                let stream = ChunkStream::new(prepared, max_bytes, None).unwrap();
+                let stream = ChunkStream::new(prepared, max_bytes, None, None).unwrap();
                 (stream.total_len(), stream.collect::<Vec<Vec<u8>>>())
             });
             assert_eq!(total, payload.len() as u64);

@@ -8,7 +8,10 @@
 >>> blob = await sub.next_payload(timeout=10)
 >>> tw.decode(blob)["w"]
 
-Core NATS delivers at most once: a lost chunk leaves its payload pending in the
+With a shared 32-byte ``key=`` on both ends (``publish``/``publish_tensors`` and
+``subscribe``), every chunk is authenticated and the subscriber drops, before it costs
+anything, each chunk not tagged with that key: a forger on the subject cannot make a
+payload fail. Core NATS delivers at most once: a lost chunk leaves its payload pending in the
 reassembler until the timeout drops it, and the sender is expected to resend. Do not put
 subscribers in a queue group: the chunks of one payload would be spread over its members.
 """
@@ -69,11 +72,13 @@ async def publish(
     *,
     max_bytes: Optional[int] = None,
     payload_id: Optional[bytes] = None,
+    key: Optional[bytes] = None,
 ) -> str:
     """Publish ``payload`` (any bytes-like object, usually a tensorwire payload) on
     ``subject`` as chunks of at most ``max_bytes`` (default: the server's
-    ``max_payload``, 1 MiB unless configured). Returns the payload id (hex)."""
-    chunks = chunk(payload, _chunk_limit(nc, max_bytes), payload_id=payload_id)
+    ``max_payload``, 1 MiB unless configured), each authenticated with ``key`` when one
+    is given (see :func:`tensorwire.chunk`). Returns the payload id (hex)."""
+    chunks = chunk(payload, _chunk_limit(nc, max_bytes), payload_id=payload_id, key=key)
     return await publish_chunks(nc, subject, chunks)
 
 
@@ -86,12 +91,13 @@ async def publish_tensors(
     codec: CodecSpec = "raw",
     metadata: Any = None,
     base: Any = None,
+    key: Optional[bytes] = None,
 ) -> str:
-    """Encode ``tensors`` straight into chunks (:func:`tensorwire.encode_chunks`) and
-    publish them on ``subject``, never holding the whole payload. Returns its id (hex)."""
-    chunks = encode_chunks(
-        tensors, _chunk_limit(nc, max_bytes), codec=codec, metadata=metadata, base=base
-    )
+    """Encode ``tensors`` straight into chunks (:func:`tensorwire.encode_chunks`), each
+    authenticated with ``key`` when one is given, and publish them on ``subject``, never
+    holding the whole payload. Returns its id (hex)."""
+    limit = _chunk_limit(nc, max_bytes)
+    chunks = encode_chunks(tensors, limit, codec=codec, metadata=metadata, base=base, key=key)
     return await publish_chunks(nc, subject, chunks)
 
 
@@ -169,12 +175,19 @@ async def subscribe(
     reassembler: Optional[Reassembler] = None,
     on_error: Optional[ErrorHandler] = None,
     pending_bytes_limit: int = 256 << 20,
+    key: Optional[bytes] = None,
 ) -> PayloadSubscription:
     """Subscribe to ``subject`` and reassemble the chunks published there.
 
-    ``reassembler`` sets the limits (default: ``tensorwire.Reassembler()``);
+    ``reassembler`` sets the limits (default: ``tensorwire.Reassembler()``, or
+    ``tensorwire.Reassembler(key=key)`` with ``key``: only chunks published with that key
+    are accepted; the others are handed to ``on_error`` as ``AuthenticationError``).
     ``pending_bytes_limit`` is nats-py's buffer of received, unprocessed messages, past
     which it drops messages (a "slow consumer")."""
+    if reassembler is not None and key is not None:
+        raise InputError("pass key= or reassembler= (made with its own key=), not both")
+    if reassembler is None:
+        reassembler = Reassembler() if key is None else Reassembler(key=key)
     sub = await nc.subscribe(subject, pending_bytes_limit=pending_bytes_limit)
     await nc.flush()  # the server knows the subscription before this returns
-    return PayloadSubscription(sub, reassembler or Reassembler(), on_error or _log_error)
+    return PayloadSubscription(sub, reassembler, on_error or _log_error)

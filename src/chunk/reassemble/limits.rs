@@ -79,8 +79,11 @@ pub struct Stats {
     pub completed: u64,
     /// Chunks ignored as duplicates (of a pending or recently finished payload).
     pub duplicates: u64,
-    /// Chunks refused with an error.
+    /// Chunks refused with an error (but not dropped, see `dropped`).
     pub rejected: u64,
+    /// Chunks a reassembler with keys refused before looking further: unreadable,
+    /// untagged, tagged with another key, or altered. They were charged nothing.
+    pub dropped: u64,
     /// Partial payloads dropped after the timeout.
     pub expired: u64,
     /// Partial payloads dropped to make room (`WhenFull::EvictOldest`).

@@ -310,7 +310,7 @@ fn pending_bound_under_a_flood() {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_le_bytes());
             let payload = vec![i as u8; 3000];
-            let plan = ChunkPlan::new(&payload, 1000, Some(id)).unwrap();
+            let plan = ChunkPlan::new(&payload, 1000, Some(id), None).unwrap();
             let first = plan.to_vecs(&payload).swap_remove(0);
             match r.add(&first, i as f64 * 1e-3) {
                 Ok(None) => {}
@@ -380,7 +380,7 @@ fn bad_clock_and_timeout() {
 #[test]
 fn containers_are_verified_by_their_own_checksums() {
     let (payload, _) = container(11);
-    let plan = ChunkPlan::new(&payload, 500, None).unwrap();
+    let plan = ChunkPlan::new(&payload, 500, None, None).unwrap();
     assert_eq!(plan.kind, PayloadKind::Container);
     let mut chunks = plan.to_vecs(&payload);
     let mut r = reassembler(Limits::default());
