@@ -12,6 +12,11 @@
 //!
 //! Blocks are sealed and opened straight from the input into the output (no copy, no
 //! allocation per block), several blocks at once when there are [`PARALLEL_BLOCKS`].
+//!
+//! The block count in every AD comes from the stream's length, so a stream cut at a
+//! block boundary, or with a block dropped, fails on every block left. A stream cut to
+//! nothing is an empty stream, which opens: the length itself must come from something
+//! authenticated (the payload's header, whose hash is keyed).
 
 use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::{AeadInOut, KeyInit, XChaCha20Poly1305, XNonce};
@@ -216,9 +221,9 @@ pub fn seal_into(
 /// decrypted; a block that does not authenticate is an authentication error naming
 /// the lowest such block.
 ///
-/// On error the contents of `out` are unspecified (other blocks may have been
-/// decrypted into it) and must be discarded: the caller opens into a buffer of its
-/// own, never into one that is already visible as a tensor.
+/// On error `out` must be discarded: the caller opens into a buffer of its own, never
+/// into one that is already visible as a tensor. (It is zeroed when a block fails, so
+/// the blocks that did authenticate are not left in it as plaintext either.)
 pub fn open_into(
     key: &Key,
     payload: &PayloadNonce,
@@ -236,9 +241,13 @@ pub fn open_into(
     }
     let count = block_count(want).expect("plain_len checked the block count");
     let stream = Stream::new(key, payload, tensor, count);
-    for_blocks(sealed, SEALED_BLOCK, out, BLOCK, |i, s, o| {
+    let opened = for_blocks(sealed, SEALED_BLOCK, out, BLOCK, |i, s, o| {
         stream.open(i, s, o)
-    })
+    });
+    if opened.is_err() {
+        out.fill(0);
+    }
+    opened
 }
 
 #[cfg(test)]
