@@ -16,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-ALL_TARGETS=(parse codec_decode codec_roundtrip reassemble aggregate)
+ALL_TARGETS=(parse codec_decode codec_roundtrip reassemble aggregate open_sealed)
 usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 

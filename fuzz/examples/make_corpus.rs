@@ -141,6 +141,20 @@ fn main() {
     }
     corpora.insert("reassemble", reasm);
 
+    // open_sealed: every length (short, across one and two block boundaries) with every
+    // change, at a few places; byte 0 is flags (see `targets::open_sealed`).
+    let mut sealed = Vec::new();
+    for length in [0u8, 5, 6, 7] {
+        for change in 0..4u8 {
+            let flags = length | change << 3 | ((change + length) & 7) << 5;
+            let mut v = vec![flags];
+            v.extend_from_slice(&(1000 + 77 * u32::from(change)).to_le_bytes());
+            v.extend_from_slice(b"tensorwire sealed seed");
+            sealed.push((format!("len{length}_change{change}"), v));
+        }
+    }
+    corpora.insert("open_sealed", sealed);
+
     let mut total = 0usize;
     for (target, seeds) in &corpora {
         let dir = root.join(target);

@@ -18,12 +18,13 @@ use crate::{
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as `fuzz/run.sh` and `fuzz/regressions/<name>/` name them.
-pub const ALL: [(&str, Target); 5] = [
+pub const ALL: [(&str, Target); 6] = [
     ("parse", parse),
     ("codec_decode", codec_decode),
     ("codec_roundtrip", codec_roundtrip),
     ("reassemble", reassemble),
     ("aggregate", aggregate),
+    ("open_sealed", open_sealed),
 ];
 
 /// `format::parse` of arbitrary bytes; on success `Layout::verify` and a decode of
@@ -296,4 +297,76 @@ pub fn codec_roundtrip(data: &[u8]) {
             "{resolved} is lossless but did not give back the {dtype}{shape:?} tensor's bits"
         );
     }
+}
+
+/// Sealed streams (`tensorwire::trust::seal`) under a fixed key. Byte 0: bits 0-2 pick
+/// the plaintext's length (the input's rest as it is, or stretched across one or two
+/// block boundaries), bits 3-4 the change made, bits 5-7 the tensor index; bytes 1-4
+/// where the change is made. Three things must hold: the whole input opened as a sealed
+/// stream is refused (a forgery would be a 2^-128 event); the plaintext seals and opens
+/// back to itself; and the sealed stream with one change (a byte flipped, a cut, a block
+/// dropped, two blocks swapped, or opened as another tensor) is refused.
+pub fn open_sealed(data: &[u8]) {
+    use tensorwire::trust::seal::{open_into, plain_len, seal_into, sealed_len, BLOCK, TAG};
+    const KEY: [u8; 32] = [0x5e; 32];
+    const NONCE: [u8; 16] = [0xc3; 16];
+    let opens = |tensor: u32, sealed: &[u8]| match plain_len(sealed.len()) {
+        Ok(n) => open_into(&KEY, &NONCE, tensor, sealed, &mut vec![0u8; n]).is_ok(),
+        Err(_) => false,
+    };
+    if !data.is_empty() {
+        assert!(!opens(0, data), "arbitrary bytes opened as a sealed stream");
+    }
+    let [flags, a, b, c, d, rest @ ..] = data else {
+        return;
+    };
+    let at = u32::from_le_bytes([*a, *b, *c, *d]) as usize;
+    let len = match flags & 7 {
+        5 => BLOCK - 1 + rest.len() % 3,
+        6 => BLOCK + rest.len(),
+        7 => 2 * BLOCK + rest.len() % 17,
+        _ => rest.len(),
+    };
+    let plain: Vec<u8> = match rest {
+        [] => vec![0; len],
+        _ => rest.iter().cycle().take(len).copied().collect(),
+    };
+    let tensor = u32::from(flags >> 5);
+    let mut sealed = vec![0u8; sealed_len(len).expect("a small plaintext")];
+    seal_into(&KEY, &NONCE, tensor, &plain, &mut sealed).expect("a plaintext seals");
+    let mut back = vec![0u8; len];
+    open_into(&KEY, &NONCE, tensor, &sealed, &mut back).expect("a sealed stream opens");
+    assert!(back == plain, "a sealed stream opened to other bytes");
+    if sealed.is_empty() {
+        return;
+    }
+    let block = BLOCK + TAG;
+    let blocks: Vec<&[u8]> = sealed.chunks(block).collect();
+    let n = blocks.len();
+    let (changed, as_tensor) = match (flags >> 3) & 3 {
+        0 => {
+            let mut s = sealed.clone();
+            s[at % s.len()] ^= (at >> 24) as u8 | 1;
+            (s, tensor)
+        }
+        // A cut to nothing is an empty stream: its length is the header's to vouch for.
+        1 => (sealed[..1 + at % (sealed.len() - 1)].to_vec(), tensor),
+        2 if n > 1 => {
+            let mut kept = blocks.clone();
+            kept.remove(at % n);
+            (kept.concat(), tensor)
+        }
+        3 if n > 1 => {
+            // Block i and the last block trade places (the length stays the same).
+            let i = at % (n - 1);
+            let mut order = blocks.clone();
+            order.swap(i, n - 1);
+            (order.concat(), tensor)
+        }
+        _ => (sealed.clone(), tensor.wrapping_add(1 + (at as u32 % 7))),
+    };
+    assert!(
+        !opens(as_tensor, &changed),
+        "a changed sealed stream opened (flags {flags:#04x}, at {at})"
+    );
 }
