@@ -346,7 +346,8 @@ pub fn open_sealed(data: &[u8]) {
     let (changed, as_tensor) = match (flags >> 3) & 3 {
         0 => {
             let mut s = sealed.clone();
-            s[at % s.len()] ^= (at >> 24) as u8 | 1;
+            let i = at % s.len();
+            s[i] ^= (at >> 24) as u8 | 1;
             (s, tensor)
         }
         // A cut to nothing is an empty stream: its length is the header's to vouch for.
