@@ -132,9 +132,7 @@ impl Pipeline {
 
     /// True when no stage loses information (decode is bit-exact).
     pub fn is_lossless(&self) -> bool {
-        self.base.map_or(true, Base::is_lossless)
-            && self.sparse.is_none()
-            && self.quantizer.is_none()
+        self.base.is_none_or(Base::is_lossless) && self.sparse.is_none() && self.quantizer.is_none()
     }
 
     /// True when decoding needs the base tensor (delta stages).
