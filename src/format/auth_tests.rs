@@ -16,15 +16,14 @@ fn floats(n: usize) -> Vec<u8> {
     (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect()
 }
 
-fn encode_with(signing: Option<&Signing>) -> Vec<u8> {
-    let a = floats(100);
-    let inputs = [
+fn two_tensors(a: &[u8]) -> [TensorInput<'_>; 2] {
+    [
         TensorInput {
             tensor: TensorView {
                 name: "a",
                 dtype: DType::F32,
                 shape: &[100],
-                data: &a,
+                data: a,
             },
             codec: "raw",
             base: None,
@@ -39,7 +38,12 @@ fn encode_with(signing: Option<&Signing>) -> Vec<u8> {
             codec: "shuffle+zstd",
             base: None,
         },
-    ];
+    ]
+}
+
+fn encode_with(signing: Option<&Signing>) -> Vec<u8> {
+    let a = floats(100);
+    let inputs = two_tensors(&a);
     let opts = EncodeOptions {
         metadata: Some("{\"round\":3}"),
         auth: signing,
@@ -441,28 +445,7 @@ fn every_writer_signs_alike() {
     let s = signing(Some(&KEY), Some(&SK));
     let blob = encode_with(Some(&s));
     let a = floats(100);
-    let inputs = [
-        TensorInput {
-            tensor: TensorView {
-                name: "a",
-                dtype: DType::F32,
-                shape: &[100],
-                data: &a,
-            },
-            codec: "raw",
-            base: None,
-        },
-        TensorInput {
-            tensor: TensorView {
-                name: "b",
-                dtype: DType::F32,
-                shape: &[10],
-                data: &a[..40],
-            },
-            codec: "shuffle+zstd",
-            base: None,
-        },
-    ];
+    let inputs = two_tensors(&a);
     let opts = EncodeOptions {
         metadata: Some("{\"round\":3}"),
         auth: Some(&s),
