@@ -211,11 +211,13 @@ def test_an_attacker_recomputing_every_plain_blake3_is_refused() -> None:
         tw.decode(reseal(signed[:13] + b"\0" + signed[14:]))
 
 
-@pytest.mark.parametrize("kind", ["keyed", "signed", "both"])
+@pytest.mark.parametrize("kind", ["keyed", "signed", "both", "encrypted", "encrypted-all"])
 def test_every_header_byte_flipped_and_resealed_is_refused(kind: str) -> None:
     key = KEY if kind != "signed" else None
-    sk = SK if kind != "keyed" else None
-    blob = tw.encode({"w": np.arange(16, dtype=np.float32)}, key=key, signing_key=sk)
+    sk = SK if kind in ("signed", "both") else None
+    encrypt = {"encrypted": True, "encrypted-all": "all"}.get(kind, False)
+    w = {"w": np.arange(16, dtype=np.float32)}
+    blob = tw.encode(w, key=key, signing_key=sk, encrypt=encrypt)
     read = {"key": key, "trusted_keys": [PK] if sk else None}
     end = 64 + header_len(blob)
     rng = np.random.default_rng(1)

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from . import _core
 from ._container import CodecSpec, _encode_args, _metadata_json
 from ._core import CHUNK_HEADER_LEN, Reassembler
+from ._trust import Encryption, encryption, optional_secret
 
 __all__ = ["CHUNK_HEADER_LEN", "Chunks", "Reassembler", "chunk", "chunk_info", "encode_chunks"]
 
@@ -86,6 +87,8 @@ def encode_chunks(
     base: Any = None,
     payload_id: Optional[bytes] = None,
     key: Optional[bytes] = None,
+    signing_key: Optional[bytes] = None,
+    encrypt: Encryption = False,
 ) -> Chunks:
     """Encode ``tensors`` (as :func:`tensorwire.encode` does) straight into chunks of
     at most ``max_bytes`` bytes, without ever holding the whole payload.
@@ -93,13 +96,26 @@ def encode_chunks(
     Raw tensors are copied from their own memory into each chunk; codec output is held
     once (it is the payload). The chunks that carry the payload's header come last,
     once every tensor's checksum is known. Reassembled, the chunks give exactly
-    ``tw.encode(tensors, codec=..., metadata=..., base=...)``. ``key`` (32 bytes)
-    authenticates every chunk, as in :func:`chunk`. Do not modify the tensors while
-    iterating: the receiver would reject the payload as corrupt.
+    ``tw.encode(tensors, codec=..., metadata=..., base=..., key=..., signing_key=...,
+    encrypt=...)`` (with the same creation time and nonce). ``key`` (32 bytes)
+    authenticates the payload, as :func:`tensorwire.encode` does, and every chunk, as in
+    :func:`chunk`; ``signing_key`` and ``encrypt`` as for :func:`tensorwire.encode`. Do
+    not modify the tensors while iterating: the receiver would reject the payload as
+    corrupt.
     """
     args = _encode_args(tensors, codec, base)
     meta = _metadata_json(metadata)
-    return Chunks(_core.encode_chunks(args, max_bytes, meta, payload_id, key))
+    return Chunks(
+        _core.encode_chunks(
+            args,
+            max_bytes,
+            meta,
+            payload_id,
+            optional_secret(key, "key"),
+            optional_secret(signing_key, "signing_key"),
+            encryption(encrypt),
+        )
+    )
 
 
 def chunk_info(piece: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from . import _core
 from ._arrays import as_array, normalised
 from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
-from ._trust import Keys, optional_secret, reader_keys, trusted
+from ._trust import Encryption, Keys, encryption, optional_secret, reader_keys, trusted
 
 __all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "open", "save"]
 
@@ -115,6 +115,7 @@ def encode(
     base: Any = None,
     key: Any = None,
     signing_key: Any = None,
+    encrypt: Encryption = False,
 ) -> bytes:
     """Encode ``tensors`` into a tensorwire payload.
 
@@ -127,13 +128,17 @@ def encode(
     receivers) authenticates the payload: its header hash becomes a keyed BLAKE3, and
     readers need the key. ``signing_key`` (from :func:`generate_signing_key`) signs it
     with Ed25519; readers check it against :func:`public_key` of it (``trusted_keys=``).
-    Returns ``bytes``, written in place.
+    ``encrypt=True`` (needs ``key``) encrypts every tensor's bytes after its codec with
+    XChaCha20-Poly1305, block by block; ``encrypt="all"`` also hides the names, dtypes,
+    shapes, codecs, structure and metadata (the key id, creation time and signer stay
+    visible). Returns ``bytes``, written in place.
     """
     return _core.encode(
         _encode_args(tensors, codec, base),
         _metadata_json(metadata),
         optional_secret(key, "key"),
         optional_secret(signing_key, "signing_key"),
+        encryption(encrypt),
     )
 
 
@@ -146,6 +151,7 @@ def save(
     base: Any = None,
     key: Any = None,
     signing_key: Any = None,
+    encrypt: Encryption = False,
 ) -> None:
     """Encode ``tensors`` into the file ``path``, atomically (temporary file + rename).
 
@@ -158,6 +164,7 @@ def save(
         _metadata_json(metadata),
         optional_secret(key, "key"),
         optional_secret(signing_key, "signing_key"),
+        encryption(encrypt),
     )
 
 
@@ -309,6 +316,13 @@ class Reader:
     def created(self) -> int | None:
         """When an authenticated or signed payload was made (unix ms), or None."""
         return self._live().created  # type: ignore[no-any-return]
+
+    @property
+    def encrypted(self) -> Encryption:
+        """What is encrypted: False, True (the tensors' bytes) or ``"all"`` (the header
+        too), as ``encrypt=`` of :func:`encode` said. Encrypted tensors decode into new
+        arrays, never views of the payload."""
+        return {None: False, "tensors": True, "all": "all"}[self._live().encrypted]
 
     @property
     def nonce(self) -> bytes | None:

@@ -4,7 +4,7 @@ and writers turned into what the Rust core takes (docs/FORMAT.md section 10)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 from . import _core
 from ._errors import InputError
@@ -13,6 +13,9 @@ __all__ = ["generate_signing_key", "key_id", "public_key"]
 
 #: ``keys=``: ``{key_id: key}``, or the keys alone (each names its own id).
 Keys = Union[Mapping[str, Any], Iterable[Any]]
+
+#: ``encrypt=`` of a writer: False, True (the tensors) or ``"all"`` (the header too).
+Encryption = Union[bool, Literal["all"]]
 
 
 def _secret(value: Any, what: str) -> bytes:
@@ -43,6 +46,17 @@ def public_key(signing_key: Any) -> bytes:
 def optional_secret(value: Any, what: str) -> Optional[bytes]:
     """``key=`` or ``signing_key=`` of a writer: None or 32 bytes."""
     return None if value is None else _secret(value, what)
+
+
+def encryption(encrypt: Any) -> Optional[str]:
+    """``encrypt=`` of a writer as the core takes it: None, "tensors" or "all"."""
+    if encrypt is False or encrypt is None:
+        return None
+    if encrypt is True:
+        return "tensors"
+    if encrypt == "all":
+        return "all"
+    raise InputError(f'encrypt must be False, True or "all", not {encrypt!r}')
 
 
 def reader_keys(key: Any, keys: Optional[Keys]) -> Optional[list[tuple[Optional[str], bytes]]]:

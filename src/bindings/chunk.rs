@@ -24,7 +24,7 @@ use crate::chunk::{
     PieceKey, Reassembler, WhenFull, CHUNK_HEADER_LEN, TAG_LEN,
 };
 use crate::error::Error;
-use crate::format;
+use crate::format::{self, EncodeOptions};
 use crate::trust::{self, Key};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -33,10 +33,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Make a new `bytes` of `len` bytes (taking the GIL for the allocation only) and fill it.
-fn fill_new_bytes(len: usize, fill: impl FnOnce(&mut [u8])) -> PyResult<Py<PyBytes>> {
+fn fill_new_bytes(
+    len: usize,
+    fill: impl FnOnce(&mut [u8]) -> crate::error::Result<()>,
+) -> PyResult<Py<PyBytes>> {
     let (obj, ptr) = Python::attach(|py| new_bytes(py, len))?;
     // SAFETY: the object is fresh, not shared yet, and exactly `len` bytes long.
-    fill(unsafe { std::slice::from_raw_parts_mut(ptr, len) });
+    fill(unsafe { std::slice::from_raw_parts_mut(ptr, len) }).map_err(to_py)?;
     Ok(obj)
 }
 
@@ -121,7 +124,8 @@ impl Chunks {
                 }
                 let i = *next;
                 let out = fill_new_bytes(self.plan.chunk_len(i), |out| {
-                    self.plan.write(payload, i, out)
+                    self.plan.write(payload, i, out);
+                    Ok(())
                 })?;
                 *next += 1;
                 Ok(Some(out))
@@ -203,9 +207,7 @@ impl EncodedChunks {
                 let Some(len) = stream.next_len() else {
                     return Ok(None);
                 };
-                let out = fill_new_bytes(len, |out| {
-                    stream.write_next(out);
-                })?;
+                let out = fill_new_bytes(len, |out| stream.write_next(out).map(|_| ()))?;
                 Ok(Some(out))
             })
         })
@@ -235,10 +237,12 @@ impl EncodedChunks {
     }
 }
 
-/// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload,
-/// each authenticated with `key` when one is given.
+/// Encode tensors into chunks of at most `max_bytes` bytes without holding the payload.
+/// With `key` the payload is authenticated and each chunk too; `signing_key` and
+/// `encrypt` as for `encode`.
 #[pyfunction]
-#[pyo3(signature = (args, max_bytes, metadata=None, payload_id=None, key=None))]
+#[pyo3(signature = (args, max_bytes, metadata=None, payload_id=None, key=None, signing_key=None, encrypt=None))]
+#[allow(clippy::too_many_arguments)]
 fn encode_chunks<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
@@ -246,13 +250,21 @@ fn encode_chunks<'py>(
     metadata: Option<&str>,
     payload_id: Option<&[u8]>,
     key: Option<&[u8]>,
+    signing_key: Option<&[u8]>,
+    encrypt: Option<&str>,
 ) -> PyResult<EncodedChunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
+    let signing = super::trust::signing(key, signing_key)?;
+    let encrypt = super::trust::encrypt_arg(encrypt)?;
     let key = key_arg(key)?;
     let held = args.tensors()?;
     let inputs = held.inputs(py);
-    let opts = args.options(metadata);
+    let opts = EncodeOptions {
+        auth: Some(&signing),
+        encrypt,
+        ..args.options(metadata)
+    };
     let stream = py.detach(|| {
         catch(|| {
             let prepared = format::prepare(&inputs, &opts).map_err(to_py)?;

@@ -43,6 +43,7 @@ impl EncodeArgs<'_> {
             metadata,
             base_id: self.base_id.as_deref(),
             auth: None,
+            encrypt: Default::default(),
         }
     }
 }
@@ -50,13 +51,14 @@ impl EncodeArgs<'_> {
 /// Encode tensors into a new `bytes` object, written in place (no intermediate copy);
 /// authenticated with `key` and/or signed with `signing_key` (32 bytes each) if given.
 #[pyfunction]
-#[pyo3(signature = (args, metadata=None, key=None, signing_key=None))]
+#[pyo3(signature = (args, metadata=None, key=None, signing_key=None, encrypt=None))]
 fn encode<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
     metadata: Option<&str>,
     key: Option<&[u8]>,
     signing_key: Option<&[u8]>,
+    encrypt: Option<&str>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     catch(|| {
         let signing = super::trust::signing(key, signing_key)?;
@@ -64,6 +66,7 @@ fn encode<'py>(
         let inputs = held.inputs(py);
         let opts = EncodeOptions {
             auth: Some(&signing),
+            encrypt: super::trust::encrypt_arg(encrypt)?,
             ..args.options(metadata)
         };
         let prepared = detached(py, || format::prepare(&inputs, &opts))?;
@@ -71,10 +74,7 @@ fn encode<'py>(
         let (bytes, ptr) = new_bytes(py, len)?;
         // SAFETY: the object is fresh, unshared, and exactly `len` bytes long.
         let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
-        detached(py, || {
-            prepared.write_into(out);
-            Ok(())
-        })?;
+        detached(py, || prepared.write_into(out))?;
         Ok(bytes.into_bound(py))
     })
 }
@@ -83,7 +83,7 @@ fn encode<'py>(
 /// beside it, then renamed, so readers never see a partial file); `key` and
 /// `signing_key` as for `encode`.
 #[pyfunction]
-#[pyo3(signature = (args, path, metadata=None, key=None, signing_key=None))]
+#[pyo3(signature = (args, path, metadata=None, key=None, signing_key=None, encrypt=None))]
 fn save<'py>(
     py: Python<'py>,
     args: EncodeArgs<'py>,
@@ -91,6 +91,7 @@ fn save<'py>(
     metadata: Option<&str>,
     key: Option<&[u8]>,
     signing_key: Option<&[u8]>,
+    encrypt: Option<&str>,
 ) -> PyResult<()> {
     catch(|| {
         let signing = super::trust::signing(key, signing_key)?;
@@ -98,6 +99,7 @@ fn save<'py>(
         let inputs = held.inputs(py);
         let opts = EncodeOptions {
             auth: Some(&signing),
+            encrypt: super::trust::encrypt_arg(encrypt)?,
             ..args.options(metadata)
         };
         detached(py, || crate::format::save_atomic(&inputs, &opts, &path))
@@ -321,6 +323,12 @@ impl Payload {
         Some(PyBytes::new(py, &auth.nonce))
     }
 
+    /// What is encrypted: None, "tensors" or "all" (the header too).
+    #[getter]
+    fn encrypted(&self) -> Option<&'static str> {
+        self.layout.encrypted().name()
+    }
+
     /// (major, minor) format version of the writer.
     #[getter]
     fn version(&self) -> (u16, u16) {
@@ -419,7 +427,7 @@ impl Payload {
             for (k, &i) in chosen.iter().enumerate() {
                 let e = &layout.entries[i];
                 let descr = descr_of(py, e.dtype, &e.name)?;
-                if e.pipeline.is_raw() && !copy {
+                if e.is_stored_raw() && !copy {
                     // SAFETY: parse() checked that the stored bytes lie inside `data`, which
                     // `slf`'s memory keeps alive and in place as long as `slf` lives; the
                     // view holds `slf` as its base.

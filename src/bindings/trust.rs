@@ -5,6 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::{to_py, InputError};
+use crate::format::Encrypt;
 use crate::trust::{self, Key, Signing, Verifier, KEY_LEN, PUBLIC_KEY_LEN};
 
 /// A 32-byte key or signing key from the caller's bytes; `what` names it in the error.
@@ -22,6 +23,18 @@ pub(super) fn signing(key: Option<&[u8]>, signing_key: Option<&[u8]>) -> PyResul
     let key = key.map(|k| key_arg(k, "key")).transpose()?;
     let signing_key = signing_key.map(|k| key_arg(k, "signing_key")).transpose()?;
     Ok(Signing::new(key.as_ref(), signing_key.as_ref()))
+}
+
+/// `encrypt=` of an encoder: None (nothing), "tensors" or "all".
+pub(super) fn encrypt_arg(encrypt: Option<&str>) -> PyResult<Encrypt> {
+    match encrypt {
+        None => Ok(Encrypt::Nothing),
+        Some("tensors") => Ok(Encrypt::Tensors),
+        Some("all") => Ok(Encrypt::All),
+        Some(other) => Err(InputError::new_err(format!(
+            "encrypt must be False, True or \"all\", not {other:?}"
+        ))),
+    }
 }
 
 /// What a reader accepts: `keys` as (key id the caller expects or None, key) pairs,

@@ -101,7 +101,7 @@ pub fn bad_chunks(c: &[u8]) -> Vec<(Vec<u8>, bool, &'static str)> {
 pub fn container(seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     with_prepared(seed, |prepared| {
         let mut out = vec![0u8; prepared.total_len()];
-        prepared.write_into(&mut out);
+        prepared.write_into(&mut out).unwrap();
         out
     })
 }

@@ -3,9 +3,9 @@
 //! A [`ChunkStream`] cuts the payload that a [`Prepared`] would write, producing each
 //! chunk's body straight from the tensors' memory (raw tensors) or from the codec
 //! output (encoded ones), copying, checksumming (CRC-32) and hashing (blake3, for the
-//! container's per-tensor hashes) each byte in one pass. Chunks that hold the data
-//! section come first, in order; the chunks that hold the preamble and header come
-//! last, once every tensor's hash is known. A [`super::reassemble::Reassembler`] accepts
+//! container's per-tensor hashes) each byte in one pass. Chunks that hold only tensors
+//! come first, in order; the chunks that hold the head (preamble and header) or the
+//! tail (sealed header, signature) come last, once every tensor's hash is known. A [`super::reassemble::Reassembler`] accepts
 //! chunks in any order, so this needs nothing from the receiver. The chunks are of
 //! kind [`PayloadKind::Container`] with an all-zero digest (the content id is not
 //! known when the first chunk leaves); the receiver verifies the container itself.
@@ -16,7 +16,6 @@ use super::framing::{
 };
 use crate::error::Result;
 use crate::format::Prepared;
-use crate::format::PREAMBLE_LEN;
 use crate::memory::{copy_and_crc, copy_crc_and_hash};
 
 /// One tensor's stored bytes within the payload.
@@ -33,43 +32,53 @@ pub struct ChunkStream<'a> {
     payload_id: PayloadId,
     geometry: Geometry,
     key: Option<PieceKey>,
-    data_start: u64,
-    /// Chunks `0..head_chunks` overlap the preamble or header and are produced last.
+    /// Where the head ends and the tail starts.
+    head_end: u64,
+    tail_start: u64,
+    /// Chunks `0..head_chunks` overlap the head and chunks `late_from..count` the tail:
+    /// they are produced last, after the chunks in between.
     head_chunks: u32,
+    late_from: u32,
     /// Position in production order, `0..count`.
     next: u32,
     extents: Vec<Extent>,
     hashers: Vec<blake3::Hasher>,
-    /// Preamble and header, once the data chunks are done.
-    head: Option<Vec<u8>>,
+    /// The head and the tail, once the chunks in between are done.
+    ends: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl<'a> ChunkStream<'a> {
     /// Cut the payload `prepared` describes into chunks of at most `max_bytes` bytes,
     /// each authenticated with `key` when one is given.
     pub fn new(
-        prepared: Prepared<'a>,
+        mut prepared: Prepared<'a>,
         max_bytes: u64,
         payload_id: Option<PayloadId>,
         key: Option<PieceKey>,
     ) -> Result<Self> {
+        prepared.seal_stored()?;
         let total = prepared.total_len() as u64;
         let geometry = Geometry::plan(total, max_bytes, key.is_some())?;
         let payload_id = match payload_id {
             Some(id) => id,
             None => random_id()?,
         };
-        let data_start = (PREAMBLE_LEN + prepared.header_len) as u64;
-        let head_chunks = data_start
-            .div_ceil(geometry.piece)
-            .min(geometry.count as u64) as u32;
+        let head_end = prepared.head_len() as u64;
+        let tail_start = prepared.tail_start() as u64;
+        let head_chunks = head_end.div_ceil(geometry.piece).min(geometry.count as u64) as u32;
+        let tail_first = if tail_start < total {
+            (tail_start / geometry.piece) as u32
+        } else {
+            geometry.count
+        };
+        let late_from = tail_first.max(head_chunks);
         let extents = prepared
             .header
             .tensors
             .iter()
             .enumerate()
             .map(|(tensor, e)| Extent {
-                start: data_start + e.offset,
+                start: head_end + e.offset,
                 tensor,
             })
             .collect();
@@ -79,24 +88,56 @@ impl<'a> ChunkStream<'a> {
             payload_id,
             geometry,
             key,
-            data_start,
+            head_end,
+            tail_start,
             head_chunks,
+            late_from,
             next: 0,
             extents,
             hashers,
-            head: None,
+            ends: None,
         };
-        // The data bytes inside the head chunks are hashed now, so that every tensor's
-        // hasher sees its bytes in order; they are copied when the head chunks are made.
-        let head_end = (head_chunks as u64 * geometry.piece).min(total);
-        if head_end > data_start {
-            stream.visit(data_start, head_end, |piece, hasher| {
-                if let (Piece::Tensor(src), Some(h)) = (piece, hasher) {
-                    h.update(src);
-                }
-            });
+        // The tensor bytes inside the head chunks are hashed now, so that every tensor's
+        // hasher sees its bytes in order (those inside the tail chunks are hashed last);
+        // they are copied when the head chunks are made.
+        let hashed_to = (head_chunks as u64 * geometry.piece).min(tail_start);
+        if hashed_to > head_end {
+            stream.hash_range(head_end, hashed_to);
         }
         Ok(stream)
+    }
+
+    /// Feed the tensor bytes of `start..end` to their hashers.
+    fn hash_range(&mut self, start: u64, end: u64) {
+        self.visit(start, end, |piece, hasher| {
+            if let (Piece::Tensor(src), Some(h)) = (piece, hasher) {
+                h.update(src);
+            }
+        });
+    }
+
+    /// Whether chunk `index` is produced last (it overlaps the head or the tail).
+    fn is_late(&self, index: u32) -> bool {
+        index < self.head_chunks || index >= self.late_from
+    }
+
+    /// The head and the tail, made once every tensor's hash is known: the tensor bytes
+    /// of the tail chunks are hashed first (they are each tensor's last bytes).
+    fn finish(&mut self) -> Result<()> {
+        let from = (self.late_from as u64 * self.geometry.piece).max(self.head_end);
+        if from < self.tail_start {
+            self.hash_range(from, self.tail_start);
+        }
+        let hashes: Vec<[u8; 32]> = self
+            .hashers
+            .iter()
+            .map(|h| *h.finalize().as_bytes())
+            .collect();
+        let mut head = vec![0u8; self.head_end as usize];
+        let mut tail = vec![0u8; (self.geometry.total - self.tail_start) as usize];
+        self.prepared.finish(&hashes, &mut head, &mut tail)?;
+        self.ends = Some((head, tail));
+        Ok(())
     }
 
     /// The payload's id.
@@ -119,13 +160,16 @@ impl<'a> ChunkStream<'a> {
         self.geometry.count - self.next
     }
 
-    /// Index of the chunk produced at position `pos`: data chunks first, then head chunks.
+    /// Index of the chunk produced at position `pos`: the chunks between the head and
+    /// the tail first, then the head chunks, then the tail chunks.
     fn index_at(&self, pos: u32) -> u32 {
-        let data_chunks = self.geometry.count - self.head_chunks;
-        if pos < data_chunks {
+        let middle = self.late_from - self.head_chunks;
+        if pos < middle {
             self.head_chunks + pos
+        } else if pos - middle < self.head_chunks {
+            pos - middle
         } else {
-            pos - data_chunks
+            pos + self.late_from - self.head_chunks - middle
         }
     }
 
@@ -153,7 +197,9 @@ impl<'a> ChunkStream<'a> {
         });
         while pos < end {
             let Some(x) = self.extents.get(k) else {
-                unreachable!("the data section ends with the last tensor")
+                // Padding after the last tensor (before a sealed header).
+                f(Piece::Zeros((end - pos) as usize), None);
+                break;
             };
             if pos < x.start {
                 let n = (x.start.min(end) - pos) as usize;
@@ -176,23 +222,16 @@ impl<'a> ChunkStream<'a> {
     }
 
     /// Write the next chunk into `out` (exactly [`Self::next_len`] bytes; every byte is
-    /// written) and return its index.
+    /// written) and return its index. Fails only when sealing the header fails.
     ///
     /// # Panics
     /// When every chunk was produced already, or `out` has the wrong length.
-    pub fn write_next(&mut self, out: &mut [u8]) -> u32 {
+    pub fn write_next(&mut self, out: &mut [u8]) -> Result<u32> {
         assert!(self.next < self.geometry.count, "every chunk was produced");
         let index = self.index_at(self.next);
-        let is_head = index < self.head_chunks;
-        if is_head && self.head.is_none() {
-            let hashes: Vec<[u8; 32]> = self
-                .hashers
-                .iter()
-                .map(|h| *h.finalize().as_bytes())
-                .collect();
-            let mut head = vec![0u8; self.data_start as usize];
-            self.prepared.finish_header(&hashes, &mut head);
-            self.head = Some(head);
+        let late = self.is_late(index);
+        if late && self.ends.is_none() {
+            self.finish()?;
         }
         self.next += 1;
         let (offset, len) = self.geometry.range(index);
@@ -219,16 +258,17 @@ impl<'a> ChunkStream<'a> {
         let body = &mut out[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + len];
         let mut at = 0usize;
         let mut pos = offset;
-        if pos < self.data_start {
-            let head = self.head.as_ref().expect("built above");
-            let n = (self.data_start.min(end) - pos) as usize;
+        if pos < self.head_end {
+            let (head, _) = self.ends.as_ref().expect("made above");
+            let n = (self.head_end.min(end) - pos) as usize;
             let src = &head[pos as usize..pos as usize + n];
             copy_and_crc(src, &mut body[..n], &mut crc);
             at = n;
             pos += n as u64;
         }
-        if pos < end {
-            self.visit(pos, end, |piece, hasher| match piece {
+        let middle_end = end.min(self.tail_start);
+        if pos < middle_end {
+            self.visit(pos, middle_end, |piece, hasher| match piece {
                 Piece::Zeros(n) => {
                     let dst = &mut body[at..at + n];
                     dst.fill(0);
@@ -237,22 +277,29 @@ impl<'a> ChunkStream<'a> {
                 }
                 Piece::Tensor(src) => {
                     let dst = &mut body[at..at + src.len()];
-                    // Head chunks' data bytes were hashed in `new`.
-                    let hasher = hasher.filter(|_| !is_head);
-                    match hasher {
+                    // Late chunks' tensor bytes were hashed before the head was made.
+                    match hasher.filter(|_| !late) {
                         Some(h) => copy_crc_and_hash(src, dst, &mut crc, h),
                         None => copy_and_crc(src, dst, &mut crc),
                     }
                     at += src.len();
                 }
             });
+            pos = middle_end;
+        }
+        if pos < end {
+            let (_, tail) = self.ends.as_ref().expect("made above");
+            let from = (pos - self.tail_start) as usize;
+            let n = (end - pos) as usize;
+            copy_and_crc(&tail[from..from + n], &mut body[at..at + n], &mut crc);
+            at += n;
         }
         debug_assert_eq!(at, len);
         let body_crc = crc;
         write_chunk(&header, self.key.as_ref(), out, |_, crc| {
             crc.combine(&body_crc)
         });
-        index
+        Ok(index)
     }
 }
 
@@ -265,12 +312,11 @@ enum Piece<'s> {
 }
 
 impl Iterator for ChunkStream<'_> {
-    type Item = Vec<u8>;
+    type Item = Result<Vec<u8>>;
 
-    fn next(&mut self) -> Option<Vec<u8>> {
+    fn next(&mut self) -> Option<Result<Vec<u8>>> {
         let mut v = vec![0u8; self.next_len()?];
-        self.write_next(&mut v);
-        Some(v)
+        Some(self.write_next(&mut v).map(|_| v))
     }
 }
 
@@ -286,7 +332,9 @@ mod tests {
             let (payload, _) = container(max_bytes);
             let ((total, chunks), _) = with_prepared(max_bytes, |prepared| {
                 let stream = ChunkStream::new(prepared, max_bytes, None, None).unwrap();
-                (stream.total_len(), stream.collect::<Vec<Vec<u8>>>())
+                let stream_total = stream.total_len();
+                let chunks: Result<Vec<Vec<u8>>> = stream.collect();
+                (stream_total, chunks.unwrap())
             });
             assert_eq!(total, payload.len() as u64);
             assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));

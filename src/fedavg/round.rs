@@ -299,7 +299,7 @@ impl Source<'_> {
     pub(super) fn in_place(&self, j: usize) -> Option<(&[u8], Option<&[u8; 32]>)> {
         match self {
             Source::Tensors(views) => Some((views[j].data, None)),
-            Source::Payload { buf, layout } if layout.entries[j].pipeline.is_raw() => {
+            Source::Payload { buf, layout } if layout.entries[j].is_stored_raw() => {
                 Some((layout.stored(buf, j), Some(&layout.entries[j].hash)))
             }
             Source::Payload { .. } => None,
@@ -320,7 +320,7 @@ impl Source<'_> {
             Source::Tensors(views) => Ok(views[j].data),
             Source::Payload { buf, layout } => {
                 let e = &layout.entries[j];
-                if e.pipeline.is_raw() {
+                if e.is_stored_raw() {
                     if verify {
                         layout.verify(buf, Some(&[j]))?;
                     }

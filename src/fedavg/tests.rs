@@ -39,7 +39,7 @@ fn payload_with(tensors: &[(&str, Vec<f32>)], codec: &str, metadata: Option<&str
     };
     let p = prepare(&inputs, &opts).unwrap();
     let mut out = vec![0u8; p.total_len()];
-    p.write_into(&mut out);
+    p.write_into(&mut out).unwrap();
     out
 }
 

@@ -161,4 +161,4 @@ pub fn check(raw: Option<&str>, pre: &Preamble) -> Result<Option<Auth>> {
 
 #[cfg(test)]
 #[path = "auth_tests.rs"]
-mod tests;
+pub(super) mod tests;

@@ -51,18 +51,18 @@ fn encode_with(signing: Option<&Signing>) -> Vec<u8> {
     };
     let p = prepare(&inputs, &opts).unwrap();
     let mut out = vec![0xAA; p.total_len()];
-    p.write_into(&mut out);
+    p.write_into(&mut out).unwrap();
     out
 }
 
-fn signing(key: Option<&[u8; 32]>, sk: Option<&[u8; 32]>) -> Signing {
+pub(crate) fn signing(key: Option<&[u8; 32]>, sk: Option<&[u8; 32]>) -> Signing {
     let mut s = Signing::new(key, sk);
     s.created = Some(1_700_000_000_000);
     s.nonce = Some([3; 16]);
     s
 }
 
-fn keyed(keys: &[&[u8; 32]]) -> Verifier {
+pub(crate) fn keyed(keys: &[&[u8; 32]]) -> Verifier {
     let mut v = Verifier::default();
     for k in keys {
         v.add_key(k);
@@ -80,7 +80,7 @@ fn trusting(pks: &[[u8; 32]]) -> Verifier {
 }
 
 /// The error `parse_with` gives, which must be of `kind` and say `words`.
-fn refused(blob: &[u8], v: &Verifier, kind: Kind, words: &str) {
+pub(crate) fn refused(blob: &[u8], v: &Verifier, kind: Kind, words: &str) {
     match parse_with(blob, v) {
         Ok(_) => panic!("accepted; expected {kind:?} saying {words:?}"),
         Err(e) => {
@@ -91,7 +91,7 @@ fn refused(blob: &[u8], v: &Verifier, kind: Kind, words: &str) {
 }
 
 /// Recompute the header hash plainly, as an attacker without the key would.
-fn reseal_plain(blob: &mut [u8]) {
+pub(crate) fn reseal_plain(blob: &mut [u8]) {
     let header_len = u64::from_le_bytes(blob[16..24].try_into().unwrap()) as usize;
     let mut h = blake3::Hasher::new();
     h.update(&blob[..32]);
@@ -101,7 +101,7 @@ fn reseal_plain(blob: &mut [u8]) {
 }
 
 /// Recompute the header hash keyed with `key`, as a holder of the key would.
-fn reseal_keyed(blob: &mut [u8], key: &[u8; 32]) {
+pub(crate) fn reseal_keyed(blob: &mut [u8], key: &[u8; 32]) {
     let header_len = u64::from_le_bytes(blob[16..24].try_into().unwrap()) as usize;
     let sub = crate::trust::Subkeys::derive(key);
     let mut h = blake3::Hasher::new_keyed(&sub.payload_mac);
@@ -112,7 +112,7 @@ fn reseal_keyed(blob: &mut [u8], key: &[u8; 32]) {
 }
 
 /// The header text of `blob`, replaced by `f`'s edit of it (same length, re-padded).
-fn edit_header(blob: &mut [u8], f: impl Fn(&str) -> String) {
+pub(crate) fn edit_header(blob: &mut [u8], f: impl Fn(&str) -> String) {
     let header_len = u64::from_le_bytes(blob[16..24].try_into().unwrap()) as usize;
     let range = PREAMBLE_LEN..PREAMBLE_LEN + header_len;
     let text = std::str::from_utf8(&blob[range.clone()])

@@ -15,6 +15,7 @@ use crate::codec::Pipeline;
 use crate::dtype::DType;
 use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::nbytes;
+use crate::trust::plain_len;
 
 /// Most tensors one payload may hold.
 pub const MAX_TENSORS: usize = 1 << 20;
@@ -50,6 +51,26 @@ pub struct TensorEntry<'a> {
     /// blake3 of the stored bytes, lowercase hex.
     #[serde(borrow)]
     pub hash: Cow<'a, str>,
+    /// Whether the stored bytes are sealed (FORMAT.md section 10, "Encryption"): the
+    /// codec's output encrypted block by block. Only in authenticated payloads.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub sealed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Where a payload encrypted whole (`encrypt="all"`) keeps its real header: a sealed
+/// stream at the start of the data section (FORMAT.md section 10, "Encryption").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealedHeader<'a> {
+    /// Length of the sealed stream, in bytes.
+    pub length: u64,
+    /// blake3 of the sealed stream, lowercase hex.
+    #[serde(borrow)]
+    pub hash: Cow<'a, str>,
 }
 
 /// The JSON header.
@@ -71,6 +92,10 @@ pub struct Header<'a> {
     /// [`super::auth::check`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Box<RawValue>>,
+    /// For a payload encrypted whole: where its real header is (then `tensors` is
+    /// empty and `structure`, `metadata` and `base` are absent).
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedHeader<'a>>,
 }
 
 /// A tensor entry after validation: typed, with absolute offsets.
@@ -92,6 +117,16 @@ pub struct Entry {
     pub hash: [u8; 32],
     /// Decoded size in bytes (product of the shape times the itemsize).
     pub nbytes: usize,
+    /// Whether the stored bytes are sealed (encrypted).
+    pub sealed: bool,
+}
+
+impl Entry {
+    /// Whether the stored bytes are the tensor's bytes themselves (raw and not sealed):
+    /// then they can be read in place.
+    pub fn is_stored_raw(&self) -> bool {
+        self.pipeline.is_raw() && !self.sealed
+    }
 }
 
 /// Check one stored entry against every rule of FORMAT.md except the data hash.
@@ -139,10 +174,16 @@ fn checked_entry(
         ))
     })?;
     let pipeline = Pipeline::parse(&e.codec).map_err(|err| err.with_kind(Kind::Format))?;
-    if pipeline.is_raw() && e.length != nbytes as u64 {
+    // A sealed tensor's stored length is that of its sealed stream.
+    let plain = if e.sealed {
+        plain_len(usize::try_from(e.length).unwrap_or(usize::MAX))? as u64
+    } else {
+        e.length
+    };
+    if pipeline.is_raw() && plain != nbytes as u64 {
         return Err(Error::format(format!(
-            "stored length {} does not match shape {:?} of {} ({} bytes)",
-            e.length, e.shape, dtype, nbytes
+            "stored length {plain} does not match shape {:?} of {} ({} bytes)",
+            e.shape, dtype, nbytes
         )));
     }
     if e.offset % ALIGN as u64 != 0 {
@@ -181,6 +222,7 @@ fn checked_entry(
         length: e.length as usize,
         hash,
         nbytes,
+        sealed: e.sealed,
     })
 }
 

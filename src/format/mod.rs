@@ -23,11 +23,14 @@ pub mod read;
 pub mod structure;
 pub mod write;
 
+#[cfg(test)]
+mod encrypt_tests;
+
 pub use auth::Auth;
 pub use file::{save_atomic, write_atomic};
 pub use header::{
-    json_depth, validate_entry, validate_metadata, Entry, Header, TensorEntry, MAX_JSON_DEPTH,
-    MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
+    json_depth, validate_entry, validate_metadata, Entry, Header, SealedHeader, TensorEntry,
+    MAX_JSON_DEPTH, MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
 };
 pub use ids::{hex32, parse_hex32, tensors_id};
 pub use preamble::{
@@ -38,7 +41,7 @@ pub use read::{
     check_bools, default_max_decoded_bytes, parse, parse_with, DecodeJob, Layout,
     DEFAULT_DECODED_SLACK, DEFAULT_EXPANSION,
 };
-pub use write::{prepare, EncodeOptions, Prepared, TensorInput};
+pub use write::{prepare, EncodeOptions, Encrypt, Prepared, TensorInput, SEALED_HEADER_INDEX};
 
 /// A tensor in memory: little-endian, C-contiguous bytes with their name, dtype and
 /// shape (an update's tensor given as arrays, or the base of a delta).

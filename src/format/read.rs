@@ -7,17 +7,20 @@ use rayon::prelude::*;
 use serde_json::value::RawValue;
 
 use super::auth::{self, Auth};
+use super::header::SealedHeader;
 use super::header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
 };
 use super::ids::parse_hex32;
 use super::preamble::{Preamble, PREAMBLE_LEN};
+use super::write::{Encrypt, SEALED_HEADER_INDEX};
 use super::TensorView;
 use crate::dtype::DType;
 use crate::error::{Checked, Error, Kind, Limit, Result};
 use crate::memory::hash;
+use crate::memory::try_zeroed;
 use crate::trust::signature::{self, hex};
-use crate::trust::{id_hex, Verifier, SIGNATURE_LEN};
+use crate::trust::{id_hex, open_into, plain_len, Subkeys, Verifier, SIGNATURE_LEN};
 
 /// One tensor to decode: its index, the output buffer, and the base tensor for deltas.
 pub type DecodeJob<'a> = (usize, &'a mut [u8], Option<TensorView<'a>>);
@@ -68,6 +71,12 @@ pub struct Layout {
     pub data_start: usize,
     /// Who made the payload (its header's `auth` object), when it says.
     pub auth: Option<Auth>,
+    /// The subkeys of the shared key an authenticated payload was made with (they open
+    /// its sealed tensors).
+    pub key: Option<Subkeys>,
+    /// For a payload encrypted whole: where its sealed header starts (absolute); the
+    /// tensors' padding ends there.
+    pub sealed_header_at: Option<usize>,
 }
 
 /// Validate the preamble and header of `buf`, accepting no shared key and any valid
@@ -145,7 +154,7 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
                 id_hex(&id)
             )));
         }
-        Some(header)
+        Some((header, key.clone()))
     } else {
         let mut h = blake3::Hasher::new();
         h.update(&pre.fixed_bytes());
@@ -175,12 +184,37 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
             have - pre.data_len - trailer_len
         )));
     }
-    let header = match keyed_header {
-        Some(h) => h,
-        None => header_of(header_text(header_bytes)?)?,
+    let (mut header, key) = match keyed_header {
+        Some((h, key)) => (h, Some(key)),
+        None => (header_of(header_text(header_bytes)?)?, None),
     };
     let auth = auth::check(header.auth.as_deref().map(RawValue::get), &pre)?;
     check_signature(buf, &pre, auth.as_ref(), verifier)?;
+    // A payload encrypted whole: its real header is sealed at the end of the data section.
+    let opened: String;
+    let mut sealed_header_at = None;
+    if let Some(cover) = header.sealed.take() {
+        let (Some(key), Some(auth)) = (&key, &auth) else {
+            return Err(Error::format(
+                "the header is sealed but the payload is not authenticated",
+            ));
+        };
+        let at = sealed_header_start(&header, &cover, data_start, pre.data_len)?;
+        opened = open_header(&buf[at..at + cover.length as usize], &cover, key, auth)?;
+        header = header_of(header_text(opened.as_bytes())?)?;
+        if header.auth.is_some() || header.sealed.is_some() {
+            return Err(Error::format(
+                "a sealed header holds neither auth nor another sealed header",
+            ));
+        }
+        if let Some(t) = header.tensors.iter().find(|t| !t.sealed) {
+            return Err(Error::format(format!(
+                "tensor {:?} is not sealed in a payload whose header is",
+                t.name
+            )));
+        }
+        sealed_header_at = Some(at);
+    }
     if header.tensors.len() > MAX_TENSORS {
         return Err(Error::limit(
             Kind::Format,
@@ -188,6 +222,12 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
             header.tensors.len() as u64,
             MAX_TENSORS as u64,
         ));
+    }
+    if let Some(t) = header.tensors.iter().find(|t| t.sealed && key.is_none()) {
+        return Err(Error::format(format!(
+            "tensor {:?} is sealed but the payload is not authenticated",
+            t.name
+        )));
     }
     let mut entries = Vec::with_capacity(header.tensors.len());
     let mut min_offset = 0u64;
@@ -197,8 +237,9 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
         min_offset = end;
     }
     // Prove every coded tensor's decoded size from its framing before anyone allocates.
+    // (A sealed tensor's framing is inside its ciphertext: it is proved once opened.)
     for e in &entries {
-        if !e.pipeline.is_raw() {
+        if !e.pipeline.is_raw() && !e.sealed {
             e.pipeline
                 .check_stored(
                     e.dtype,
@@ -216,10 +257,19 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
             e.name
         )));
     }
-    if min_offset != pre.data_len {
+    // The tensors end the data section, or their padding meets the sealed header.
+    let tensors_end = match sealed_header_at {
+        Some(at) => (at - data_start) as u64,
+        None => pre.data_len,
+    };
+    let expected = match sealed_header_at {
+        Some(_) => super::preamble::align_up(min_offset),
+        None => Some(min_offset),
+    };
+    if expected != Some(tensors_end) {
         return Err(Error::format(format!(
-            "data section is {} bytes but the tensors end at {min_offset}",
-            pre.data_len
+            "the tensors end at {min_offset}, which does not meet the end of the data \
+             section's tensors at {tensors_end}"
         )));
     }
     if let Some(s) = &header.structure {
@@ -244,7 +294,75 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
         minor: pre.minor,
         data_start,
         auth,
+        key,
+        sealed_header_at,
     })
+}
+
+/// Where the sealed header `cover` of a payload encrypted whole starts (absolute): the
+/// last `cover.length` bytes of the data section. The visible header must hold nothing
+/// else of the payload.
+fn sealed_header_start(
+    visible: &Header<'_>,
+    cover: &SealedHeader<'_>,
+    data_start: usize,
+    data_len: u64,
+) -> Result<usize> {
+    if !visible.tensors.is_empty()
+        || visible.structure.is_some()
+        || visible.metadata.is_some()
+        || visible.base.is_some()
+    {
+        return Err(Error::format(
+            "a payload whose header is sealed shows no tensors, structure, metadata or base",
+        ));
+    }
+    if cover.length > data_len {
+        return Err(Error::format(format!(
+            "the sealed header of {} bytes is longer than the data section ({data_len})",
+            cover.length
+        )));
+    }
+    Ok(data_start + (data_len - cover.length) as usize)
+}
+
+/// The real header of a payload encrypted whole, from its sealed stream `sealed`
+/// (checked against its hash, then opened: every block authenticated).
+fn open_header(
+    sealed: &[u8],
+    cover: &SealedHeader<'_>,
+    key: &Subkeys,
+    auth: &Auth,
+) -> Result<String> {
+    let want = parse_hex32(&cover.hash).ok_or_else(|| {
+        Error::format(format!(
+            "sealed.hash is not 64 lowercase hex digits: {:?}",
+            cover.hash
+        ))
+    })?;
+    if hash(sealed) != want {
+        return Err(Error::integrity(
+            "the sealed header does not match its hash",
+        ));
+    }
+    let len = plain_len(sealed.len())?;
+    if len as u64 > super::preamble::MAX_HEADER_LEN {
+        return Err(Error::format(format!(
+            "the sealed header is {len} bytes, more than a header may be ({})",
+            super::preamble::MAX_HEADER_LEN
+        )));
+    }
+    let mut plain: Vec<u8> = try_zeroed(len, "the sealed header")?;
+    open_into(
+        &key.encryption,
+        &auth.nonce,
+        SEALED_HEADER_INDEX,
+        sealed,
+        &mut plain,
+    )
+    .map_err(|e| e.explained("the sealed header"))?;
+    String::from_utf8(plain)
+        .map_err(|e| Error::format(format!("the sealed header is not UTF-8: {e}")))
 }
 
 /// The signature of a signed payload, which must verify whoever the reader trusts; and,
@@ -277,6 +395,17 @@ fn check_signature(
 }
 
 impl Layout {
+    /// What of the payload is encrypted.
+    pub fn encrypted(&self) -> Encrypt {
+        if self.sealed_header_at.is_some() {
+            Encrypt::All
+        } else if self.entries.iter().any(|e| e.sealed) {
+            Encrypt::Tensors
+        } else {
+            Encrypt::Nothing
+        }
+    }
+
     /// Index of the tensor called `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.entries.iter().position(|e| e.name == name)
@@ -301,7 +430,7 @@ impl Layout {
     /// for bool tensors, nothing for the others.
     pub fn check_raw_values(&self, buf: &[u8], i: usize) -> Result<()> {
         let e = &self.entries[i];
-        if e.dtype == DType::Bool && e.pipeline.is_raw() {
+        if e.dtype == DType::Bool && e.is_stored_raw() {
             check_bools(&e.name, self.stored(buf, i))?;
         }
         Ok(())
@@ -318,7 +447,7 @@ impl Layout {
     ) -> Result<u64> {
         let size = |i: usize| {
             let e = &self.entries[i];
-            if copied || !e.pipeline.is_raw() {
+            if copied || !e.is_stored_raw() {
                 e.nbytes as u64
             } else {
                 0
@@ -353,6 +482,13 @@ impl Layout {
                 )));
             }
             pos = e.start + e.length;
+        }
+        if let Some(at) = self.sealed_header_at {
+            if buf[pos..at].iter().any(|&b| b != 0) {
+                return Err(Error::integrity(
+                    "padding before the sealed header is not zero: the payload is corrupt",
+                ));
+            }
         }
         Ok(())
     }
@@ -396,10 +532,40 @@ impl Layout {
             self.check_hash(buf, i)?;
         }
         let stored = self.stored(buf, i);
-        if e.pipeline.is_raw() {
+        if e.is_stored_raw() {
             out.copy_from_slice(stored);
             return self.check_raw_values(buf, i);
         }
+        let opened;
+        let stored = if e.sealed {
+            let (Some(key), Some(auth)) = (&self.key, &self.auth) else {
+                // parse() refuses sealed tensors in unauthenticated payloads.
+                return Err(
+                    Error::authentication("a sealed tensor needs the payload's key")
+                        .in_tensor(&e.name),
+                );
+            };
+            let open = |out: &mut [u8]| {
+                open_into(&key.encryption, &auth.nonce, i as u32, stored, out)
+                    .map_err(|err| err.in_tensor(&e.name))
+            };
+            if e.pipeline.is_raw() {
+                open(out)?;
+                if e.dtype == DType::Bool {
+                    check_bools(&e.name, out)?;
+                }
+                return Ok(());
+            }
+            let mut plain: Vec<u8> = try_zeroed(plain_len(stored.len())?, "a sealed tensor")?;
+            open(&mut plain)?;
+            e.pipeline
+                .check_stored(e.dtype, &e.shape, e.nbytes, &plain)
+                .map_err(|err| err.in_tensor(&e.name))?;
+            opened = plain;
+            &opened[..]
+        } else {
+            stored
+        };
         let base = if e.pipeline.needs_base() {
             let Some(b) = base else {
                 return Err(Error::integrity(format!(

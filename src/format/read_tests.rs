@@ -8,7 +8,7 @@ use crate::format::write::{prepare, EncodeOptions, TensorInput};
 fn encode(inputs: &[TensorInput<'_>], opts: &EncodeOptions<'_>) -> Vec<u8> {
     let prepared = prepare(inputs, opts).unwrap();
     let mut out = vec![0xAAu8; prepared.total_len()]; // garbage: every byte must be written
-    prepared.write_into(&mut out);
+    prepared.write_into(&mut out).unwrap();
     out
 }
 

@@ -75,6 +75,8 @@ def describe(path: PathLike, **read_options: Any) -> Description:
             facts["signer"] = r.signer.hex()
         if r.created is not None:
             facts["created"] = _utc(r.created)
+        if r.encrypted:
+            facts["encrypted"] = "tensors and header" if r.encrypted == "all" else "tensors"
         meta = r.metadata
     return Description(
         tensors,

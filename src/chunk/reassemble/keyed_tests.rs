@@ -254,7 +254,8 @@ fn streamed_tagged_chunks_reassemble_to_the_encoded_payload() {
         let (chunks, _) = crate::chunk::fixtures::with_prepared(max_bytes, |prepared| {
             ChunkStream::new(prepared, max_bytes, None, key)
                 .unwrap()
-                .collect::<Vec<Vec<u8>>>()
+                .collect::<crate::error::Result<Vec<Vec<u8>>>>()
+                .unwrap()
         });
         assert!(chunks
             .iter()
