@@ -234,6 +234,26 @@ def test_unauthenticated_updates_keep_working_where_no_key_is_required() -> None
     assert agg.signers == [None, tw.public_key(SK_X), None]
 
 
+def test_a_plain_payloads_nonce_and_time_are_nobodys() -> None:
+    """Anyone can write an auth object with a copied nonce into a plain payload: it must
+    neither block the authentic update nor pass as recent."""
+    signed = update(2, signing_key=SK_A)
+    doc = header(update(1))
+    doc["auth"] = {k: header(signed)["auth"][k] for k in ("created", "nonce")}
+    squatter = with_header(update(1), doc)
+    assert tw._core.Payload(squatter).nonce == tw._core.Payload(signed).nonce
+    seen: set[bytes] = set()
+    same_bits(
+        tw.aggregate([squatter, signed], base=BASE, seen_nonces=seen),
+        tw.aggregate([update(1), signed], base=BASE),
+    )
+    assert seen == {tw._core.Payload(signed).nonce}
+    agg = tw.Aggregator(base=BASE, max_age=60, on_mismatch="skip")
+    with pytest.warns(fl.MismatchWarning, match="creation time is not authenticated"):
+        assert not agg.add(squatter)
+    assert agg.add(signed)
+
+
 def test_seen_nonces_receive_only_accepted_updates() -> None:
     nan = local(9)
     nan["w"][0, 0] = np.nan

@@ -209,13 +209,13 @@ def _outputs(template: _Template, out: Any) -> tuple[list[np.ndarray], Any]:
     return arrays, out
 
 
-def _report(
-    on_mismatch: OnMismatch, index: int, reason: str, authentication: bool = False
-) -> None:
+def _report(on_mismatch: OnMismatch, index: int, reason: str, authentication: bool = False) -> None:
     """Refuse update ``index`` for ``reason`` as ``on_mismatch`` says; ``authentication``:
     the round does not admit who sent it (an :class:`AuthenticationError` to raise)."""
     if on_mismatch == "raise":
-        raise authentication_error(index, reason) if authentication else MismatchError(index, reason)
+        if authentication:
+            raise authentication_error(index, reason)
+        raise MismatchError(index, reason)
     if on_mismatch == "skip":
         what = "it is not admitted" if authentication else "it does not fit the round"
         warnings.warn(f"update {index} skipped: {what}: {reason}", MismatchWarning, stacklevel=3)
@@ -444,7 +444,8 @@ class Aggregator:
     def add(self, update: Any, weight: Union[str, float, None] = None) -> bool:
         """Add one update (payload or tensor structure) with ``weight`` (1 by default;
         ``"samples"`` uses the count recorded by ``encode_update``). Returns False when
-        the round refused it (see ``on_mismatch``)."""
+        the round refused it (see ``on_mismatch``), whether for what it holds or for who
+        sent it (an :class:`AuthenticationError` under ``on_mismatch="raise"``)."""
         index = self._seen
         self._seen += 1
         p = _prepare(index, update, self._admission)
