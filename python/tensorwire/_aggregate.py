@@ -5,24 +5,27 @@ The Rust core does all the work on tensor bytes with the GIL released: each upda
 surveyed first (checksums, every value finite, its norm, the sums' headroom) and only
 then combined, so a refused or bad update changes nothing. This module parses each
 payload once (``_core.Payload``), decides the round's template, reads the update records
-written by :func:`tensorwire.encode_update` (checked in Rust), and reports the updates
-that are refused.
+written by :func:`tensorwire.encode_update` (checked in Rust), admits updates by who
+sent them (``_admission``: keys, enrolled signers, nonces, creation times), and reports the
+updates that are refused.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableSet, Sequence
 from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
 from . import _core
+from ._admission import Admission, authentication_error
 from ._arrays import as_array, byte_view, dtype_name, dtype_named
 from ._container import _base_id
 from ._errors import FormatError, InputError, TensorwireError
 from ._structure import flatten, unflatten
+from ._trust import Keys
 
 __all__ = [
     "UPDATE_KEY",
@@ -99,6 +102,7 @@ class _Update(NamedTuple):
     problem: Optional[str]  # why the round refuses it before the core sees it
     structure: Optional[str]
     specs: list[tuple[str, str, tuple[int, ...]]]
+    refusal: Optional[str] = None  # why the core refused its authentication
 
     def arg(self, weight: float, index: int) -> tuple[Any, ...]:
         """What the core takes: (payload, tensors, difference base id, weight, number)."""
@@ -107,11 +111,17 @@ class _Update(NamedTuple):
         return (self.payload, self.tensors, diff, weight, index)
 
 
-def _prepare(i: int, update: Any) -> _Update:
-    """Normalise one update for the core: a payload (parsed once, for its record and
-    template) or a tensor structure (viewed as bytes, never copied)."""
+def _prepare(i: int, update: Any, admission: Optional[Admission] = None) -> _Update:
+    """Normalise one update for the core: a payload (parsed once, with the keys and
+    trusted signers of ``admission``, for its record and template) or a tensor structure
+    (viewed as bytes, never copied)."""
     if _is_payload(update):
-        p = _core.Payload(update, update=i)  # its errors name the update
+        if admission is None:
+            p = _core.Payload(update, update=i)  # its errors name the update
+        else:
+            p, refusal = admission.parse(i, update)
+            if p is None:
+                return _Update(None, None, None, None, None, [], refusal)
         info, problem = None, None
         try:
             info = _info_of(p)
@@ -199,15 +209,16 @@ def _outputs(template: _Template, out: Any) -> tuple[list[np.ndarray], Any]:
     return arrays, out
 
 
-def _report(on_mismatch: OnMismatch, index: int, reason: str) -> None:
+def _report(on_mismatch: OnMismatch, index: int, reason: str, authentication: bool = False) -> None:
+    """Refuse update ``index`` for ``reason`` as ``on_mismatch`` says; ``authentication``:
+    the round does not admit who sent it (an :class:`AuthenticationError` to raise)."""
     if on_mismatch == "raise":
+        if authentication:
+            raise authentication_error(index, reason)
         raise MismatchError(index, reason)
     if on_mismatch == "skip":
-        warnings.warn(
-            f"update {index} skipped: it does not fit the round: {reason}",
-            MismatchWarning,
-            stacklevel=3,
-        )
+        what = "it is not admitted" if authentication else "it does not fit the round"
+        warnings.warn(f"update {index} skipped: {what}: {reason}", MismatchWarning, stacklevel=3)
     else:
         on_mismatch(index, reason)  # type: ignore[operator]
 
@@ -246,6 +257,11 @@ def aggregate(
     accumulate: str = "auto",
     verify: bool = True,
     max_decoded_bytes: Optional[int] = None,
+    key: Any = None,
+    keys: Optional[Keys] = None,
+    trusted_keys: Optional[Iterable[Any]] = None,
+    max_age: Optional[float] = None,
+    seen_nonces: Optional[MutableSet[bytes]] = None,
 ) -> Any:
     """Combine ``updates`` tensor by tensor in Rust: the weighted mean (FedAvg), or with
     ``method="median"`` / ``"trimmed_mean:β"`` the element-wise median or β-trimmed mean
@@ -274,6 +290,22 @@ def aggregate(
     :class:`MismatchWarning`, or call ``on_mismatch(index, reason)`` and skip. Bad payloads
     (a checksum mismatch, corrupt data) always raise.
 
+    Who may send updates (docs/federated.md, "Enrolled clients"): ``key`` or ``keys``
+    (``{key_id: key}`` or a list) admit only payloads authenticated with one of those
+    keys; ``trusted_keys`` (the clients' Ed25519 public keys) only payloads signed by one
+    of them, and at most one update per signer (a later one is refused, the first
+    counts); ``max_age`` (seconds) only payloads whose authenticated creation time lies
+    within ``max_age`` of this machine's clock either way (the future side allows for
+    the clients' clocks running ahead; ``max_age`` must cover both the delay and the skew
+    between clocks); ``seen_nonces``, a set the server keeps across rounds, refuses
+    payloads whose nonce it holds and receives the nonces of the updates this call
+    accepts (once the result is computed). No two updates of one call carry the same
+    nonce. With ``key``, ``keys``, ``trusted_keys`` or ``max_age``, tensor structures
+    are refused (they cannot be authenticated). These refusals are
+    :class:`AuthenticationError` (with ``.update``) under ``on_mismatch="raise"``, and
+    skipped like the others otherwise; so is a payload whose authentication fails
+    (a wrong or missing key, an unsigned payload or an untrusted signer, a bad signature).
+
     ``accumulate``: ``"auto"`` (float32 sums for ≤32-bit floats, float64 otherwise) or
     ``"float64"``. ``out``: a structure of arrays to write the result into.
     ``max_decoded_bytes`` bounds the round's memory when its template comes from the
@@ -285,7 +317,10 @@ def aggregate(
         raise InputError("updates must be a sequence of payloads or tensor structures")
     if method != "mean" and weights is not None:
         raise InputError(f"method={method!r} is unweighted: pass weights=None")
-    prepared = [_prepare(i, u) for i, u in enumerate(updates)]
+    admission = Admission(
+        key=key, keys=keys, trusted_keys=trusted_keys, max_age=max_age, seen_nonces=seen_nonces
+    )
+    prepared = [_prepare(i, u, admission) for i, u in enumerate(updates)]
     if weights is None or isinstance(weights, str):
         given: list[Any] = [weights] * len(prepared)
     else:
@@ -293,17 +328,25 @@ def aggregate(
         if len(given) != len(prepared):
             raise InputError(f"{len(given)} weights for {len(prepared)} updates")
 
-    # Updates refused before the core sees them: malformed records, another round.
+    # Updates refused before the core sees them: not admitted, malformed records, another
+    # round. An admitted update's nonce and signer count as used for the later ones.
     args = []
+    admitted: list[int] = []
     first = None
     for i, (p, w) in enumerate(zip(prepared, given)):
+        refusal = p.refusal or admission.refusal(p.payload)
+        if refusal is not None:
+            _report(on_mismatch, i, refusal, authentication=True)
+            continue
         weight, reason = _weight(p, w, i)
         reason = p.problem or reason or _round_reason(p.info, round)
         if reason is not None:
             _report(on_mismatch, i, reason)
             continue
+        admission.claim(p.payload)
         first = p if first is None else first
         args.append(p.arg(weight, i))
+        admitted.append(i)
     template = _template(base, first, max_decoded_bytes)
     arrays, result = _outputs(template, out)
     refused, _norms, _scales, computed = _core.aggregate(
@@ -324,6 +367,10 @@ def aggregate(
         _report(on_mismatch, i, reason)
     if not computed:
         raise InputError("nothing to aggregate: every update was refused")
+    refused_indices = {i for i, _ in refused}
+    for i in admitted:
+        if i not in refused_indices:
+            admission.remember(prepared[i].payload)
     return result
 
 
@@ -338,10 +385,16 @@ class Aggregator:
     ``base`` or ``template`` the first update fixes the round's tensors (its declared
     size bounded by ``max_decoded_bytes``).
 
+    ``key``, ``keys``, ``trusted_keys``, ``max_age`` and ``seen_nonces`` admit updates
+    by who sent them and when, as for :func:`aggregate`: the round is this instance (one
+    update per signer, no nonce twice); ``seen_nonces`` carries the nonces of accepted
+    updates into the next round's Aggregator.
+
     ``add`` surveys the update before adding anything: a refused update (see
-    :func:`aggregate`) or a bad payload leaves the sums bit for bit as they were.
-    ``added`` lists ``(index, client, weight, norm, scale)`` of each accepted update and
-    ``skipped`` lists ``(index, reason)``; ``add`` returns whether the update was added.
+    :func:`aggregate`) or a bad payload leaves the sums bit for bit as they were (and
+    ``seen_nonces`` as it was). ``added`` lists ``(index, client, weight, norm, scale)``
+    of each accepted update, ``signers`` their signers, and ``skipped`` lists ``(index,
+    reason)``; ``add`` returns whether the update was added.
     """
 
     def __init__(
@@ -356,8 +409,16 @@ class Aggregator:
         accumulate: str = "auto",
         verify: bool = True,
         max_decoded_bytes: Optional[int] = None,
+        key: Any = None,
+        keys: Optional[Keys] = None,
+        trusted_keys: Optional[Iterable[Any]] = None,
+        max_age: Optional[float] = None,
+        seen_nonces: Optional[MutableSet[bytes]] = None,
     ) -> None:
         _check_on_mismatch(on_mismatch)
+        self._admission = Admission(
+            key=key, keys=keys, trusted_keys=trusted_keys, max_age=max_age, seen_nonces=seen_nonces
+        )
         self._options = (clip_norm, max_norm, accumulate, verify)
         self._on_mismatch = on_mismatch
         self._round = round
@@ -367,6 +428,7 @@ class Aggregator:
         self._seen = 0
         self.added: list[tuple[int, Optional[str], float, float, float]] = []
         self.skipped: list[tuple[int, str]] = []
+        self._signers: list[Optional[bytes]] = []
         if base is not None:
             self._start(_template(base, None, None))
         elif template is not None:
@@ -382,10 +444,16 @@ class Aggregator:
     def add(self, update: Any, weight: Union[str, float, None] = None) -> bool:
         """Add one update (payload or tensor structure) with ``weight`` (1 by default;
         ``"samples"`` uses the count recorded by ``encode_update``). Returns False when
-        the round refused it (see ``on_mismatch``)."""
+        the round refused it (see ``on_mismatch``), whether for what it holds or for who
+        sent it (an :class:`AuthenticationError` under ``on_mismatch="raise"``)."""
         index = self._seen
         self._seen += 1
-        p = _prepare(index, update)
+        p = _prepare(index, update, self._admission)
+        refusal = p.refusal or self._admission.refusal(p.payload)
+        if refusal is not None:
+            self.skipped.append((index, refusal))
+            _report(self._on_mismatch, index, refusal, authentication=True)
+            return False
         w, reason = _weight(p, weight, index)
         reason = p.problem or reason or _round_reason(p.info, self._round)
         norm = scale = math.nan
@@ -398,9 +466,18 @@ class Aggregator:
             self.skipped.append((index, reason))
             _report(self._on_mismatch, index, reason)
             return False
+        self._admission.claim(p.payload)
+        self._admission.remember(p.payload)
         client = None if p.info is None else p.info.client
         self.added.append((index, client, w, norm, scale))
+        self._signers.append(None if p.payload is None else p.payload.signer)
         return True
+
+    @property
+    def signers(self) -> list[Optional[bytes]]:
+        """The signer of each accepted update, in the order of ``added``: its 32-byte
+        Ed25519 public key, or None for an unsigned update."""
+        return list(self._signers)
 
     @property
     def count(self) -> int:

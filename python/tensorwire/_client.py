@@ -80,6 +80,8 @@ def encode_update(
     num_samples: Optional[float] = None,
     metadata: Optional[Mapping[str, Any]] = None,
     error_feedback: Optional[ErrorFeedback] = None,
+    key: Any = None,
+    signing_key: Any = None,
 ) -> bytes:
     """Encode a client's update (``new`` local model against ``old`` global model).
 
@@ -93,6 +95,8 @@ def encode_update(
     ``error_feedback``: add the residual carried from the previous round to this update
     before encoding, and keep what this encode drops (``intended - decoded``) for the
     next one. ``metadata``: more JSON-compatible entries for the payload's metadata.
+    ``key`` and ``signing_key`` authenticate and sign the payload as in
+    :func:`tensorwire.encode` (a server with ``trusted_keys=`` admits only signed updates).
     """
     old_leaves, _ = flatten(old)
     new_leaves, structure = flatten(new)
@@ -131,15 +135,14 @@ def encode_update(
     names = [n for n, _ in diffs]
     if delta:
         intended = [np.add(olds[n], d, dtype=d.dtype) for n, d in diffs]
-        payload = encode(
-            unflatten(structure, names, intended), codec=codec, metadata=meta, base=old
-        )
+        tensors, base = unflatten(structure, names, intended), old
     else:
-        payload = encode(
-            unflatten(structure, names, [d for _, d in diffs]), codec=codec, metadata=meta
-        )
+        tensors, base = unflatten(structure, names, [d for _, d in diffs]), None
+    payload = encode(
+        tensors, codec=codec, metadata=meta, base=base, key=key, signing_key=signing_key
+    )
     if error_feedback is not None:
-        leaves, _ = flatten(decode(payload, base=old if delta else None, verify=False))
+        leaves, _ = flatten(decode(payload, base=base, verify=False, key=key))
         sent = dict(leaves)
         for n, d in diffs:
             s = sent[n]
