@@ -42,12 +42,13 @@ import scaling
 import workloads
 
 import tensorwire as tw
+import trust
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
 #: The parts of a run, in the order they run (each has a flag of the same name).
-PARTS = ("formats", "aggregation", "scaling", "codec-ratios")
+PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust")
 #: The workloads of the formats part (``--only`` picks among them).
 WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
 
@@ -395,6 +396,19 @@ class Bench:
                     f"dec {r['decode GB/s']:6.2f} GB/s per core"
                 )
 
+    def run_trust(self) -> None:
+        """What keys, signatures and encryption cost (see benches/trust.py)."""
+        self.log("== trust: keyed, signed and encrypted payloads")
+        t = self.attempt("trust", lambda: trust.run(self.args.scale, self.smoke))
+        if t is not None:
+            self.res.trust = t
+            self.log(
+                f"  keyed/plain encode {t['keyed_encode_ratio']:.3f}x, decode "
+                f"{t['keyed_decode_ratio']:.3f}x; sign {t['sign_us']:.0f} us, verify "
+                f"{t['verify_us']:.0f} us; encrypt {t['encrypt_gbps_core']:.2f}, decrypt "
+                f"{t['decrypt_gbps_core']:.2f} GB/s per core"
+            )
+
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> record.Results:
         t0 = time.perf_counter()
@@ -407,6 +421,8 @@ class Bench:
                 self.run_scaling()
             elif part == "codec-ratios":
                 self.run_codec_ratios()
+            elif part == "trust":
+                self.run_trust()
             gc.collect()
         self.res.duration_s = time.perf_counter() - t0
         return self.res

@@ -36,7 +36,7 @@ class Goal:
     """One goal: what is measured, its threshold, and why that threshold."""
 
     key: str
-    area: str  # "format", "codecs", "chunking", "federated"
+    area: str  # "format", "codecs", "chunking", "federated", "trust"
     what: str
     op: str  # ">=", ">", "<=", "<"
     threshold: float
@@ -125,6 +125,13 @@ GOALS: list[Goal] = [
     Goal("aggregate-memory", "federated", "{api} peak RSS vs {against}", "<=", 0.25, "x",
          "Decoded copies of the updates are what make a round's memory grow: streaming "
          "over the payloads should hold a fraction of what the other method needs."),
+    Goal("trust-keyed", "trust", "keyed payloads against plain ones (encode, verified decode)",
+         ">=", 0.95, "x the speed",
+         "Authenticating the header adds a keyed hash of the header only: a server that "
+         "requires keys must not pay for it on every byte."),
+    Goal("trust-encrypt", "trust", "encrypt=True encode and decode, per core", ">=", 1.0,
+         " GB/s each way",
+         "Encrypting model weights must keep up with a 10 Gb/s link on one core."),
     Goal("round-bytes", "federated",
          "bytes per round vs Flower's np.save per array (`{codec}` updates)", "<", 1.0, "x",
          "The wire format must send fewer bytes than Flower's default for the same round."),
@@ -425,6 +432,32 @@ def _federated_goals(res: Results) -> list[Verdict]:
     return out
 
 
+def _trust_goals(res: Results) -> list[Verdict]:
+    t = res.trust
+    keyed, enc = _GOAL["trust-keyed"], _GOAL["trust-encrypt"]
+    if not t:
+        return [_v(g.key, "not measured in this run", "-", None) for g in (keyed, enc)]
+    slow_k = min(t["keyed_encode_ratio"], t["keyed_decode_ratio"])
+    slow_e = min(t["encrypt_gbps_core"], t["decrypt_gbps_core"])
+    return [
+        _v(
+            keyed.key,
+            f"encode {fmt(t['keyed_encode_ratio'], 3)}x, decode "
+            f"{fmt(t['keyed_decode_ratio'], 3)}x the speed of plain",
+            f"{fmt(slow_k / keyed.threshold)} x target",
+            keyed.met(slow_k),
+        ),
+        _v(
+            enc.key,
+            f"encode {fmt(t['encrypt_gbps_core'])}, decode {fmt(t['decrypt_gbps_core'])} GB/s "
+            f"per core (plain: {fmt(t['plain_encode_gbps_core'])}, "
+            f"{fmt(t['plain_decode_gbps_core'])})",
+            f"{fmt(slow_e / enc.threshold)} x target",
+            enc.met(slow_e),
+        ),
+    ]
+
+
 def judge(res: Results) -> list[Verdict]:
     """Every goal of :data:`GOALS` judged on ``res``, one verdict per subject."""
     fmt_goals = _format_goals(res)
@@ -433,5 +466,11 @@ def judge(res: Results) -> list[Verdict]:
     codec = _codec_goals(res)
     lossless, sparse = codec[:-1], codec[-1:]
     return (
-        fmt_goals + lossless + _peer_goals(res) + sparse + _chunk_goals(res) + _federated_goals(res)
+        fmt_goals
+        + lossless
+        + _peer_goals(res)
+        + sparse
+        + _chunk_goals(res)
+        + _federated_goals(res)
+        + _trust_goals(res)
     )

@@ -81,6 +81,8 @@ class Results:
     round_bytes: dict = field(default_factory=dict)
     #: codec_ratios.run(): per-core size and speed of the codec stages on real weights
     codec_ratios: dict = field(default_factory=dict)
+    #: trust.run(): keyed and signed against plain payloads, encryption per core
+    trust: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     note: str = ""

@@ -307,6 +307,37 @@ def _why_section() -> list[str]:
     return L
 
 
+def _trust_section(res: Results) -> list[str]:
+    t = res.trust
+    if not t:
+        return []
+    L = ["## Trust: keys, signatures, encryption", ""]
+    L.append(
+        f"BERT-base-shaped state dict, {t['tensors']} tensors, {t['model_mb']:.1f} MB. Keyed "
+        "against plain: wall time, the two interleaved run by run, median. Signing and "
+        "verifying: a one-tensor payload signed against the same payload keyed only. "
+        "Encryption: GB/s of tensor bytes per CPU-second (every thread), best of the runs; "
+        "decoding writes new arrays, so fresh pages are in every decode figure."
+    )
+    L.append("")
+    L += _table(
+        ["figure", "value"],
+        [
+            ["keyed encode, speed vs plain", f"{fmt(t['keyed_encode_ratio'], 3)}x"],
+            ["keyed verified decode, speed vs plain", f"{fmt(t['keyed_decode_ratio'], 3)}x"],
+            ["sign one payload (Ed25519)", f"{t['sign_us']:.0f} us"],
+            ["verify one signature", f"{t['verify_us']:.0f} us"],
+            ["encrypt=True size vs plain", f"{fmt(t['sealed_over_plain_bytes'], 4)}x"],
+            ["keyed encode, per core", f"{fmt(t['plain_encode_gbps_core'])} GB/s"],
+            ["encrypt=True encode, per core", f"{fmt(t['encrypt_gbps_core'])} GB/s"],
+            ["keyed decode (copy=True), per core", f"{fmt(t['plain_decode_gbps_core'])} GB/s"],
+            ["encrypt=True decode, per core", f"{fmt(t['decrypt_gbps_core'])} GB/s"],
+        ],
+    )
+    L.append("")
+    return L
+
+
 def _codec_ratios_section(res: Results) -> list[str]:
     cr = res.codec_ratios
     if not cr.get("rows"):
@@ -426,6 +457,7 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         L.append("")
     L += _federated_section(res)
     L += _codec_ratios_section(res)
+    L += _trust_section(res)
     if res.chunk_figures:
         L.append("## Chunk and reassemble alone")
         L.append("")

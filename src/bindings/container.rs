@@ -415,7 +415,7 @@ impl Payload {
             let bytes = SendSlice(data);
             detached(py, || {
                 if verify {
-                    layout.verify(bytes.0, indices.as_deref())
+                    layout.verify_before_decode(bytes.0, indices.as_deref())
                 } else {
                     chosen
                         .iter()

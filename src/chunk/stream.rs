@@ -324,7 +324,7 @@ impl Iterator for ChunkStream<'_> {
 mod tests {
     use super::*;
     use crate::chunk::fixtures::{container, with_prepared};
-    use crate::chunk::{Limits, Reassembler};
+    use crate::chunk::{Limits, PieceKey, Reassembler};
 
     #[test]
     fn streamed_chunks_reassemble_to_the_encoded_payload() {
@@ -349,6 +349,83 @@ mod tests {
                 done = done.or(r.add(c, 0.0).unwrap());
             }
             assert_eq!(done.as_deref(), Some(&payload[..]), "max_bytes={max_bytes}");
+        }
+    }
+
+    /// The payload the chunks carry, each body put at its offset.
+    fn laid_out(chunks: &[Vec<u8>]) -> Vec<u8> {
+        let first = ChunkHeader::parse(&chunks[0]).unwrap();
+        let mut out = vec![0u8; first.total as usize];
+        for c in chunks {
+            let h = ChunkHeader::parse(c).unwrap();
+            let body = &c[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + h.body_len as usize];
+            out[h.offset as usize..][..body.len()].copy_from_slice(body);
+        }
+        out
+    }
+
+    #[test]
+    fn signed_and_encrypted_payloads_stream_their_tail_last() {
+        use crate::format::{prepare, EncodeOptions, Encrypt, TensorInput, TensorView};
+        use crate::trust::Signing;
+        let big: Vec<u8> = (0..600_000u32)
+            .flat_map(|i| (i as f32).to_le_bytes())
+            .collect();
+        let small: Vec<u8> = (0..999u32).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let input = |name, shape, data, codec| TensorInput {
+            tensor: TensorView {
+                name,
+                dtype: crate::dtype::DType::F32,
+                shape,
+                data,
+            },
+            codec,
+            base: None,
+        };
+        let inputs = [
+            input("big", &[600_000][..], &big[..], "raw"),
+            input("small", &[999][..], &small[..], "shuffle+zstd"),
+        ];
+        for (key, sk, encrypt) in [
+            (None, Some([2u8; 32]), Encrypt::Nothing),
+            (Some([1u8; 32]), None, Encrypt::Tensors),
+            (Some([1u8; 32]), Some([2u8; 32]), Encrypt::All),
+        ] {
+            let mut signing = Signing::new(key.as_ref(), sk.as_ref());
+            signing.nonce = Some([5; 16]);
+            signing.created = Some(1);
+            let opts = EncodeOptions {
+                auth: Some(&signing),
+                encrypt,
+                ..Default::default()
+            };
+            let p = prepare(&inputs, &opts).unwrap();
+            let mut blob = vec![0u8; p.total_len()];
+            p.write_into(&mut blob).unwrap();
+            for max_bytes in [300u64, 70_000, 1 << 20, 8 << 20] {
+                let piece = key.as_ref().map(PieceKey::new);
+                let p = prepare(&inputs, &opts).unwrap();
+                let chunks: Vec<Vec<u8>> = ChunkStream::new(p, max_bytes, None, piece)
+                    .unwrap()
+                    .collect::<Result<_>>()
+                    .unwrap();
+                assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
+                let last = ChunkHeader::parse(chunks.last().unwrap()).unwrap();
+                let has_tail = sk.is_some() || encrypt == Encrypt::All;
+                assert!(
+                    !has_tail || last.offset + last.body_len as u64 == last.total,
+                    "the tail chunk comes last"
+                );
+                assert!(laid_out(&chunks) == blob, "{encrypt:?} {max_bytes}");
+                if key.is_none() {
+                    let mut r = Reassembler::new(Limits::default()).unwrap();
+                    let mut done = None;
+                    for c in &chunks {
+                        done = done.or(r.add(c, 0.0).unwrap());
+                    }
+                    assert!(done.as_deref() == Some(&blob[..]));
+                }
+            }
         }
     }
 }

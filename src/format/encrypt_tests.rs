@@ -2,7 +2,6 @@
 //! writer, no plaintext left in the bytes, and every refusal of the reader.
 
 use super::auth::tests::{edit_header, keyed, refused, reseal_keyed, reseal_plain, signing};
-use crate::chunk::{ChunkHeader, ChunkStream, Limits, PieceKey, Reassembler, CHUNK_HEADER_LEN};
 use crate::dtype::DType;
 use crate::error::Kind;
 use crate::format::{
@@ -138,60 +137,8 @@ fn encrypted_payloads_round_trip_through_every_writer() {
             let mut file = std::io::Cursor::new(Vec::new());
             p.write_to(&mut file).unwrap();
             assert!(file.into_inner() == blob, "write_to, {encrypt:?}");
-
-            // Chunks streamed while encoding, reassembled: the same bytes again.
-            for max_bytes in [300u64, 70_000, 4 << 20] {
-                if max_bytes < 1000 && inputs.big.len() > 100_000 {
-                    continue; // small pieces: below, on a small payload
-                }
-                let p = prepare(&inputs.tensors(), &options(encrypt, &s)).unwrap();
-                let piece = PieceKey::new(&KEY);
-                let chunks: Vec<Vec<u8>> = ChunkStream::new(p, max_bytes, None, Some(piece))
-                    .unwrap()
-                    .collect::<crate::error::Result<_>>()
-                    .unwrap();
-                assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));
-                assert!(laid_out(&chunks) == blob, "{encrypt:?} {max_bytes}");
-            }
         }
     }
-}
-
-/// The payload the chunks carry, each body put at its offset.
-fn laid_out(chunks: &[Vec<u8>]) -> Vec<u8> {
-    let first = ChunkHeader::parse(&chunks[0]).unwrap();
-    let mut out = vec![0u8; first.total as usize];
-    for c in chunks {
-        let h = ChunkHeader::parse(c).unwrap();
-        let body = &c[CHUNK_HEADER_LEN..CHUNK_HEADER_LEN + h.body_len as usize];
-        out[h.offset as usize..][..body.len()].copy_from_slice(body);
-    }
-    out
-}
-
-#[test]
-fn plain_and_signed_payloads_stream_as_they_encode() {
-    // The tail (signature) is produced last by the chunk stream too.
-    let inputs = Inputs::new(600);
-    let s = signing(None, Some(&SK));
-    let opts = options(Encrypt::Nothing, &s);
-    let p = prepare(&inputs.tensors(), &opts).unwrap();
-    let mut blob = vec![0; p.total_len()];
-    p.write_into(&mut blob).unwrap();
-    for max_bytes in [200u64, 4096, 1 << 20, 8 << 20] {
-        let p = prepare(&inputs.tensors(), &opts).unwrap();
-        let chunks: Vec<Vec<u8>> = ChunkStream::new(p, max_bytes, None, None)
-            .unwrap()
-            .collect::<crate::error::Result<_>>()
-            .unwrap();
-        let mut r = Reassembler::new(Limits::default()).unwrap();
-        let mut done = None;
-        for c in &chunks {
-            done = done.or(r.add(c, 0.0).unwrap());
-        }
-        assert!(done.as_deref() == Some(&blob[..]), "{max_bytes}");
-    }
-    parse(&blob).unwrap();
 }
 
 /// Whether any 16-byte run of `needle` occurs in `hay` (sampled every 16 bytes of the

@@ -10,6 +10,7 @@
 //! - [`read`]: [`parse`] a payload into a [`Layout`] that verifies and decodes tensors
 //!   ([`parse_with`]: with the keys and trusted signers of a [`crate::trust::Verifier`]).
 //! - [`auth`]: the header's `auth` object (key id, creation time, nonce, signer).
+//! - [`sealed`]: the sealed header of a payload encrypted whole.
 //! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
 
 use crate::dtype::DType;
@@ -20,6 +21,7 @@ pub mod header;
 pub mod ids;
 pub mod preamble;
 pub mod read;
+pub mod sealed;
 pub mod structure;
 pub mod write;
 

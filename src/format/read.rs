@@ -7,13 +7,13 @@ use rayon::prelude::*;
 use serde_json::value::RawValue;
 
 use super::auth::{self, Auth};
-use super::header::SealedHeader;
 use super::header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, MAX_JSON_DEPTH, MAX_TENSORS,
 };
 use super::ids::parse_hex32;
 use super::preamble::{Preamble, PREAMBLE_LEN};
-use super::write::{Encrypt, SEALED_HEADER_INDEX};
+use super::sealed;
+use super::write::Encrypt;
 use super::TensorView;
 use crate::dtype::DType;
 use crate::error::{Checked, Error, Kind, Limit, Result};
@@ -199,8 +199,8 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
                 "the header is sealed but the payload is not authenticated",
             ));
         };
-        let at = sealed_header_start(&header, &cover, data_start, pre.data_len)?;
-        opened = open_header(&buf[at..at + cover.length as usize], &cover, key, auth)?;
+        let at = sealed::header_start(&header, &cover, data_start, pre.data_len)?;
+        opened = sealed::open_header(&buf[at..at + cover.length as usize], &cover, key, auth)?;
         header = header_of(header_text(opened.as_bytes())?)?;
         if header.auth.is_some() || header.sealed.is_some() {
             return Err(Error::format(
@@ -297,72 +297,6 @@ pub fn parse_with(buf: &[u8], verifier: &Verifier) -> Result<Layout> {
         key,
         sealed_header_at,
     })
-}
-
-/// Where the sealed header `cover` of a payload encrypted whole starts (absolute): the
-/// last `cover.length` bytes of the data section. The visible header must hold nothing
-/// else of the payload.
-fn sealed_header_start(
-    visible: &Header<'_>,
-    cover: &SealedHeader<'_>,
-    data_start: usize,
-    data_len: u64,
-) -> Result<usize> {
-    if !visible.tensors.is_empty()
-        || visible.structure.is_some()
-        || visible.metadata.is_some()
-        || visible.base.is_some()
-    {
-        return Err(Error::format(
-            "a payload whose header is sealed shows no tensors, structure, metadata or base",
-        ));
-    }
-    if cover.length > data_len {
-        return Err(Error::format(format!(
-            "the sealed header of {} bytes is longer than the data section ({data_len})",
-            cover.length
-        )));
-    }
-    Ok(data_start + (data_len - cover.length) as usize)
-}
-
-/// The real header of a payload encrypted whole, from its sealed stream `sealed`
-/// (checked against its hash, then opened: every block authenticated).
-fn open_header(
-    sealed: &[u8],
-    cover: &SealedHeader<'_>,
-    key: &Subkeys,
-    auth: &Auth,
-) -> Result<String> {
-    let want = parse_hex32(&cover.hash).ok_or_else(|| {
-        Error::format(format!(
-            "sealed.hash is not 64 lowercase hex digits: {:?}",
-            cover.hash
-        ))
-    })?;
-    if hash(sealed) != want {
-        return Err(Error::integrity(
-            "the sealed header does not match its hash",
-        ));
-    }
-    let len = plain_len(sealed.len())?;
-    if len as u64 > super::preamble::MAX_HEADER_LEN {
-        return Err(Error::format(format!(
-            "the sealed header is {len} bytes, more than a header may be ({})",
-            super::preamble::MAX_HEADER_LEN
-        )));
-    }
-    let mut plain: Vec<u8> = try_zeroed(len, "the sealed header")?;
-    open_into(
-        &key.encryption,
-        &auth.nonce,
-        SEALED_HEADER_INDEX,
-        sealed,
-        &mut plain,
-    )
-    .map_err(|e| e.explained("the sealed header"))?;
-    String::from_utf8(plain)
-        .map_err(|e| Error::format(format!("the sealed header is not UTF-8: {e}")))
 }
 
 /// The signature of a signed payload, which must verify whoever the reader trusts; and,
@@ -497,19 +431,37 @@ impl Layout {
     /// Verifying all also checks that the alignment padding is zero, so that every
     /// byte of the payload is covered.
     pub fn verify(&self, buf: &[u8], indices: Option<&[usize]>) -> Result<()> {
+        self.verify_where(buf, indices, |_| true)
+    }
+
+    /// What decoding the tensors `indices` (all when `None`) checks before it allocates:
+    /// as [`Self::verify`], except sealed tensors, whose every block is authenticated as
+    /// it is opened (a stronger check than their checksum, which would be a second pass).
+    pub fn verify_before_decode(&self, buf: &[u8], indices: Option<&[usize]>) -> Result<()> {
+        self.verify_where(buf, indices, |e| !e.sealed)
+    }
+
+    fn verify_where(
+        &self,
+        buf: &[u8],
+        indices: Option<&[usize]>,
+        hashed: impl Fn(&Entry) -> bool + Sync,
+    ) -> Result<()> {
+        let check = |i: usize| match hashed(&self.entries[i]) {
+            true => self.check_hash(buf, i),
+            false => Ok(()),
+        };
         match indices {
-            Some(ix) => ix.par_iter().try_for_each(|&i| self.check_hash(buf, i)),
+            Some(ix) => ix.par_iter().try_for_each(|&i| check(i)),
             None => {
                 self.check_padding(buf)?;
-                (0..self.entries.len())
-                    .into_par_iter()
-                    .try_for_each(|i| self.check_hash(buf, i))
+                (0..self.entries.len()).into_par_iter().try_for_each(check)
             }
         }
     }
 
     /// Decode tensor `i` into `out` (exactly its decoded size), checking its hash first
-    /// when `verify` is set. `base` is the base tensor for delta codecs: it must have the
+    /// when `verify` is set (a sealed tensor's blocks are authenticated instead). `base` is the base tensor for delta codecs: it must have the
     /// tensor's dtype and shape.
     pub fn decode_into(
         &self,
@@ -528,7 +480,7 @@ impl Layout {
             ))
             .in_tensor(&e.name));
         }
-        if verify {
+        if verify && !e.sealed {
             self.check_hash(buf, i)?;
         }
         let stored = self.stored(buf, i);
