@@ -4,9 +4,7 @@
 use super::auth::tests::{edit_header, keyed, refused, reseal_keyed, reseal_plain, signing};
 use crate::dtype::DType;
 use crate::error::Kind;
-use crate::format::{
-    parse, parse_with, prepare, EncodeOptions, Encrypt, Layout, TensorInput, TensorView,
-};
+use crate::format::{parse_with, prepare, EncodeOptions, Encrypt, Layout, TensorInput, TensorView};
 use crate::trust::Verifier;
 
 const KEY: [u8; 32] = [7; 32];
