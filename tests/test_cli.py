@@ -198,6 +198,16 @@ def test_verify_and_inspect_authenticated_and_signed_files(tmp_path):
     assert doc["key_id"] == kid and doc["signer"] == pk.hex() and doc["created"].endswith("Z")
     for out in (p.stdout, p.stderr):
         assert key.hex() not in out and sk.hex() not in out
+    # Encrypted: inspect says what is hidden; verify checks the ciphertext's checksums.
+    for encrypt, shown in ((True, "tensors"), ("all", "tensors and header")):
+        enc = tmp_path / f"enc-{encrypt}.tw"
+        tw.save(COMMON, enc, key=key, encrypt=encrypt)
+        p = run("inspect", enc, "--key-file", key_file, "--json", ok=True)
+        assert json.loads(p.stdout)["encrypted"] == shown
+        assert f"encrypted:  {shown}" in run("inspect", enc, "--key-file", key_file, ok=True).stdout
+        run("verify", enc, "--key-file", key_file, ok=True)
+        one_line_error(run("inspect", enc), f"key id {kid}")
+    assert "encrypted" not in run("inspect", path, "--key-file", key_file, ok=True).stdout
     # A plain file with a key: not authenticated; a foreign format: the options do not apply.
     plain = write("tensorwire", tmp_path / "plain.tw")
     one_line_error(run("verify", plain, "--key-file", key_file), "not authenticated")
