@@ -161,7 +161,10 @@ B = np.array([[1, -2], [3, 4]], np.int16)
 
 def test_forged_keyed_and_signed_payloads_are_what_the_library_reads():
     assert forge.public_key(SK) == PK and forge.key_id(KEY) == tw.key_id(KEY)
-    tensors = [forge.T("w", "float32", [40], W.tobytes()), forge.T("b", "int16", [2, 2], B.tobytes())]
+    tensors = [
+        forge.T("w", "float32", [40], W.tobytes()),
+        forge.T("b", "int16", [2, 2], B.tobytes()),
+    ]
     for key, sk in [(KEY, None), (None, SK), (KEY, SK)]:
         blob = forge.payload(tensors, key=key, signing_key=sk, metadata={"m": 1})
         assert (blob[10], blob[12], blob[13]) == (1, key is not None, sk is not None)
@@ -180,10 +183,11 @@ def test_forged_keyed_and_signed_payloads_are_what_the_library_reads():
         assert tw.open(again, **read).metadata == {"m": 2}
 
 
-def outcome(read, blob: bytes) -> tuple[str, object]:
-    """("ok", the tensors) or the class of refusal: "authentication" or "refused"."""
+def outcome(read, blob: bytes, **options) -> tuple[str, object]:
+    """("ok", what ``read(blob, **options)`` returns) or the class of refusal:
+    "authentication" or "refused"."""
     try:
-        return "ok", read(blob)
+        return "ok", read(blob, **options)
     except (tw.AuthenticationError, spec_reader.SpecAuthError):
         return "authentication", None
     except (tw.TensorwireError, spec_reader.SpecError, ValueError, KeyError, AssertionError):
@@ -273,8 +277,8 @@ def test_the_spec_reader_and_the_library_agree_on_authenticated_payloads(key, sk
         for read in READERS:
             keys = read.get("keys") or ([read["key"]] if "key" in read else [])
             trusted = read.get("trusted_keys")
-            lib = outcome(lambda b: tw.decode(b, **read), forged)
-            spec = outcome(lambda b: spec_reader.read(b, keys=keys, trusted_keys=trusted), forged)
+            lib = outcome(tw.decode, forged, **read)
+            spec = outcome(spec_reader.read, forged, keys=keys, trusted_keys=trusted)
             assert lib[0] == spec[0], (name, read, lib[0], spec[0])
             if lib[0] == "ok":
                 np.testing.assert_array_equal(lib[1]["w"], spec[1][0]["w"])

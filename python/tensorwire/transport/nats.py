@@ -13,9 +13,10 @@ With a shared 32-byte ``key=`` on both ends (``publish``/``publish_tensors`` and
 anything, each chunk not tagged with that key: a forger on the subject cannot make a
 payload fail. ``publish_tensors(..., key=, signing_key=)`` also authenticates and signs
 the payload itself, and ``subscribe(..., key=, trusted_keys=)`` hands out only payloads
-that pass those checks (decode them with the same ``key=``). Core NATS delivers at most once: a lost chunk leaves its payload pending in the
-reassembler until the timeout drops it, and the sender is expected to resend. Do not put
-subscribers in a queue group: the chunks of one payload would be spread over its members.
+that pass those checks (decode them with the same ``key=``). Core NATS delivers at
+most once: a lost chunk leaves its payload pending in the reassembler until the timeout
+drops it, and the sender is expected to resend. Do not put subscribers in a queue group:
+the chunks of one payload would be spread over its members.
 """
 
 from __future__ import annotations
@@ -208,8 +209,7 @@ async def subscribe(
     given = {name: v for name, v in trust.items() if v is not None}
     if reassembler is not None and given:
         raise InputError(
-            f"pass {'/'.join(f'{n}=' for n in given)} or reassembler= (made with its own), "
-            "not both"
+            f"pass {'/'.join(f'{n}=' for n in given)} or reassembler= (made with its own), not both"
         )
     if reassembler is None:
         reassembler = Reassembler(**given)
