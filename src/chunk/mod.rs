@@ -30,4 +30,4 @@ pub use reassemble::{
 };
 pub use split::ChunkPlan;
 pub use stream::ChunkStream;
-pub use verify::{verify_payload, verify_payload_with, Checked, PayloadChecks};
+pub use verify::{verify_payload, verify_payload_with, PayloadChecks, Verified};

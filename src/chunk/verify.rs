@@ -25,7 +25,7 @@ pub struct PayloadChecks {
 
 /// How far a finished payload was checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Checked {
+pub enum Verified {
     /// Everything its kind calls for.
     Fully,
     /// An authenticated tensorwire payload read without keys: its header hash cannot
@@ -95,7 +95,7 @@ pub fn verify_payload(
 /// parses as a container (see [`PayloadChecks::parse`]), its content id is the digest
 /// unless that is zero, and (when `full`) every tensor checksum and the padding. With
 /// trusted signers, a payload of either kind must also be a container signed by one of
-/// them. An authenticated kind-1 payload without keys is [`Checked::WithoutKey`] (its
+/// them. An authenticated kind-1 payload without keys is [`Verified::WithoutKey`] (its
 /// preamble, exact length and digest checked), unless signers are required.
 pub fn verify_payload_with(
     payload: &[u8],
@@ -103,7 +103,7 @@ pub fn verify_payload_with(
     digest: &[u8; 32],
     full: bool,
     checks: &PayloadChecks,
-) -> Result<Checked> {
+) -> Result<Verified> {
     let checked = match kind {
         PayloadKind::Bytes => {
             if full && crate::memory::hash(payload) != *digest {
@@ -114,7 +114,7 @@ pub fn verify_payload_with(
             if checks.trusted().is_some() {
                 require_signed(payload, checks)?;
             }
-            Checked::Fully
+            Verified::Fully
         }
         PayloadKind::Container => match checks.parse(payload)? {
             Some(layout) => {
@@ -124,7 +124,7 @@ pub fn verify_payload_with(
                 if full {
                     layout.verify(payload, None)?;
                 }
-                Checked::Fully
+                Verified::Fully
             }
             None => {
                 let pre = Preamble::parse(payload)?;
@@ -132,11 +132,11 @@ pub fn verify_payload_with(
                 if *digest != [0; 32] && pre.header_hash != *digest {
                     return Err(content_id_mismatch());
                 }
-                Checked::WithoutKey
+                Verified::WithoutKey
             }
         },
     };
-    if checked == Checked::WithoutKey && checks.trusted().is_some() {
+    if checked == Verified::WithoutKey && checks.trusted().is_some() {
         return Err(keyed_without_keys());
     }
     Ok(checked)

@@ -2,13 +2,13 @@
 //! some of its chunks, the one combination of them that verifies picked.
 
 use super::{Key, PayloadBuffer};
-use crate::chunk::verify::{verify_payload_with, Checked, PayloadChecks};
+use crate::chunk::verify::{verify_payload_with, PayloadChecks, Verified};
 use crate::error::{Error, Result};
 
 /// Verify the finished `buf` with `checks`; when alternative bodies are held, find the
 /// combination that verifies (at most `2^MAX_ALTERNATES` tries, each a full
 /// verification) and leave it in `buf`. A combination that can only be checked
-/// [`Checked::WithoutKey`] does not count: without the key nothing tells a forged body
+/// [`Verified::WithoutKey`] does not count: without the key nothing tells a forged body
 /// from the genuine one.
 pub(super) fn settle<B: PayloadBuffer>(
     buf: &mut B,
@@ -54,8 +54,8 @@ pub(super) fn settle<B: PayloadBuffer>(
             buf.bytes_mut()[span(i)].copy_from_slice(c[k]);
         }
         let e = match verify_payload_with(buf.bytes(), key.kind, &key.digest, true, checks) {
-            Ok(Checked::Fully) => return Ok(()),
-            Ok(Checked::WithoutKey) => Error::authentication(
+            Ok(Verified::Fully) => return Ok(()),
+            Ok(Verified::WithoutKey) => Error::authentication(
                 "different bodies were received for some of its chunks, and it is \
                  authenticated with a key the reassembler was not given (pass key= or \
                  keys=), so nothing tells the genuine ones from forgeries",
