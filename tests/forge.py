@@ -5,8 +5,12 @@ checksum. Nothing here validates anything: any field can be given any value.
 
 Pieces: ``container``/``payload`` (preamble, header, data section), the codec block format
 ``twc1`` with block bodies (zstd and LZ4 frames made by hand or with ``zstandard``,
-``shuffle``, ``floatzip`` planes, sparse LEB128 indices), chunks (``chunk``, ``chunks``),
-update records (``update_metadata``) and base ids (``base_id``).
+``shuffle``, ``floatzip`` planes, sparse LEB128 indices), chunks (``chunk``, ``chunks``,
+tagged with a key or not), update records (``update_metadata``) and base ids
+(``base_id``). Authenticated and signed payloads (FORMAT.md section 10): ``payload(...,
+key=, signing_key=)``, ``auth_object``, ``reseal`` (the header hash recomputed, plain or
+keyed: an attacker without the key, or one who holds it) and ``sign`` (a signature
+trailer made with any signing key).
 """
 
 from __future__ import annotations
@@ -22,30 +26,41 @@ from typing import Any, Union
 import blake3
 import numpy as np
 import zstandard
-from spec_reader import entry, write
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from spec_reader import entry, header_hash, key_id, signed_message, write
 
 __all__ = [
     "T",
+    "auth_object",
     "base_id",
     "chunk",
     "chunks",
     "container",
     "dense",
     "floatzip",
+    "header_of",
+    "key_id",
     "leb128",
     "lz4_literals",
     "lz4_repeat",
     "payload",
+    "piece_tag",
+    "public_key",
+    "reseal",
     "shuffle",
+    "sign",
     "sparse_body",
     "twc1",
     "update_metadata",
+    "with_header",
     "zstd_frame",
     "zstd_raw",
     "zstd_rle",
 ]
 
-container = write  # (header dict or raw bytes, data, major=, minor=, data_len=, header_len=)
+# (header dict or raw bytes, data, major=, minor=, data_len=, header_len=, auth=, flags=, key=)
+container = write
 
 # -- container --------------------------------------------------------------------------
 
@@ -76,11 +91,100 @@ def layout(tensors: Sequence[T]) -> tuple[list[dict[str, Any]], bytes]:
     return entries, bytes(data)
 
 
-def payload(tensors: Sequence[T], *, minor: int = 0, **header: Any) -> bytes:
+def payload(
+    tensors: Sequence[T],
+    *,
+    minor: int | None = None,
+    key: bytes | None = None,
+    signing_key: bytes | None = None,
+    **header: Any,
+) -> bytes:
     """A payload holding ``tensors``; ``header`` adds top-level keys (``structure``,
-    ``metadata``, ``base``, unknown keys...) with any JSON value."""
+    ``metadata``, ``base``, ``auth``, unknown keys...) with any JSON value. With ``key``
+    (a shared key) the header hash is keyed (preamble byte 12 = 1), with
+    ``signing_key`` the payload is signed (byte 13 bit 0, a trailer); either adds
+    :func:`auth_object` unless ``auth`` is given, and makes ``minor`` 1 unless given."""
     entries, data = layout(tensors)
-    return write({"tensors": entries, **header}, data, minor=minor)
+    trusted = key is not None or signing_key is not None
+    if trusted and "auth" not in header:
+        header["auth"] = auth_object(key=key, signing_key=signing_key)
+    blob = write(
+        {"tensors": entries, **header},
+        data,
+        minor=(1 if trusted else 0) if minor is None else minor,
+        auth=int(key is not None),
+        flags=int(signing_key is not None),
+        key=key,
+    )
+    return blob if signing_key is None else sign(blob, signing_key)
+
+
+# -- authentication and signatures (section 10) -------------------------------------------
+
+
+def public_key(signing_key: bytes) -> bytes:
+    """The Ed25519 public key of a 32-byte signing key (RFC 8032)."""
+    pk = Ed25519PrivateKey.from_private_bytes(signing_key).public_key()
+    return pk.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def auth_object(
+    *,
+    key: bytes | None = None,
+    signing_key: bytes | None = None,
+    created: Any = 1_700_000_000_000,
+    nonce: Any = "00" * 16,
+) -> dict[str, Any]:
+    """The header's ``auth`` object: ``key_id`` of ``key``, ``signer`` of ``signing_key``
+    (each only when given), ``created`` and ``nonce`` (any JSON value)."""
+    out: dict[str, Any] = {}
+    if key is not None:
+        out["key_id"] = key_id(key)
+    out["created"] = created
+    out["nonce"] = nonce
+    if signing_key is not None:
+        out["signer"] = public_key(signing_key).hex()
+    return out
+
+
+def _lengths(blob: bytes) -> tuple[int, int]:
+    return struct.unpack_from("<QQ", blob, 16)
+
+
+def reseal(blob: bytes, key: bytes | None = None) -> bytes:
+    """``blob`` with its header hash recomputed over what it now holds: plain BLAKE3
+    (an attacker without the key), or keyed with ``key``'s K_mac (one who holds it). A
+    signature trailer is left as it was (see :func:`sign`)."""
+    h, _ = _lengths(blob)
+    return blob[:32] + header_hash(blob[:32] + blob[64 : 64 + h], key) + blob[64:]
+
+
+def sign(blob: bytes, signing_key: bytes) -> bytes:
+    """``blob`` (preamble, header and data, without a trailer) followed by the Ed25519
+    signature of its header hash made with ``signing_key``."""
+    sig = Ed25519PrivateKey.from_private_bytes(signing_key).sign(signed_message(blob[32:64]))
+    return blob + sig
+
+
+def with_header(
+    blob: bytes,
+    doc: dict[str, Any],
+    *,
+    key: bytes | None = None,
+    signing_key: bytes | None = None,
+) -> bytes:
+    """``blob`` with ``doc`` as its header: padded to a multiple of 64, the preamble's
+    header length updated, every tensor hash recomputed from the data as it stands,
+    the header hash resealed (plain, or keyed with ``key``) and, when ``blob`` is signed,
+    the trailer dropped and, with ``signing_key``, made again."""
+    h, d = _lengths(blob)
+    data = blob[64 + h : 64 + h + d]
+    for t in doc["tensors"]:
+        t["hash"] = blake3.blake3(data[t["offset"] : t["offset"] + t["length"]]).hexdigest()
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 64)
+    out = reseal(blob[:16] + struct.pack("<Q", len(raw)) + blob[24:64] + raw + data, key)
+    return out if signing_key is None else sign(out, signing_key)
 
 
 def base_id(tensors: Sequence[tuple[str, str, Sequence[int], bytes]]) -> str:
@@ -237,33 +341,56 @@ def chunk(
     kind: int = 1,
     digest: bytes = bytes(32),
     version: int = 1,
+    flags: int | None = None,
     reserved: int = 0,
     body_len: int | None = None,
     magic: bytes = b"\x89TWC",
     crc: int | None = None,
+    key: bytes | None = None,
+    tag: bytes | None = None,
 ) -> bytes:
-    """One chunk (88-byte header + body) with any field forged; the CRC-32 is computed
-    over header bytes 0..84 and the body unless ``crc`` is given."""
+    """One chunk (88-byte header + body [+ tag]) with any field forged; the CRC-32 is
+    computed over header bytes 0..84 and the body unless ``crc`` is given. With ``key``
+    (a shared key) flag bit 0 is set and the 16-byte tag made with its K_piece follows
+    the body; ``tag`` appends any 16 bytes instead; ``flags`` forges byte 6."""
     body_len = len(body) if body_len is None else body_len
+    tagged = key is not None or tag is not None
+    flags = int(tagged) if flags is None else flags
     head = magic + struct.pack(
-        "<BBH16sIIQQI32s", version, kind, reserved, payload_id, index, count, total, offset,
-        body_len, digest,
+        "<BBBB16sIIQQI32s", version, kind, flags, reserved, payload_id, index, count, total,
+        offset, body_len, digest,
     )  # fmt: skip
     crc = zlib.crc32(head + body) if crc is None else crc
-    return head + struct.pack("<I", crc) + body
+    out = head + struct.pack("<I", crc) + body
+    if key is not None and tag is None:
+        tag = piece_tag(out, key)
+    return out + (tag or b"")
+
+
+def piece_tag(piece: bytes, key: bytes) -> bytes:
+    """The tag of a chunk (its 88-byte header and body, no tag): the first 16 bytes of
+    BLAKE3 keyed with K_piece = derive_key("tensorwire 1 piece mac", key)."""
+    sub = blake3.blake3(key, derive_key_context="tensorwire 1 piece mac").digest()
+    return blake3.blake3(piece, key=sub).digest()[:16]
 
 
 def chunks(
-    blob: bytes, piece: int, *, payload_id: bytes | None = None, kind: int = 1
+    blob: bytes,
+    piece: int,
+    *,
+    payload_id: bytes | None = None,
+    kind: int = 1,
+    key: bytes | None = None,
 ) -> list[bytes]:
     """Every chunk of ``blob`` cut at piece size P = ``piece``, in order. Kind 1 carries
-    the container's content id (preamble bytes 32..64), kind 0 the blob's blake3."""
+    the container's content id (preamble bytes 32..64), kind 0 the blob's blake3. With
+    ``key`` every chunk is tagged."""
     pid = os.urandom(16) if payload_id is None else payload_id
     digest = blob[32:64] if kind == 1 else blake3.blake3(blob).digest()
     count = max(1, -(-len(blob) // piece))
     return [
         chunk(blob[i * piece : (i + 1) * piece], payload_id=pid, index=i, count=count,
-              total=len(blob), offset=i * piece, kind=kind, digest=digest)
+              total=len(blob), offset=i * piece, kind=kind, digest=digest, key=key)
         for i in range(count)
     ]  # fmt: skip
 

@@ -1,17 +1,35 @@
 """A reader (and, for crafting test inputs, a writer) of raw tensorwire payloads,
 written from docs/FORMAT.md alone. It shares no code with the library: if the library
-and the spec drift apart, the tests that use this module fail."""
+and the spec drift apart, the tests that use this module fail. It reads authenticated
+and signed payloads (section 10) with the keys and trusted public keys it is given;
+signatures are verified with the ``cryptography`` package (Ed25519), or, without it,
+only checked to be present."""
 
 from __future__ import annotations
 
+import hmac
 import json
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import blake3
 import numpy as np
 
+try:  # Ed25519 (RFC 8032); without it signatures are checked for presence only
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    VERIFIES_SIGNATURES = True
+except ImportError:  # pragma: no cover - cryptography comes with flwr
+    VERIFIES_SIGNATURES = False
+
 MAGIC = b"\x89TWR\r\n\x1a\n"
+KEY_ID_CONTEXT = "tensorwire 1 key id"
+MAC_CONTEXT = "tensorwire 1 payload mac"
+SIGNATURE_CONTEXT = b"tensorwire 1 signature\0\0"
+AUTH_FIELDS = {"key_id", "created", "nonce", "signer"}
+HEX = "0123456789abcdef"
 DTYPES = {
     "bool": "|b1",
     "int8": "|i1",
@@ -34,22 +52,146 @@ class SpecError(Exception):
     """The payload breaks the spec."""
 
 
-def read(payload: bytes) -> tuple[Any, Any]:
-    """Decode a payload whose tensors are all raw: returns (tensors, metadata), with
-    tensors rebuilt into their structure (a dict when the header has none)."""
+class SpecAuthError(SpecError):
+    """Who made the payload cannot be established (section 10, "Reading")."""
+
+
+def key_id(key: bytes) -> str:
+    """The id of the shared key ``key`` (section 10, "Keys and subkeys")."""
+    return blake3.blake3(key, derive_key_context=KEY_ID_CONTEXT).digest()[:8].hex()
+
+
+def mac_key(key: bytes) -> bytes:
+    """``K_mac``: the subkey that keys the header hash of an authenticated payload."""
+    return blake3.blake3(key, derive_key_context=MAC_CONTEXT).digest()
+
+
+def header_hash(covered: bytes, key: bytes | None = None) -> bytes:
+    """BLAKE3 of preamble bytes 0..32 and the header; keyed with ``key``'s K_mac."""
+    if key is None:
+        return blake3.blake3(covered).digest()
+    return blake3.blake3(covered, key=mac_key(key)).digest()
+
+
+def signed_message(digest: bytes) -> bytes:
+    """What a signature signs: the 24-byte context and the header hash."""
+    return SIGNATURE_CONTEXT + digest
+
+
+def check(
+    payload: bytes, *, keys: Sequence[bytes] = (), trusted_keys: Sequence[bytes] | None = None
+) -> tuple[dict, int, dict | None]:
+    """Steps 1 and 2 of section 9 with section 10, "Reading": the preamble, the header
+    hash (plain, or keyed with the one of ``keys`` the header names), the length, the
+    ``auth`` object and the signature (verified when the ``cryptography`` package is
+    installed, see :data:`VERIFIES_SIGNATURES`); with ``trusted_keys`` (public keys),
+    only payloads signed by one of them. Returns (header, header length, auth)."""
     if payload[:8] != MAGIC:
         raise SpecError("magic")
-    major, _minor = struct.unpack_from("<HH", payload, 8)
+    if len(payload) < 64:
+        raise SpecError("truncated preamble")
+    major, minor = struct.unpack_from("<HH", payload, 8)
     if major != 1:
         raise SpecError("major version")
+    auth_byte, flags = payload[12], payload[13]
+    if minor == 0 and (auth_byte or flags):
+        raise SpecError("bytes 12..14 are reserved in minor version 0")
+    if auth_byte not in (0, 1):
+        raise SpecError("auth byte")
+    if flags & ~1:
+        raise SpecError("flags")
+    if payload[14:16] != bytes(2):
+        raise SpecError("reserved bytes")
     header_len, data_len = struct.unpack_from("<QQ", payload, 16)
-    if header_len % 64 or len(payload) != 64 + header_len + data_len:
-        raise SpecError("lengths")
+    if header_len == 0 or header_len % 64:
+        raise SpecError("header length")
+    if 64 + header_len > len(payload):
+        raise SpecError("truncated header")
     header_bytes = payload[64 : 64 + header_len]
-    if blake3.blake3(payload[:32] + header_bytes).digest() != payload[32:64]:
-        raise SpecError("header hash")
-    header = json.loads(header_bytes.decode("utf-8"))
-    data = payload[64 + header_len :]
+    covered = payload[:32] + header_bytes
+    if keys and auth_byte == 0:
+        raise SpecAuthError("not authenticated, and keys were given")
+    if auth_byte == 1:
+        # Only the key id is read before the keyed hash is checked.
+        try:
+            header = json.loads(header_bytes.decode("utf-8"))
+            kid = header["auth"]["key_id"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise SpecAuthError(f"no key id to authenticate the header with: {e!r}") from None
+        key = next((k for k in keys if key_id(k) == kid), None)
+        if key is None:
+            raise SpecAuthError(f"authenticated with key id {kid!r}, which no key given has")
+        if not hmac.compare_digest(header_hash(covered, key), payload[32:64]):
+            raise SpecAuthError("header MAC")
+    else:
+        if header_hash(covered) != payload[32:64]:
+            raise SpecError("header hash")
+        header = json.loads(header_bytes.decode("utf-8"))
+    signed = bool(flags & 1)
+    if len(payload) < 64 + header_len + data_len:
+        raise SpecError("truncated data section")
+    if len(payload) < 64 + header_len + data_len + 64 * signed:
+        raise SpecAuthError("truncated signature trailer")
+    if len(payload) > 64 + header_len + data_len + 64 * signed:
+        raise SpecError("bytes after the end")
+    auth = _auth(header.get("auth"), keyed=auth_byte == 1, signed=signed)
+    if signed:
+        assert auth is not None
+        signer = bytes.fromhex(auth["signer"])
+        if trusted_keys is not None and signer not in [bytes(k) for k in trusted_keys]:
+            raise SpecAuthError("signer not trusted")
+        if VERIFIES_SIGNATURES and not _ed25519_verifies(
+            signer, payload[-64:], signed_message(payload[32:64])
+        ):
+            raise SpecAuthError("signature")
+    elif trusted_keys is not None:
+        raise SpecAuthError("not signed, and trusted keys were given")
+    return header, header_len, auth
+
+
+def _is_hex(value: Any, digits: int) -> bool:
+    return isinstance(value, str) and len(value) == digits and set(value) <= set(HEX)
+
+
+def _auth(auth: Any, *, keyed: bool, signed: bool) -> dict | None:
+    """The ``auth`` object checked against the preamble (section 10)."""
+    if auth is None:
+        if keyed or signed:
+            raise SpecError("auth object missing")
+        return None
+    if not isinstance(auth, dict) or set(auth) - AUTH_FIELDS:
+        raise SpecError("auth object with unknown fields")
+    if ("key_id" in auth) != keyed or ("signer" in auth) != signed:
+        raise SpecError("auth key_id / signer do not match the preamble")
+    created = auth.get("created")
+    if not isinstance(created, int) or isinstance(created, bool) or not 0 <= created < 1 << 64:
+        raise SpecError("auth.created")
+    if not _is_hex(auth.get("nonce"), 32):
+        raise SpecError("auth.nonce")
+    if keyed and not _is_hex(auth["key_id"], 16):
+        raise SpecError("auth.key_id")
+    if signed and not _is_hex(auth["signer"], 64):
+        raise SpecError("auth.signer")
+    return auth
+
+
+def _ed25519_verifies(public: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def read(
+    payload: bytes, *, keys: Sequence[bytes] = (), trusted_keys: Sequence[bytes] | None = None
+) -> tuple[Any, Any]:
+    """Decode a payload whose tensors are all raw: returns (tensors, metadata), with
+    tensors rebuilt into their structure (a dict when the header has none). ``keys`` and
+    ``trusted_keys`` as for :func:`check`."""
+    header, header_len, _ = check(payload, keys=keys, trusted_keys=trusted_keys)
+    (data_len,) = struct.unpack_from("<Q", payload, 24)
+    data = payload[64 + header_len : 64 + header_len + data_len]
     arrays = []
     end = 0
     for t in header["tensors"]:
@@ -88,19 +230,26 @@ def write(
     minor: int = 0,
     data_len: int | None = None,
     header_len: int | None = None,
+    auth: int = 0,
+    flags: int = 0,
+    key: bytes | None = None,
 ) -> bytes:
     """Assemble a payload from a header (a dict, or raw bytes for malformed JSON) and a
-    data section, with a valid header hash. Overrides forge the preamble's fields."""
+    data section, with a valid header hash: plain, or keyed with ``key``'s K_mac. Overrides
+    forge the preamble's fields (``auth`` and ``flags`` are bytes 12 and 13). A signature
+    trailer, if any, is the caller's to append."""
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
     raw += b" " * (-len(raw) % 64)
     fixed = MAGIC + struct.pack(
-        "<HH4xQQ",
+        "<HHBB2xQQ",
         major,
         minor,
+        auth,
+        flags,
         len(raw) if header_len is None else header_len,
         len(data) if data_len is None else data_len,
     )
-    return fixed + blake3.blake3(fixed + raw).digest() + raw + data
+    return fixed + header_hash(fixed + raw, key) + raw + data
 
 
 def entry(name: str, dtype: str, shape: list[int], data: bytes, offset: int, **kw: Any) -> dict:

@@ -13,6 +13,7 @@ import zlib
 from typing import Optional
 
 import blake3
+import forge
 import numpy as np
 import pytest
 
@@ -281,3 +282,85 @@ def test_a_flood_of_forged_pieces_with_the_victims_id_under_a_memory_limit() -> 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ok "), done.stdout
+
+
+# -- payloads that are themselves authenticated or signed -----------------------------------
+
+MODEL = {"w": np.arange(3000, dtype=np.float32), "b": np.ones(5, np.int16)}
+SK = tw.generate_signing_key()
+PK = tw.public_key(SK)
+
+
+def altered_header(blob: bytes) -> bytes:
+    """A byte of the header's space padding changed, the header hash left as it was."""
+    (h,) = struct.unpack_from("<Q", blob, 16)
+    return blob[: 64 + h - 1] + b"\t" + blob[64 + h :]
+
+
+def test_a_keyed_payload_chunked_with_its_key_is_checked_with_it() -> None:
+    blob = tw.encode(MODEL, key=KEY, codec={"b": "zstd"})
+    pieces = list(tw.chunk(blob, 1000, key=KEY))
+    info = chunking.chunk_info(pieces[0])
+    assert (info["kind"], info["digest"]) == ("tensorwire", blob[32:64].hex())
+    # Without the key (or with another one) the chunker cannot read it: plain bytes.
+    for key in (None, OTHER):
+        info = chunking.chunk_info(next(tw.chunk(blob, 1000, key=key)))
+        assert (info["kind"], info["digest"]) == ("bytes", blake3.blake3(blob).hexdigest())
+    r = tw.Reassembler(keys=[OTHER, KEY])
+    assert feed(r, pieces) == [blob]
+    # A header changed under valid tags (a holder of the key who did not reseal, or a
+    # damaged sender): the keyed header hash no longer matches, also with verify=False.
+    bad = keyed_pieces(altered_header(blob))
+    assert len(bad) > 1
+    for verify in (True, False):
+        r = tw.Reassembler(key=KEY, verify=verify)
+        with pytest.raises(tw.AuthenticationError, match="header MAC mismatch"):
+            feed(r, bad)
+        assert r.stats["failed"] == 1
+    # A payload authenticated with a key the reassembler lacks.
+    foreign = tw.encode(MODEL, key=bytes(32))
+    with pytest.raises(tw.AuthenticationError, match="pass key= or keys="):
+        feed(tw.Reassembler(key=KEY), keyed_pieces(foreign))
+
+
+def keyed_pieces(payload: bytes) -> list[bytes]:
+    """Chunks of kind 1 (carrying the content id) of ``payload`` tagged with KEY, as a
+    holder of the key makes them, whatever the payload holds."""
+    return forge.chunks(payload, 1000, key=KEY)
+
+
+def test_without_keys_a_keyed_payload_is_handed_on_for_decode_to_check() -> None:
+    blob = tw.encode(MODEL, key=KEY, signing_key=SK)
+    pieces = list(tw.chunk(blob, 1000, key=KEY))
+    r = tw.Reassembler()
+    (got,) = feed(r, pieces)
+    assert got == blob and r.stats["completed"] == 1
+    np.testing.assert_array_equal(tw.decode(got, key=KEY)["w"], MODEL["w"])
+    # Its header cannot be checked without the key: an altered one comes through, and
+    # decode refuses it.
+    (bad,) = feed(tw.Reassembler(), keyed_pieces(altered_header(blob)))
+    with pytest.raises(tw.AuthenticationError, match="header MAC mismatch"):
+        tw.decode(bad, key=KEY)
+
+
+def test_trusted_keys_admit_only_payloads_their_signers_signed() -> None:
+    signed = tw.encode(MODEL, signing_key=SK)
+    for trusted in ([PK], [PK.hex()], (k for k in [PK])):
+        r = tw.Reassembler(trusted_keys=trusted)
+        assert r.trusted_keys == [PK]
+        assert feed(r, tw.chunk(signed, 1000)) == [signed]
+    assert tw.Reassembler().trusted_keys is None
+    r = tw.Reassembler(trusted_keys=[PK])
+    for blob, match in [
+        (tw.encode(MODEL), "not signed"),
+        (tw.encode(MODEL, signing_key=tw.generate_signing_key()), "not among the trusted"),
+        (b"not a payload" * 100, "not a tensorwire payload"),
+        (tw.encode(MODEL, key=KEY, signing_key=SK), "signer cannot be checked"),
+    ]:
+        with pytest.raises(tw.AuthenticationError, match=match):
+            feed(r, tw.chunk(blob, 1000))
+    both = tw.encode(MODEL, key=KEY, signing_key=SK)
+    assert feed(tw.Reassembler(key=KEY, trusted_keys=[PK]), tw.chunk(both, 900, key=KEY)) == [both]
+    for bad in ([PK[:31]], "ab" * 32, PK, ["zz" * 32], [1]):
+        with pytest.raises(tw.InputError):
+            tw.Reassembler(trusted_keys=bad)

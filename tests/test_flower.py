@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,48 @@ def test_bad_records_raise_format_errors():
     bad = flower.payload_record(b"\x89TWR\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(tw.TensorwireError):
         flower.from_array_record(bad)
+
+
+def test_authenticated_and_signed_records():
+    t = tensors()
+    key, other = os.urandom(32), os.urandom(32)
+    sk = tw.generate_signing_key()
+    pk = tw.public_key(sk)
+    both = flower.to_array_record(t, "zstd", key=key, signing_key=sk, metadata={"round": 2})
+    assert list(both) == [flower.PAYLOAD_KEY]
+    payload = flower.payload_of(both)
+    with tw.open(payload, key=key, trusted_keys=[pk]) as r:
+        assert (r.key_id, r.signer, r.metadata) == (tw.key_id(key), pk, {"round": 2})
+    for read in ({"key": key}, {"keys": [other, key], "trusted_keys": [pk]}):
+        back = flower.from_array_record(both, **read)
+        for n in t:
+            np.testing.assert_array_equal(back[n], t[n])
+    # A key or a signing key alone makes a payload record, with or without a codec.
+    signed = flower.to_array_record(t, signing_key=sk)
+    assert flower.payload_of(signed) is not None
+    np.testing.assert_array_equal(flower.from_array_record(signed, trusted_keys=[pk])["conv/b"],
+                                  t["conv/b"])  # fmt: skip
+    keyed = flower.to_array_record(t, key=key)
+    np.testing.assert_array_equal(flower.from_array_record(keyed, key=key)["steps"], t["steps"])
+    # Refused: the wrong key, no key, an untrusted or missing signer, plain records.
+    plain_numpy = flower.to_array_record(t)
+    plain_payload = flower.to_array_record(t, "zstd")
+    for record, read, match in [
+        (both, {"key": other}, "header MAC mismatch|key id"),
+        (both, {}, "pass key= or keys="),
+        (both, {"key": key, "trusted_keys": [tw.public_key(tw.generate_signing_key())]},
+         "not among the trusted keys"),
+        (keyed, {"key": key, "trusted_keys": [pk]}, "not signed"),
+        (plain_payload, {"key": key}, "not authenticated"),
+        (plain_payload, {"trusted_keys": [pk]}, "not signed"),
+        (plain_numpy, {"key": key}, "plain numpy arrays"),
+        (plain_numpy, {"keys": {tw.key_id(key): key}}, "plain numpy arrays"),
+        (plain_numpy, {"trusted_keys": [pk]}, "plain numpy arrays"),
+    ]:  # fmt: skip
+        with pytest.raises(tw.AuthenticationError, match=match):
+            flower.from_array_record(record, **read)
+    # Without keys a plain record still reads as before.
+    assert list(flower.from_array_record(plain_numpy)) == list(t)
 
 
 def test_flower_app_end_to_end_on_loopback(tmp_path):

@@ -234,5 +234,65 @@ def test_keyed_chunks_end_to_end_and_forgers_cost_nothing(nats_url: str) -> None
 
     got = run(main())
     assert got[0] == payload
-    assert got[1] == tw.encode(model, codec="zstd")
+    # publish_tensors with a key authenticates the payload itself, not only its chunks.
+    with tw.open(got[1], key=key) as r:
+        assert r.key_id == tw.key_id(key) and r.signer is None
+        np.testing.assert_array_equal(r["w"], model["w"])
+    with pytest.raises(tw.AuthenticationError, match="pass key= or keys="):
+        tw.decode(got[1])
     assert errors and all(isinstance(e, tw.AuthenticationError) for e in errors)
+
+
+def test_keyed_and_signed_payloads_are_checked_before_they_are_handed_out(
+    nats_url: str,
+) -> None:
+    key, other = os.urandom(32), os.urandom(32)
+    sk, stranger = tw.generate_signing_key(), tw.generate_signing_key()
+    pk = tw.public_key(sk)
+    model = {"w": np.arange(400_000, dtype=np.float32), "b": np.ones(3, np.int8)}
+    errors: list[tw.TensorwireError] = []
+
+    async def main() -> list[bytes]:
+        sender, forger, receiver = [await nats.connect(nats_url) for _ in range(3)]
+        try:
+            keyed = await twnats.subscribe(
+                receiver, "both", keys=[other, key], trusted_keys=[pk],
+                on_error=lambda e, msg: errors.append(e),
+            )  # fmt: skip
+            signed_only = await twnats.subscribe(
+                receiver, "signed", trusted_keys=[pk.hex()],
+                on_error=lambda e, msg: errors.append(e),
+            )  # fmt: skip
+            assert keyed.reassembler.trusted_keys == [pk] == signed_only.reassembler.trusted_keys
+            with pytest.raises(tw.InputError, match="trusted_keys= or reassembler="):
+                await twnats.subscribe(
+                    receiver, "x", trusted_keys=[pk], reassembler=tw.Reassembler()
+                )
+            # Refused: signed by a stranger; keyed but unsigned; not signed at all.
+            await twnats.publish_tensors(forger, "both", model, key=key, signing_key=stranger)
+            await twnats.publish_tensors(forger, "both", model, key=key)
+            await twnats.publish_tensors(forger, "signed", model)
+            await twnats.publish_tensors(forger, "signed", model, signing_key=stranger)
+            # Then the genuine ones.
+            await twnats.publish_tensors(
+                sender, "both", model, key=key, signing_key=sk, codec="shuffle+zstd",
+                metadata={"round": 3}, max_bytes=64 << 10,
+            )  # fmt: skip
+            await twnats.publish_tensors(sender, "signed", model, signing_key=sk)
+            return [
+                await keyed.next_payload(timeout=60),
+                await signed_only.next_payload(timeout=60),
+            ]
+        finally:
+            for nc in (sender, forger, receiver):
+                await nc.close()
+
+    both, signed = run(main())
+    with tw.open(both, key=key, trusted_keys=[pk]) as r:
+        assert (r.signer, r.key_id, r.metadata) == (pk, tw.key_id(key), {"round": 3})
+        np.testing.assert_array_equal(r["w"], model["w"])
+    assert both[12:14] == b"\x01\x01" and signed[12:14] == b"\x00\x01"
+    assert tw.open(signed, trusted_keys=[pk]).signer == pk
+    assert len(errors) == 4 and all(isinstance(e, tw.AuthenticationError) for e in errors)
+    said = " | ".join(map(str, errors))
+    assert "not among the trusted keys" in said and "not signed" in said, said

@@ -72,8 +72,10 @@ def chunk(
     digest computed here. ``payload_id`` (16 bytes) defaults to a random one. With
     ``key`` (32 bytes, shared with the receiver), every chunk ends with a 16-byte tag
     that a ``Reassembler(key=key)`` checks before anything else; bodies are then 16
-    bytes shorter, so each chunk still fits ``max_bytes``. Do not modify ``blob`` while
-    iterating.
+    bytes shorter, so each chunk still fits ``max_bytes``. A payload authenticated with
+    the same key (``tw.encode(..., key=key)``) is then sent as a tensorwire payload,
+    which that reassembler checks with the key on arrival; without the key it cannot be
+    read here and is sent as bytes. Do not modify ``blob`` while iterating.
     """
     return Chunks(_core.chunk(blob, max_bytes, payload_id, key))
 

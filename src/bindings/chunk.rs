@@ -57,10 +57,14 @@ fn id_arg(id: Option<&[u8]>) -> PyResult<Option<PayloadId>> {
     .transpose()
 }
 
+/// The user key `key=` (32 bytes), if given.
+fn user_key_arg(key: Option<&[u8]>) -> PyResult<Option<Key>> {
+    key.map(|k| trust::key_from(k).map_err(to_py)).transpose()
+}
+
 /// The piece key of the user key `key=` (32 bytes), if given.
 fn key_arg(key: Option<&[u8]>) -> PyResult<Option<PieceKey>> {
-    key.map(|k| trust::key_from(k).map(|k| PieceKey::new(&k)).map_err(to_py))
-        .transpose()
+    Ok(user_key_arg(key)?.map(|k| PieceKey::new(&k)))
 }
 
 /// The user keys of `key=` (32 bytes) or `keys=` (an iterable of them, or a mapping
@@ -158,7 +162,8 @@ impl Chunks {
 }
 
 /// Cut a payload (any bytes-like object) into chunks of at most `max_bytes` bytes, each
-/// authenticated with `key` when one is given.
+/// authenticated with `key` when one is given (which also reads a payload
+/// authenticated with it as a container).
 #[pyfunction]
 #[pyo3(signature = (blob, max_bytes, payload_id=None, key=None))]
 fn chunk(
@@ -170,12 +175,13 @@ fn chunk(
 ) -> PyResult<Chunks> {
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
-    let key = key_arg(key)?;
+    let key = user_key_arg(key)?;
     let buf = PyBuffer::<u8>::get(blob)
         .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
     let data = bytes_of(&buf)?;
-    let plan =
-        py.detach(|| catch(|| ChunkPlan::new(data, max_bytes, payload_id, key).map_err(to_py)))?;
+    let plan = py.detach(|| {
+        catch(|| ChunkPlan::new(data, max_bytes, payload_id, key.as_ref()).map_err(to_py))
+    })?;
     Ok(Chunks {
         plan,
         next: Mutex::new(0),
@@ -371,7 +377,17 @@ impl PayloadBuffer for BytesBuffer {
 /// ``AuthenticationError`` (one that cannot be read, ``FormatError`` or
 /// ``IntegrityError``), is counted in ``stats["dropped"]``, and is charged nothing — so
 /// a forger who knows a payload id cannot make that payload fail. Without keys, tagged
-/// chunks are accepted on their CRC (the tag is skipped). Safe to share between threads.
+/// chunks are accepted on their CRC (the tag is skipped).
+///
+/// A finished tensorwire payload that is itself authenticated (``tw.encode(key=)``) is
+/// read with the same keys: the key it names must be among them and its keyed header
+/// hash must match, else ``AuthenticationError``. Without keys its header cannot be
+/// checked: it is returned after its chunks' CRCs, its length and its chunks' digest
+/// are checked, for ``decode(key=)`` to verify (or refused with
+/// ``AuthenticationError`` when different bodies were received for one of its chunks).
+/// With ``trusted_keys=`` (public keys, 32 bytes or 64 hex digits each) only
+/// tensorwire payloads signed by one of them complete; others are dropped with
+/// ``AuthenticationError``. Safe to share between threads.
 #[pyclass(frozen, module = "tensorwire._core", name = "Reassembler")]
 struct PyReassembler {
     inner: Mutex<Reassembler<BytesBuffer>>,
@@ -390,7 +406,7 @@ impl PyReassembler {
 #[pymethods]
 impl PyReassembler {
     #[new]
-    #[pyo3(signature = (*, max_pending_bytes=4 << 30, max_payload_bytes=4 << 30, timeout=60.0, when_full="evict", verify=true, key=None, keys=None))]
+    #[pyo3(signature = (*, max_pending_bytes=4 << 30, max_payload_bytes=4 << 30, timeout=60.0, when_full="evict", verify=true, key=None, keys=None, trusted_keys=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -401,8 +417,10 @@ impl PyReassembler {
         verify: bool,
         key: Option<&[u8]>,
         keys: Option<&Bound<'_, PyAny>>,
+        trusted_keys: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let keys = keys_arg(key, keys)?;
+        let trusted = super::trust::trusted_arg(trusted_keys)?;
         let when_full = match when_full {
             "evict" => WhenFull::EvictOldest,
             "refuse" => WhenFull::Refuse,
@@ -419,12 +437,7 @@ impl PyReassembler {
             when_full,
             verify,
         };
-        let inner = if keys.is_empty() {
-            Reassembler::new(limits)
-        } else {
-            Reassembler::with_keys(limits, &keys)
-        }
-        .map_err(to_py)?;
+        let inner = Reassembler::with_trust(limits, &keys, trusted.as_deref()).map_err(to_py)?;
         let clock = py.import("time")?.getattr("monotonic")?.unbind();
         Ok(PyReassembler {
             inner: Mutex::new(inner),
@@ -515,6 +528,14 @@ impl PyReassembler {
                 .map(|k| trust::id_hex(&k.id()))
                 .collect()
         })
+    }
+
+    /// The public keys a finished payload must be signed by (None: any signature, or
+    /// none, is accepted).
+    #[getter]
+    fn trusted_keys<'py>(&self, py: Python<'py>) -> Option<Vec<Bound<'py, PyBytes>>> {
+        let trusted = py.detach(|| lock(&self.inner).trusted().map(<[_]>::to_vec));
+        trusted.map(|t| t.iter().map(|pk| PyBytes::new(py, pk)).collect())
     }
 
     #[getter]

@@ -2,11 +2,11 @@
 //! trusted signers a reader is given (secrets are never part of a message).
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 
 use super::{to_py, InputError};
 use crate::format::Encrypt;
-use crate::trust::{self, Key, Signing, Verifier, KEY_LEN, PUBLIC_KEY_LEN};
+use crate::trust::{self, Key, PublicKey, Signing, Verifier, KEY_LEN, PUBLIC_KEY_LEN};
 
 /// A 32-byte key or signing key from the caller's bytes; `what` names it in the error.
 pub(super) fn key_arg(bytes: &[u8], what: &str) -> PyResult<Key> {
@@ -69,6 +69,55 @@ pub(super) fn verifier(
         }
     }
     Ok(v)
+}
+
+/// `trusted_keys=` of a reader that takes them from Python directly (the Reassembler):
+/// an iterable of public keys, each 32 bytes or 64 hex digits; None when not given.
+pub(super) fn trusted_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<PublicKey>>> {
+    let Some(obj) = obj else {
+        return Ok(None);
+    };
+    if obj.is_instance_of::<PyBytes>() || obj.is_instance_of::<PyString>() {
+        return Err(InputError::new_err(
+            "trusted_keys= takes a list of public keys, not one key",
+        ));
+    }
+    let items = obj
+        .try_iter()
+        .map_err(|_| InputError::new_err("trusted_keys= must be an iterable of public keys"))?;
+    let mut out = Vec::new();
+    for item in items {
+        let item = item?;
+        let bytes: Vec<u8> = if let Ok(s) = item.cast::<PyString>() {
+            let s = s.to_str()?;
+            parse_hex(s).ok_or_else(|| {
+                InputError::new_err("a trusted key given as str must be 64 hex digits")
+            })?
+        } else {
+            item.extract().map_err(|_| {
+                InputError::new_err("a trusted key is 32 bytes (tw.public_key) or 64 hex digits")
+            })?
+        };
+        let pk: PublicKey = bytes.as_slice().try_into().map_err(|_| {
+            InputError::new_err(format!(
+                "a trusted key is a {PUBLIC_KEY_LEN}-byte public key (tw.public_key), not {} bytes",
+                bytes.len()
+            ))
+        })?;
+        out.push(pk);
+    }
+    Ok(Some(out))
+}
+
+/// The bytes of an even number of hex digits (either case), or None.
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }
 
 /// The id of the 32-byte key `key`: 16 lowercase hex digits.

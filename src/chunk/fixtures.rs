@@ -3,6 +3,7 @@
 
 use super::framing::{CHUNK_HEADER_LEN, CRC_AT};
 use super::split::ChunkPlan;
+use crate::trust::{Key, Signing};
 
 /// A small deterministic generator, so the tests need no extra crate.
 pub struct Rng(pub u64);
@@ -35,8 +36,7 @@ pub fn chunks_of(payload: &[u8], max_bytes: u64, id: u8) -> Vec<Vec<u8>> {
 
 /// [`chunks_of`], authenticated with the user key `[key; 32]`.
 pub fn tagged_chunks_of(payload: &[u8], max_bytes: u64, id: u8, key: u8) -> Vec<Vec<u8>> {
-    let key = super::auth::PieceKey::new(&[key; 32]);
-    ChunkPlan::new(payload, max_bytes, Some([id; 16]), Some(key))
+    ChunkPlan::new(payload, max_bytes, Some([id; 16]), Some(&[key; 32]))
         .unwrap()
         .to_vecs(payload)
 }
@@ -106,8 +106,35 @@ pub fn container(seed: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
     })
 }
 
+/// [`container`]'s tensors in a payload authenticated with the user key `key` and/or
+/// signed with the signing key `signer` (fixed creation time and nonce).
+pub fn authenticated_container(seed: u64, key: Option<&Key>, signer: Option<&Key>) -> Vec<u8> {
+    let mut signing = Signing::new(key, signer);
+    signing.created = Some(1_700_000_000_000);
+    signing.nonce = Some([7; 16]);
+    let opts = crate::EncodeOptions {
+        auth: Some(&signing),
+        ..Default::default()
+    };
+    with_prepared_as(seed, &opts, |prepared| {
+        let mut out = vec![0u8; prepared.total_len()];
+        prepared.write_into(&mut out);
+        out
+    })
+    .0
+}
+
 /// What `f` makes of [`container`]'s payload before it is written, and the tensors' bytes.
 pub fn with_prepared<R>(seed: u64, f: impl FnOnce(crate::Prepared<'_>) -> R) -> (R, Vec<Vec<u8>>) {
+    with_prepared_as(seed, &Default::default(), f)
+}
+
+/// [`with_prepared`] with these encoding options.
+pub fn with_prepared_as<R>(
+    seed: u64,
+    opts: &crate::EncodeOptions<'_>,
+    f: impl FnOnce(crate::Prepared<'_>) -> R,
+) -> (R, Vec<Vec<u8>>) {
     let mut rng = Rng(seed);
     let datas: Vec<Vec<u8>> = (0..5).map(|i| rng.bytes(4 * (100 + 37 * i))).collect();
     let shapes: Vec<Vec<u64>> = (0..5).map(|i| vec![100 + 37 * i as u64]).collect();
@@ -124,7 +151,7 @@ pub fn with_prepared<R>(seed: u64, f: impl FnOnce(crate::Prepared<'_>) -> R) -> 
             base: None,
         })
         .collect();
-    let made = f(crate::prepare(&inputs, &Default::default()).unwrap());
+    let made = f(crate::prepare(&inputs, opts).unwrap());
     drop(inputs);
     (made, datas)
 }

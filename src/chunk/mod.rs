@@ -6,12 +6,15 @@
 //! - [`split`]: [`ChunkPlan`] cuts a payload held in memory.
 //! - [`stream`]: [`ChunkStream`] cuts a payload while it is being encoded.
 //! - [`reassemble`]: [`Reassembler`] puts chunks back together, within bounds.
+//! - [`verify`]: a finished payload checked against its chunks' digest, and as a
+//!   container with the receiver's keys and trusted signers ([`PayloadChecks`]).
 
 pub mod auth;
 pub mod framing;
 pub mod reassemble;
 pub mod split;
 pub mod stream;
+pub mod verify;
 
 #[cfg(test)]
 mod fixtures;
@@ -22,8 +25,9 @@ pub use framing::{
     CHUNK_MAGIC, CHUNK_VERSION, FLAG_AUTHENTICATED, MAX_BODY_LEN, MAX_CHUNKS,
 };
 pub use reassemble::{
-    buffer_cost, verify_payload, Limits, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,
+    buffer_cost, Limits, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,
     ALTERNATE_OVERHEAD, MAX_ALTERNATES, MAX_VARIANTS, PENDING_OVERHEAD, RECENT_IDS,
 };
 pub use split::ChunkPlan;
 pub use stream::ChunkStream;
+pub use verify::{verify_payload, verify_payload_with, PayloadChecks, Verified};

@@ -20,6 +20,10 @@
 //! anything else is looked at or changed: a chunk that is malformed, untagged, tagged
 //! with another key or altered is refused, counted in [`Stats::dropped`] and charged
 //! nothing, so a forger who knows a payload id can no longer interfere with it at all.
+//! The same keys read a finished tensorwire payload that is itself authenticated (its
+//! keyed header hash); without keys such a payload is returned after its chunks'
+//! checks, for a reader with the key to verify ([`super::verify`]). With trusted
+//! signers ([`Reassembler::with_trust`]) only payloads signed by one of them complete.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -28,10 +32,13 @@ use super::framing::{
     check_crc, crc_error, id_hex, ChunkHeader, Geometry, PayloadId, PayloadKind, CHUNK_HEADER_LEN,
     CRC_AT,
 };
+use super::verify::PayloadChecks;
 use crate::error::{Error, Kind, Limit, Result};
 use crate::memory::copy_and_crc;
+use crate::trust::PublicKey;
 
 mod limits;
+mod settle;
 
 pub use limits::{
     buffer_cost, Limits, Stats, WhenFull, ALTERNATE_OVERHEAD, MAX_ALTERNATES, MAX_VARIANTS,
@@ -114,6 +121,8 @@ pub struct Reassembler<B = Vec<u8>> {
     limits: Limits,
     /// When not empty, only chunks tagged with one of these are accepted.
     keys: Vec<PieceKey>,
+    /// What a finished tensorwire payload is read with: the same keys, trusted signers.
+    checks: PayloadChecks,
     pending: HashMap<Key, Pending<B>>,
     lru: BTreeMap<(u64, u64), Key>,
     /// The pending payloads of each id.
@@ -137,6 +146,7 @@ impl<B: PayloadBuffer> Reassembler<B> {
         Ok(Reassembler {
             limits,
             keys: Vec::new(),
+            checks: PayloadChecks::default(),
             pending: HashMap::new(),
             lru: BTreeMap::new(),
             variants: HashMap::new(),
@@ -154,14 +164,32 @@ impl<B: PayloadBuffer> Reassembler<B> {
         if keys.is_empty() {
             return Err(Error::input("no keys given: pass at least one"));
         }
+        Reassembler::with_trust(limits, keys, None)
+    }
+
+    /// A reassembler with these limits that accepts only chunks authenticated with one
+    /// of `keys` (none: any chunk, on its CRC) and reads authenticated payloads with
+    /// them; with `trusted`, only payloads signed by one of those signers complete (an
+    /// empty list: none).
+    pub fn with_trust(
+        limits: Limits,
+        keys: &[crate::trust::Key],
+        trusted: Option<&[PublicKey]>,
+    ) -> Result<Self> {
         let mut r = Reassembler::new(limits)?;
         r.keys = keys.iter().map(PieceKey::new).collect();
+        r.checks = PayloadChecks::new(keys, trusted);
         Ok(r)
     }
 
     /// The keys chunks must be tagged with (none: any chunk is accepted on its CRC).
     pub fn keys(&self) -> &[PieceKey] {
         &self.keys
+    }
+
+    /// The signers a finished payload must be signed by, when only some are accepted.
+    pub fn trusted(&self) -> Option<&[PublicKey]> {
+        self.checks.trusted()
     }
 
     /// The limits in force.
@@ -466,83 +494,36 @@ impl<B: PayloadBuffer> Reassembler<B> {
         now_ns: u64,
     ) -> Result<B> {
         self.remember(key, now_ns);
-        match settle(&mut buf, &key, &alternates, self.limits.verify) {
+        let checked = settle::settle(
+            &mut buf,
+            &key,
+            &alternates,
+            self.limits.verify,
+            &self.checks,
+        );
+        match checked {
             Ok(()) => {
                 self.stats.completed += 1;
                 Ok(buf)
             }
             Err(e) => {
                 self.stats.failed += 1;
-                Err(Error::integrity(format!(
-                    "payload {} was reassembled but is not intact: {e}",
-                    id_hex(&key.id)
-                )))
+                let kind = match e.kind() {
+                    Kind::Authentication => Kind::Authentication,
+                    _ => Kind::Integrity,
+                };
+                let what = match kind {
+                    Kind::Authentication => "is refused",
+                    _ => "is not intact",
+                };
+                Err(Error::failed(
+                    kind,
+                    format!(
+                        "payload {} was reassembled but {what}: {e}",
+                        id_hex(&key.id)
+                    ),
+                ))
             }
-        }
-    }
-}
-
-/// Verify the finished `buf`; when alternative bodies are held, find the combination
-/// that verifies (at most `2^MAX_ALTERNATES` tries, each a full verification) and leave
-/// it in `buf`.
-fn settle<B: PayloadBuffer>(
-    buf: &mut B,
-    key: &Key,
-    alternates: &[(u32, Vec<u8>)],
-    full: bool,
-) -> Result<()> {
-    if alternates.is_empty() {
-        return verify_payload(buf.bytes(), key.kind, &key.digest, full);
-    }
-    // Each index with alternatives has choices: what the buffer holds, then each
-    // alternative; count through every combination.
-    let mut indices: Vec<u32> = alternates.iter().map(|(i, _)| *i).collect();
-    indices.sort_unstable();
-    indices.dedup();
-    let piece = key.geometry.piece as usize;
-    let span = |i: u32| {
-        let at = i as usize * piece;
-        at..(at + piece).min(key.geometry.total as usize)
-    };
-    let first: Vec<Vec<u8>> = indices
-        .iter()
-        .map(|&i| buf.bytes()[span(i)].to_vec())
-        .collect();
-    let choices: Vec<Vec<&[u8]>> = indices
-        .iter()
-        .zip(&first)
-        .map(|(&i, held)| {
-            std::iter::once(held.as_slice())
-                .chain(
-                    alternates
-                        .iter()
-                        .filter(|(j, _)| *j == i)
-                        .map(|(_, b)| b.as_slice()),
-                )
-                .collect()
-        })
-        .collect();
-    let mut pick = vec![0usize; indices.len()];
-    loop {
-        for ((&i, c), &k) in indices.iter().zip(&choices).zip(&pick) {
-            buf.bytes_mut()[span(i)].copy_from_slice(c[k]);
-        }
-        let e = match verify_payload(buf.bytes(), key.kind, &key.digest, true) {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        // Next combination (mixed radix); the last one's error when none is left.
-        let mut d = 0;
-        loop {
-            if d == pick.len() {
-                return Err(e);
-            }
-            pick[d] += 1;
-            if pick[d] < choices[d].len() {
-                break;
-            }
-            pick[d] = 0;
-            d += 1;
         }
     }
 }
@@ -556,41 +537,9 @@ impl Reassembler<Vec<u8>> {
     }
 }
 
-/// Check a reassembled payload against its chunks' digest (see [`PayloadKind`]).
-pub fn verify_payload(
-    payload: &[u8],
-    kind: PayloadKind,
-    digest: &[u8; 32],
-    full: bool,
-) -> Result<()> {
-    match kind {
-        PayloadKind::Bytes => {
-            if !full {
-                return Ok(());
-            }
-            if crate::memory::hash(payload) != *digest {
-                return Err(Error::integrity(
-                    "its blake3 does not match the digest in its chunks",
-                ));
-            }
-            Ok(())
-        }
-        PayloadKind::Container => {
-            let layout = crate::format::parse(payload)?;
-            if *digest != [0; 32] && layout.content_id != *digest {
-                return Err(Error::integrity(
-                    "its content id does not match the digest in its chunks",
-                ));
-            }
-            if full {
-                layout.verify(payload, None)?;
-            }
-            Ok(())
-        }
-    }
-}
-
 #[cfg(test)]
 mod keyed_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trust_tests;

@@ -2,8 +2,10 @@
 
 use super::auth::PieceKey;
 use super::framing::{random_id, write_chunk, ChunkHeader, Geometry, PayloadId, PayloadKind};
+use super::verify::PayloadChecks;
 use crate::error::Result;
 use crate::memory::{copy_and_crc, hash};
+use crate::trust::Key;
 
 /// How to cut one in-memory payload into chunks.
 #[derive(Debug, Clone, Copy)]
@@ -25,28 +27,32 @@ impl ChunkPlan {
     /// parses as a tensorwire container (header checks only, O(header)) is sent as
     /// [`PayloadKind::Container`] with its content id as the digest; any other bytes as
     /// [`PayloadKind::Bytes`] with their blake3 (computed here, in parallel). With a
-    /// `key`, every chunk is authenticated (its body 16 bytes shorter, for the tag).
+    /// `key` (the user key), every chunk is authenticated with its piece subkey (its
+    /// body 16 bytes shorter, for the tag), and a payload authenticated with the same
+    /// key is read as a container with it; one authenticated with another key, or
+    /// without a `key` here, cannot be read, so it is sent as bytes.
     pub fn new(
         payload: &[u8],
         max_bytes: u64,
         payload_id: Option<PayloadId>,
-        key: Option<PieceKey>,
+        key: Option<&Key>,
     ) -> Result<Self> {
         let geometry = Geometry::plan(payload.len() as u64, max_bytes, key.is_some())?;
         let payload_id = match payload_id {
             Some(id) => id,
             None => random_id()?,
         };
-        let (kind, digest) = match crate::format::parse(payload) {
-            Ok(layout) => (PayloadKind::Container, layout.content_id),
-            Err(_) => (PayloadKind::Bytes, hash(payload)),
+        let checks = PayloadChecks::new(key.map_or(&[], std::slice::from_ref), None);
+        let (kind, digest) = match checks.parse(payload) {
+            Ok(Some(layout)) => (PayloadKind::Container, layout.content_id),
+            Ok(None) | Err(_) => (PayloadKind::Bytes, hash(payload)),
         };
         Ok(ChunkPlan {
             payload_id,
             kind,
             digest,
             geometry,
-            key,
+            key: key.map(PieceKey::new),
         })
     }
 

@@ -6,8 +6,10 @@ reads them. ``to_array_record(tensors, codec="shuffle+zstd")`` instead puts one 
 payload into the record, as a single ``Array`` of ``stype`` :data:`STYPE` under the key
 :data:`PAYLOAD_KEY`: compressed or delta-coded updates then travel inside Flower's own
 messages, and a server can hand the payloads straight to :func:`tensorwire.aggregate`
-(:func:`payload_of`). ``from_array_record`` reads both. ``flwr`` is an optional
-dependency, imported on first use.
+(:func:`payload_of`). ``from_array_record`` reads both. ``key=``/``signing_key=``
+authenticate and sign the payload (docs/security.md); ``from_array_record(record,
+key=, trusted_keys=)`` then accepts only records holding such a payload. ``flwr`` is an
+optional dependency, imported on first use.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import numpy as np
 
 from .._arrays import as_array
 from .._container import CodecSpec, decode, encode
-from .._errors import FormatError, InputError, TensorwireError
+from .._errors import AuthenticationError, FormatError, InputError, TensorwireError
 from .._structure import flatten
+from .._trust import Keys
 
 __all__ = [
     "NUMPY_STYPE",
@@ -59,13 +62,25 @@ def payload_record(payload: bytes) -> Any:
     return app.ArrayRecord({PAYLOAD_KEY: array})
 
 
-def to_array_record(tensors: Any, codec: Optional[CodecSpec] = None, **encode_options: Any) -> Any:
+def to_array_record(
+    tensors: Any,
+    codec: Optional[CodecSpec] = None,
+    *,
+    key: Any = None,
+    signing_key: Any = None,
+    **encode_options: Any,
+) -> Any:
     """Flower ``ArrayRecord`` of ``tensors``.
 
     Without ``codec``: one numpy ``Array`` per tensor, readable by any Flower peer (nested
     structures are flattened to ``/``-joined names). With ``codec`` (and any other
     :func:`tensorwire.encode` option): one tensorwire payload, see :func:`payload_record`.
+    ``key`` (32 bytes shared with the readers) authenticates that payload and
+    ``signing_key`` signs it (both imply a payload, ``codec`` or not); the reader passes
+    ``key=``/``trusted_keys=`` to :func:`from_array_record`.
     """
+    if key is not None or signing_key is not None:
+        encode_options.update(key=key, signing_key=signing_key)
     if codec is not None or encode_options:
         return payload_record(encode(tensors, codec=codec or "raw", **encode_options))
     app = _flwr()
@@ -98,15 +113,36 @@ def _numpy_of(name: str, array: Any) -> np.ndarray:
     return a
 
 
-def from_array_record(record: Any, *, base: Any = None, verify: bool = True) -> Any:
+def from_array_record(
+    record: Any,
+    *,
+    base: Any = None,
+    verify: bool = True,
+    key: Any = None,
+    keys: Optional[Keys] = None,
+    trusted_keys: Any = None,
+) -> Any:
     """The tensors of a Flower ``ArrayRecord``: a tensorwire payload decodes to the
     structure that was encoded (``base`` for delta codecs); numpy ``Array``s come back
-    as a ``dict`` of arrays in record order. Any other ``stype`` is a ``FormatError``."""
+    as a ``dict`` of arrays in record order. Any other ``stype`` is a ``FormatError``.
+
+    ``key``/``keys`` and ``trusted_keys`` are :func:`tensorwire.decode`'s: the record must
+    hold a payload authenticated with one of the keys, or signed by one of the trusted
+    signers; any other record, plain numpy ``Array``s included, is refused with
+    :class:`tensorwire.AuthenticationError`."""
     payload = payload_of(record)
     if payload is not None:
-        return decode(payload, base=base, verify=verify)
+        return decode(
+            payload, base=base, verify=verify, key=key, keys=keys, trusted_keys=trusted_keys
+        )
     if not hasattr(record, "items"):
         raise InputError(f"expected a Flower ArrayRecord, got {type(record).__name__}")
+    if key is not None or keys is not None or trusted_keys is not None:
+        raise AuthenticationError(
+            "the record holds plain numpy arrays, which are neither authenticated nor "
+            "signed, but key=, keys= or trusted_keys= was given: only a tensorwire payload "
+            "made with them (to_array_record(..., key=, signing_key=)) is accepted"
+        )
     out = {}
     for name, array in record.items():
         stype = getattr(array, "stype", None)

@@ -11,9 +11,12 @@
 With a shared 32-byte ``key=`` on both ends (``publish``/``publish_tensors`` and
 ``subscribe``), every chunk is authenticated and the subscriber drops, before it costs
 anything, each chunk not tagged with that key: a forger on the subject cannot make a
-payload fail. Core NATS delivers at most once: a lost chunk leaves its payload pending in the
-reassembler until the timeout drops it, and the sender is expected to resend. Do not put
-subscribers in a queue group: the chunks of one payload would be spread over its members.
+payload fail. ``publish_tensors(..., key=, signing_key=)`` also authenticates and signs
+the payload itself, and ``subscribe(..., key=, trusted_keys=)`` hands out only payloads
+that pass those checks (decode them with the same ``key=``). Core NATS delivers at
+most once: a lost chunk leaves its payload pending in the reassembler until the timeout
+drops it, and the sender is expected to resend. Do not put subscribers in a queue group:
+the chunks of one payload would be spread over its members.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from .._chunk import Chunks, Reassembler, chunk, encode_chunks
-from .._container import CodecSpec
+from .._container import encode
 from .._errors import InputError, TensorwireError
+from .._trust import Keys
 
 __all__ = [
     "PayloadSubscription",
@@ -88,16 +92,26 @@ async def publish_tensors(
     tensors: Any,
     *,
     max_bytes: Optional[int] = None,
-    codec: CodecSpec = "raw",
-    metadata: Any = None,
-    base: Any = None,
     key: Optional[bytes] = None,
+    signing_key: Optional[bytes] = None,
+    **encode_options: Any,
 ) -> str:
-    """Encode ``tensors`` straight into chunks (:func:`tensorwire.encode_chunks`), each
-    authenticated with ``key`` when one is given, and publish them on ``subject``, never
-    holding the whole payload. Returns its id (hex)."""
+    """Encode ``tensors`` (``encode_options`` as for :func:`tensorwire.encode`:
+    ``codec``, ``metadata``, ``base``...) and publish the payload on ``subject`` in
+    chunks of at most ``max_bytes``. Returns its id (hex).
+
+    Without keys the tensors are encoded straight into chunks
+    (:func:`tensorwire.encode_chunks`), never holding the whole payload. With ``key``
+    (32 bytes shared with the subscribers) the payload itself is authenticated with it
+    (``tw.encode(..., key=)``) and so is every chunk; with ``signing_key`` the payload
+    is signed. Then the payload is encoded whole and cut with :func:`tensorwire.chunk`.
+    """
     limit = _chunk_limit(nc, max_bytes)
-    chunks = encode_chunks(tensors, limit, codec=codec, metadata=metadata, base=base, key=key)
+    if key is None and signing_key is None:
+        chunks = encode_chunks(tensors, limit, **encode_options)
+    else:
+        blob = encode(tensors, key=key, signing_key=signing_key, **encode_options)
+        chunks = chunk(blob, limit, key=key)
     return await publish_chunks(nc, subject, chunks)
 
 
@@ -176,18 +190,29 @@ async def subscribe(
     on_error: Optional[ErrorHandler] = None,
     pending_bytes_limit: int = 256 << 20,
     key: Optional[bytes] = None,
+    keys: Optional[Keys] = None,
+    trusted_keys: Any = None,
 ) -> PayloadSubscription:
     """Subscribe to ``subject`` and reassemble the chunks published there.
 
-    ``reassembler`` sets the limits (default: ``tensorwire.Reassembler()``, or
-    ``tensorwire.Reassembler(key=key)`` with ``key``: only chunks published with that key
-    are accepted; the others are handed to ``on_error`` as ``AuthenticationError``).
-    ``pending_bytes_limit`` is nats-py's buffer of received, unprocessed messages, past
-    which it drops messages (a "slow consumer")."""
-    if reassembler is not None and key is not None:
-        raise InputError("pass key= or reassembler= (made with its own key=), not both")
+    ``reassembler`` sets the limits (default: ``tensorwire.Reassembler(key=key,
+    keys=keys, trusted_keys=trusted_keys)``). With ``key`` (or several: ``keys``) only
+    chunks published with one of them are accepted, and a payload that is itself
+    authenticated must be authenticated with one of them (a plain payload in such chunks
+    passes: the chunks' tags cover it); with ``trusted_keys`` (public keys) only
+    payloads signed by one of those signers. Every payload handed out has passed these
+    checks, as ``tw.decode(payload, key=..., trusted_keys=...)`` makes them; what fails
+    is handed to ``on_error`` as ``AuthenticationError``. ``pending_bytes_limit`` is
+    nats-py's buffer of received, unprocessed messages, past which it drops messages
+    (a "slow consumer")."""
+    trust = {"key": key, "keys": keys, "trusted_keys": trusted_keys}
+    given = {name: v for name, v in trust.items() if v is not None}
+    if reassembler is not None and given:
+        raise InputError(
+            f"pass {'/'.join(f'{n}=' for n in given)} or reassembler= (made with its own), not both"
+        )
     if reassembler is None:
-        reassembler = Reassembler() if key is None else Reassembler(key=key)
+        reassembler = Reassembler(**given)
     sub = await nc.subscribe(subject, pending_bytes_limit=pending_bytes_limit)
     await nc.flush()  # the server knows the subscription before this returns
     return PayloadSubscription(sub, reassembler, on_error or _log_error)

@@ -69,8 +69,7 @@ fn tagged_chunks_keep_within_max_bytes_and_reassemble_in_any_order() {
     }
     // The smallest chunk holds one byte of body.
     let min = (CHUNK_HEADER_LEN + TAG_LEN) as u64;
-    let key = Some(crate::chunk::PieceKey::new(&[KEY; 32]));
-    let e = ChunkPlan::new(b"abc", min, None, key).unwrap_err();
+    let e = ChunkPlan::new(b"abc", min, None, Some(&[KEY; 32])).unwrap_err();
     assert!(e.to_string().contains("16-byte tag"), "{e}");
     assert_eq!(tagged_chunks_of(b"abc", min + 1, 1, KEY).len(), 3);
 }
