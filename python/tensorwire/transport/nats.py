@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, Optional
 
 from .._chunk import Chunks, Reassembler, chunk, encode_chunks
-from .._container import encode
 from .._errors import InputError, TensorwireError
 from .._trust import Keys
 
@@ -100,18 +99,14 @@ async def publish_tensors(
     ``codec``, ``metadata``, ``base``...) and publish the payload on ``subject`` in
     chunks of at most ``max_bytes``. Returns its id (hex).
 
-    Without keys the tensors are encoded straight into chunks
-    (:func:`tensorwire.encode_chunks`), never holding the whole payload. With ``key``
-    (32 bytes shared with the subscribers) the payload itself is authenticated with it
-    (``tw.encode(..., key=)``) and so is every chunk; with ``signing_key`` the payload
-    is signed. Then the payload is encoded whole and cut with :func:`tensorwire.chunk`.
+    The tensors are encoded straight into chunks (:func:`tensorwire.encode_chunks`),
+    never holding the whole payload. With ``key`` (32 bytes shared with the subscribers)
+    the payload itself is authenticated with it (as ``tw.encode(..., key=)``) and so is
+    every chunk; with ``signing_key`` the payload is signed; ``encrypt=`` as for
+    :func:`tensorwire.encode`.
     """
     limit = _chunk_limit(nc, max_bytes)
-    if key is None and signing_key is None:
-        chunks = encode_chunks(tensors, limit, **encode_options)
-    else:
-        blob = encode(tensors, key=key, signing_key=signing_key, **encode_options)
-        chunks = chunk(blob, limit, key=key)
+    chunks = encode_chunks(tensors, limit, key=key, signing_key=signing_key, **encode_options)
     return await publish_chunks(nc, subject, chunks)
 
 
