@@ -118,7 +118,7 @@ pub fn authenticated_container(seed: u64, key: Option<&Key>, signer: Option<&Key
     };
     with_prepared_as(seed, &opts, |prepared| {
         let mut out = vec![0u8; prepared.total_len()];
-        prepared.write_into(&mut out);
+        prepared.write_into(&mut out).unwrap();
         out
     })
     .0
