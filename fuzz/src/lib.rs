@@ -474,10 +474,11 @@ pub fn encode(tensors: &[SampleTensor], metadata: Option<&str>) -> tensorwire::R
         metadata,
         base_id: base_id.as_deref(),
         auth: None,
+        encrypt: Default::default(),
     };
     let prepared = format::prepare(&inputs, &opts)?;
     let mut out = vec![0u8; prepared.total_len()];
-    prepared.write_into(&mut out);
+    prepared.write_into(&mut out)?;
     Ok(out)
 }
 
@@ -550,10 +551,11 @@ pub fn sample_payloads() -> Vec<(String, Vec<u8>)> {
         metadata: None,
         base_id: None,
         auth: None,
+        encrypt: Default::default(),
     };
     let prepared = format::prepare(&inputs, &opts).unwrap();
     let mut blob = vec![0u8; prepared.total_len()];
-    prepared.write_into(&mut blob);
+    prepared.write_into(&mut blob).unwrap();
     out.push(("structure".into(), blob));
     out
 }
