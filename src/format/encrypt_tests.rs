@@ -265,6 +265,14 @@ fn sealed_blocks_cannot_move_between_tensors_or_payloads() {
         "{e}"
     );
     assert!(to > from + 2 * block);
+    // The start of the big tensor's first block in place of the bias's: another tensor.
+    let bias = &layout.entries[1];
+    let n = bias.length.min(1000);
+    let mut moved = blob.clone();
+    moved.copy_within(from..from + n, bias.start);
+    let e = decode_all(&moved, &layout, false).unwrap_err();
+    assert_eq!(e.kind(), Kind::Authentication, "{e}");
+    assert_eq!((e.tensor(), e.block()), (Some("layer.bias"), Some(0)));
 }
 
 #[test]
