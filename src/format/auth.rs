@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::preamble::Preamble;
 use crate::error::{Error, Result};
+use crate::trust::keys::unhex;
 use crate::trust::signature::hex;
 use crate::trust::{parse_id, KeyId, PublicKey, NONCE_LEN};
 
@@ -83,24 +84,6 @@ pub fn key_id_of(raw: Option<&str>) -> Result<KeyId> {
             "auth.key_id is not 16 lowercase hex digits: {id:?}"
         ))
     })
-}
-
-/// Lowercase hex of exactly `N` bytes, or None.
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    let b = s.as_bytes();
-    if b.len() != 2 * N {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; N];
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
-    }
-    Some(out)
 }
 
 /// Validate the `auth` object `raw` (its JSON, if present) against the preamble: it is

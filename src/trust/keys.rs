@@ -66,13 +66,18 @@ pub fn key_id(key: &Key) -> KeyId {
 
 /// A key id as the header writes it: 16 lowercase hex digits.
 pub fn id_hex(id: &KeyId) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    super::signature::hex(id)
 }
 
 /// A key id from its 16 lowercase hex digits, or None.
 pub fn parse_id(s: &str) -> Option<KeyId> {
+    unhex(s)
+}
+
+/// Exactly `N` bytes from their `2 * N` lowercase hex digits, or None.
+pub fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     let b = s.as_bytes();
-    if b.len() != 2 * KEY_ID_LEN {
+    if b.len() != 2 * N {
         return None;
     }
     let digit = |c: u8| match c {
@@ -80,11 +85,11 @@ pub fn parse_id(s: &str) -> Option<KeyId> {
         b'a'..=b'f' => Some(c - b'a' + 10),
         _ => None,
     };
-    let mut id = [0u8; KEY_ID_LEN];
+    let mut out = [0u8; N];
     for (i, pair) in b.chunks_exact(2).enumerate() {
-        id[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
-    Some(id)
+    Some(out)
 }
 
 /// A key from caller-given bytes, which must be exactly [`KEY_LEN`] long.
