@@ -10,6 +10,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks \
+        kafka-broker test-kafka \
         fuzz fuzz-smoke fuzz-tools fuzz-corpus
 
 $(PY):
@@ -46,8 +47,24 @@ nats-server:
 	@command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server; }
 
-test-python: build nats-server
+## kafka-broker: tansu, a Kafka-protocol broker (crates.io), built once into
+## ~/.cache/tensorwire/tansu: 15-35 min on 2 cores, so only a fresh machine pays it; the
+## build directory (1.4 GB) is removed after. TANSU=/path/to/tansu uses another binary.
+TANSU_ROOT := $(HOME)/.cache/tensorwire/tansu
+kafka-broker:
+	@[ -n "$$TANSU" ] || [ -x $(TANSU_ROOT)/bin/tansu ] || command -v tansu >/dev/null 2>&1 || { \
+	  echo "building tansu 0.6.0 into $(TANSU_ROOT) (once; 15-35 min on 2 cores)"; \
+	  tmp=$$(mktemp -d); \
+	  CARGO_TARGET_DIR=$$tmp cargo install tansu --version 0.6.0 --locked --quiet \
+	    --no-default-features --features dynostore --root $(TANSU_ROOT); \
+	  rc=$$?; rm -rf $$tmp; exit $$rc; }
+
+test-python: build nats-server kafka-broker
 	$(PY) -m pytest -q
+
+## test-kafka: only the tests that run against the Kafka-protocol broker
+test-kafka: build kafka-broker
+	$(PY) -m pytest -q -m kafka
 
 ## bench-smoke: every part of the benchmark at tiny sizes, every round trip checked
 ## (part of `make test`; the report goes to a temp dir)

@@ -5,8 +5,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, os.path.dirname(__file__))  # for spec_reader, forge, nats_server
+sys.path.insert(0, os.path.dirname(__file__))  # for spec_reader, forge, nats_server, kafka_broker
 
+import kafka_broker
 import nats_server
 
 settings.register_profile(
@@ -22,3 +23,12 @@ def nats_url() -> Iterator[str]:
     nats_server.require_server_binary()
     with nats_server.local_server() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap() -> Iterator[str]:
+    """The bootstrap address of a throwaway tansu broker for this test module (skipped
+    without the broker or confluent-kafka, a failure in CI)."""
+    kafka_broker.require_broker()
+    with kafka_broker.local_broker() as bootstrap:
+        yield bootstrap

@@ -16,7 +16,7 @@ from typing import Optional
 
 import pytest
 
-__all__ = ["find_server_binary", "local_server", "require_server_binary"]
+__all__ = ["find_server_binary", "free_port", "local_server", "require_server_binary"]
 
 
 def require_server_binary() -> None:
@@ -28,7 +28,7 @@ def require_server_binary() -> None:
         pytest.skip("nats-server is not installed (`make nats-server`)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -50,7 +50,7 @@ def local_server(*, max_payload: Optional[int] = None, timeout: float = 10.0) ->
     binary = find_server_binary()
     if binary is None:
         raise FileNotFoundError("nats-server not found: run `make nats-server`")
-    port = _free_port()
+    port = free_port()
     args = [binary, "-a", "127.0.0.1", "-p", str(port)]
     config = None
     if max_payload is not None:  # only settable in a configuration file

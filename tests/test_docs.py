@@ -1,9 +1,10 @@
 """Every Python example in README.md and docs/*.md runs as written.
 
 Blocks that need more than the dev requirements say so by what they import: the Kafka
-recipe (``confluent_kafka``) needs a Kafka broker, which this machine does not have, and
-is documented as untested; the NATS example (``import nats``) runs against the test
-suite's own nats-server (the ``nats_url`` fixture), whose URL it reads from ``NATS_URL``.
+example (``confluent_kafka``) runs against the test suite's own tansu broker (the
+``kafka_bootstrap`` fixture), whose address it reads from ``KAFKA_BOOTSTRAP``; the NATS
+example (``import nats``) runs against its own nats-server (the ``nats_url`` fixture),
+whose URL it reads from ``NATS_URL``.
 Relative links point at files that exist."""
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def test_docs_have_examples() -> None:
 
 @pytest.mark.parametrize("code", [c for _, c in BLOCKS], ids=[w for w, _ in BLOCKS])
 def test_docs_example_runs(code: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    if "confluent_kafka" in code:
-        pytest.skip("needs a Kafka broker (the recipe is documented as untested)")
     env = dict(os.environ)
+    if "confluent_kafka" in code:
+        env["KAFKA_BOOTSTRAP"] = request.getfixturevalue("kafka_bootstrap")
     if re.search(r"^import nats$", code, flags=re.M):
         pytest.importorskip("nats")
         env["NATS_URL"] = request.getfixturevalue("nats_url")

@@ -9,7 +9,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::arrays::{array_bytes, array_spec, descr_of, new_array, Tensors};
 use super::{
-    bytes_of, catch, detached, new_bytes, no_memory, to_py, FormatError, InputError, IntegrityError,
+    buffer_of, bytes_of, catch, detached, new_bytes, no_memory, to_py, FormatError, InputError,
+    IntegrityError,
 };
 use crate::dtype::DType;
 use crate::fedavg::UpdateRecord;
@@ -111,8 +112,7 @@ fn save<'py>(
 #[pyfunction]
 fn write_file(py: Python<'_>, path: std::path::PathBuf, data: &Bound<'_, PyAny>) -> PyResult<()> {
     catch(|| {
-        let buf = PyBuffer::<u8>::get(data)
-            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let buf = buffer_of(data)?;
         let bytes = bytes_of(&buf)?;
         detached(py, || crate::format::write_atomic(&path, bytes))
     })
@@ -129,6 +129,18 @@ fn tensors_id<'py>(
         let held = Tensors::take(names, tensors, &PyString::new(py, "raw"), None)?;
         let parts: Vec<_> = held.inputs(py).iter().map(|t| t.tensor).collect();
         Ok(hex32(&detached(py, || Ok(format::tensors_id(&parts)))?))
+    })
+}
+
+/// The content id a payload's preamble claims (lowercase hex), or None when `data` does
+/// not start with a tensorwire preamble. Nothing else is checked: use it on payloads
+/// already verified (a `Reassembler`'s output), as an identity, not as a proof.
+#[pyfunction]
+fn preamble_content_id(data: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    catch(|| {
+        let buf = buffer_of(data)?;
+        let parsed = format::Preamble::parse(bytes_of(&buf)?);
+        Ok(parsed.ok().map(|p| hex32(&p.header_hash)))
     })
 }
 
@@ -157,8 +169,7 @@ unsafe impl Sync for Memory {}
 impl Memory {
     /// The memory of `obj`, copied when it is writable.
     pub(super) fn of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Memory> {
-        let buf = PyBuffer::<u8>::get(obj)
-            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+        let buf = buffer_of(obj)?;
         let data = bytes_of(&buf)?;
         if buf.readonly() {
             let (ptr, len) = (data.as_ptr(), data.len());
@@ -578,6 +589,7 @@ fn unflatten<'py>(
 pub(super) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(save, m)?)?;
+    m.add_function(wrap_pyfunction!(preamble_content_id, m)?)?;
     m.add_function(wrap_pyfunction!(tensors_id, m)?)?;
     m.add_function(wrap_pyfunction!(unflatten, m)?)?;
     m.add_function(wrap_pyfunction!(write_file, m)?)?;

@@ -78,6 +78,12 @@ pub(crate) fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *m
     }
 }
 
+/// The buffer of a bytes-like object, or an `InputError` saying what was expected.
+pub(crate) fn buffer_of(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+    PyBuffer::<u8>::get(obj)
+        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))
+}
+
 /// The bytes of a C-contiguous buffer. The slice is valid while `buf` lives.
 pub(crate) fn bytes_of(buf: &PyBuffer<u8>) -> PyResult<&[u8]> {
     if !buf.is_c_contiguous() {

@@ -29,6 +29,7 @@ from typing import Any, Optional
 from .._chunk import Chunks, Reassembler, chunk, encode_chunks
 from .._errors import InputError, TensorwireError
 from .._trust import Keys
+from . import _reassembler
 
 __all__ = [
     "PayloadSubscription",
@@ -200,14 +201,7 @@ async def subscribe(
     is handed to ``on_error`` as ``AuthenticationError``. ``pending_bytes_limit`` is
     nats-py's buffer of received, unprocessed messages, past which it drops messages
     (a "slow consumer")."""
-    trust = {"key": key, "keys": keys, "trusted_keys": trusted_keys}
-    given = {name: v for name, v in trust.items() if v is not None}
-    if reassembler is not None and given:
-        raise InputError(
-            f"pass {'/'.join(f'{n}=' for n in given)} or reassembler= (made with its own), not both"
-        )
-    if reassembler is None:
-        reassembler = Reassembler(**given)
+    reassembler = _reassembler(reassembler, key=key, keys=keys, trusted_keys=trusted_keys)
     sub = await nc.subscribe(subject, pending_bytes_limit=pending_bytes_limit)
     await nc.flush()  # the server knows the subscription before this returns
     return PayloadSubscription(sub, reassembler, on_error or _log_error)
