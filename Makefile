@@ -68,7 +68,7 @@ test-kafka: build kafka-broker
 
 ## bench-smoke: every part of the benchmark at tiny sizes, every round trip checked
 ## (part of `make test`; the report goes to a temp dir)
-bench-smoke: build
+bench-smoke: build kafka-broker
 	$(PY) benches/bench.py --smoke
 
 ## fuzz-tools: cargo-fuzz, installed once into ~/.cargo/bin (about 2 minutes); the
@@ -103,7 +103,7 @@ attacks: build
 
 ## bench: every part of the benchmark at full size (about 17 min on 2 cores); rewrites
 ## benches/results/ (report.md, results.json, plots). Parts: benches/README.md
-bench: build
+bench: build kafka-broker
 	$(PY) benches/bench.py
 
 clean:

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import aggregation
 import codec_ratios
 import goals
+import kafka
 import measure
 import methods
 import peers
@@ -48,7 +49,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
 #: The parts of a run, in the order they run (each has a flag of the same name).
-PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust")
+PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust", "kafka")
 #: The workloads of the formats part (``--only`` picks among them).
 WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
 
@@ -409,6 +410,18 @@ class Bench:
                 f"{t['decrypt_gbps_core']:.2f} GB/s per core"
             )
 
+    def run_kafka(self) -> None:
+        """Chunking and reassembly on Kafka against plain confluent-kafka (benches/kafka.py)."""
+        self.log("== kafka: tensorwire's transport against confluent-kafka, one tansu broker")
+        k = self.attempt("kafka", lambda: kafka.run(self.args.scale, self.smoke))
+        if k is not None:
+            self.res.kafka = k
+            self.log(
+                f"  {k['payload_mb']:.1f} MB in {k['records']} records: tw {k['tw_mbps']:.0f}, "
+                f"unchunked {k['unchunked_mbps']:.0f}, sliced {k['sliced_mbps']:.0f} MB/s; "
+                f"overhead {k['overhead_vs_unchunked']:+.1%} vs unchunked"
+            )
+
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> record.Results:
         t0 = time.perf_counter()
@@ -423,6 +436,8 @@ class Bench:
                 self.run_codec_ratios()
             elif part == "trust":
                 self.run_trust()
+            elif part == "kafka":
+                self.run_kafka()
             gc.collect()
         self.res.duration_s = time.perf_counter() - t0
         return self.res

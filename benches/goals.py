@@ -36,7 +36,7 @@ class Goal:
     """One goal: what is measured, its threshold, and why that threshold."""
 
     key: str
-    area: str  # "format", "codecs", "chunking", "federated", "trust"
+    area: str  # "format", "codecs", "chunking", "federated", "trust", "transport"
     what: str
     op: str  # ">=", ">", "<=", "<"
     threshold: float
@@ -134,6 +134,11 @@ GOALS: list[Goal] = [
          "work unencrypted)", ">=", 1.0, " GB/s each way",
          "Encrypting model weights must keep up with a 10 Gb/s link on one core; what "
          "writing fresh memory costs is the same with or without it (shown beside)."),
+    Goal("kafka-overhead", "transport",
+         "publish + subscribe on Kafka vs confluent-kafka moving the same bytes unchunked",
+         "<=", 1.10, "x the time",
+         "Pieces, their framing, reassembly and verification must cost little next to "
+         "what the broker and its client cost for the same bytes in one record."),
     Goal("round-bytes", "federated",
          "bytes per round vs Flower's np.save per array (`{codec}` updates)", "<", 1.0, "x",
          "The wire format must send fewer bytes than Flower's default for the same round."),
@@ -462,6 +467,23 @@ def _trust_goals(res: Results) -> list[Verdict]:
     ]
 
 
+def _kafka_goals(res: Results) -> list[Verdict]:
+    k, g = res.kafka, _GOAL["kafka-overhead"]
+    if not k:
+        return [_v(g.key, "not measured in this run", "-", None)]
+    ratio = k["tw_s"] / k["unchunked_s"]
+    return [
+        _v(
+            g.key,
+            f"{fmt(k['payload_mb'], 1)} MB: tw {fmt(k['tw_mbps'], 0)} MB/s in "
+            f"{k['records']} records, unchunked {fmt(k['unchunked_mbps'], 0)} MB/s "
+            f"(time {fmt(ratio, 3)}x)",
+            f"{fmt(g.threshold / ratio)} x target",
+            g.met(ratio),
+        )
+    ]
+
+
 def judge(res: Results) -> list[Verdict]:
     """Every goal of :data:`GOALS` judged on ``res``, one verdict per subject."""
     fmt_goals = _format_goals(res)
@@ -477,4 +499,5 @@ def judge(res: Results) -> list[Verdict]:
         + _chunk_goals(res)
         + _federated_goals(res)
         + _trust_goals(res)
+        + _kafka_goals(res)
     )

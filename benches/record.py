@@ -83,6 +83,8 @@ class Results:
     codec_ratios: dict = field(default_factory=dict)
     #: trust.run(): keyed and signed against plain payloads, encryption per core
     trust: dict = field(default_factory=dict)
+    #: kafka.run(): tensorwire's Kafka transport against plain confluent-kafka
+    kafka: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     note: str = ""

@@ -338,3 +338,31 @@ def test_kafka_rounds_example(kafka_bootstrap: str) -> None:
     assert [r[0] for r in rows] == ["0", "1", "2"], out
     assert all(float(r[-3]) < 0.02 for r in rows), out  # updates: < 2% of the seed's bytes
     assert "final model equal to the same rounds run without a broker" in out, out
+
+
+def test_pieces_sent_twice_and_out_of_order_make_one_payload(kafka_bootstrap: str) -> None:
+    # What a producer retrying after lost acknowledgements, or two producers resending
+    # the same payload, put on the log: every piece twice, in no particular order.
+    topic = create_topic(kafka_bootstrap)
+    blob = tw.encode(model(11, 1_500_000))
+    pieces = list(tw.chunk(blob, twkafka.piece_size(LIMIT)))
+    p = producer(kafka_bootstrap)
+    for piece in [*reversed(pieces), *pieces[::2], *pieces[1::2]]:
+        p.produce(topic, value=piece, key=chunk_info(piece)["payload_id"].encode())
+    assert p.flush(10) == 0
+    sub = twkafka.subscribe(Consumer(consumer_config(kafka_bootstrap)), [topic])
+    assert sub.next_payload(timeout=30) == blob
+    with pytest.raises(TimeoutError):
+        sub.next_payload(timeout=1.0)
+    assert sub.reassembler.stats["duplicates"] == len(pieces)
+    sub.close()
+
+
+def test_an_idempotent_producer_publishes(kafka_bootstrap: str) -> None:
+    topic = create_topic(kafka_bootstrap)
+    tensors = model(12, 600_000)
+    p = producer(kafka_bootstrap, **{"enable.idempotence": True, "acks": "all"})
+    twkafka.publish_tensors(p, topic, tensors)
+    sub = twkafka.subscribe(Consumer(consumer_config(kafka_bootstrap)), [topic])
+    assert same(tw.decode(sub.next_payload(timeout=30)), tensors)
+    sub.close()

@@ -259,8 +259,12 @@ class PayloadSubscription:
             if wait <= 0:
                 self._commit(force=False)
                 raise TimeoutError(f"no complete payload within {timeout} s")
-            for msg in self._consumer.consume(num_messages=256, timeout=wait):
-                self._take(msg)
+            # Block for one record at most `wait`, then take what else is already here
+            # (consume() alone would wait out its timeout for a full batch).
+            first = self._consumer.poll(wait)
+            if first is not None:
+                for msg in (first, *self._consumer.consume(num_messages=255, timeout=0)):
+                    self._take(msg)
             self._commit(force=False)
         blob, self._handed_id, self._handed = self._ready.popleft()
         return blob
