@@ -7,16 +7,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, Optional
 
 import pytest
-from nats_server import free_port
+from local_process import free_port, listening
 
 __all__ = [
     "CACHED_BINARY",
@@ -65,41 +62,12 @@ def local_broker(timeout: float = 20.0) -> Iterator[str]:
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     scratch = tempfile.mkdtemp(prefix="tansu-")
-    log = open(os.path.join(scratch, "broker.log"), "wb")
-    args = [
-        binary,
-        "broker",
-        "--listener-url",
-        url,
-        "--advertised-listener-url",
-        url,
-        "--storage-engine",
-        "memory://tansu/",
-    ]
-    proc = subprocess.Popen(args, cwd=scratch, stdout=log, stderr=subprocess.STDOUT)
+    args = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+            "--storage-engine", "memory://tansu/"]  # fmt: skip
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                with open(log.name, "rb") as f:
-                    err = f.read()[-4000:].decode(errors="replace")
-                raise RuntimeError(f"tansu exited with {proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"tansu did not listen on port {port}") from None
-                time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
+        with listening(args, port, timeout=timeout, cwd=scratch):
+            yield f"127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Optional
 
 import pytest
+from local_process import free_port, listening
 
-__all__ = ["find_server_binary", "free_port", "local_server", "require_server_binary"]
+__all__ = ["find_server_binary", "local_server", "require_server_binary"]
 
 
 def require_server_binary() -> None:
@@ -26,12 +24,6 @@ def require_server_binary() -> None:
         if os.environ.get("CI"):
             pytest.fail("nats-server is missing: `make nats-server` installs it")
         pytest.skip("nats-server is not installed (`make nats-server`)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def find_server_binary() -> Optional[str]:
@@ -58,29 +50,9 @@ def local_server(*, max_payload: Optional[int] = None, timeout: float = 10.0) ->
         with config:
             config.write(f"max_payload: {int(max_payload)}\n")
         args += ["-c", config.name]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"nats-server exited with {proc.returncode}: {err}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"nats-server did not listen on port {port}") from None
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
+        with listening(args, port, timeout=timeout):
+            yield f"nats://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr:
-            proc.stderr.close()
         if config is not None:
             os.unlink(config.name)
