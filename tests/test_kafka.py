@@ -366,3 +366,45 @@ def test_an_idempotent_producer_publishes(kafka_bootstrap: str) -> None:
     sub = twkafka.subscribe(Consumer(consumer_config(kafka_bootstrap)), [topic])
     assert same(tw.decode(sub.next_payload(timeout=30)), tensors)
     sub.close()
+
+
+def test_a_member_joining_mid_stream_loses_and_repeats_nothing(kafka_bootstrap: str) -> None:
+    topic = create_topic(kafka_bootstrap, partitions=2)
+    group = f"join-{os.getpid()}-{time.monotonic_ns()}"
+    p = producer(kafka_bootstrap)
+    blobs = [tw.encode(model(i, 200_000 * (1 + 2 * (i == 8))), metadata={"i": i}) for i in range(9)]
+    for i, blob in enumerate(blobs[:8]):
+        twkafka.publish(p, topic, blob, payload_id=bytes([i]) * 16)
+    last = list(tw.chunk(blobs[8], twkafka.piece_size(LIMIT) // 2, payload_id=bytes([8]) * 16))
+    assert len(last) == 5
+    for piece in last[:2]:  # the ninth is half there when the second member joins
+        p.produce(topic, value=piece, key=(bytes([8]) * 16).hex().encode())
+    assert p.flush(10) == 0
+    consumers = [Consumer(consumer_config(kafka_bootstrap, group)) for _ in range(2)]
+    first = twkafka.subscribe(consumers[0], [topic])
+    got: list[list[int]] = [[], []]
+    for _ in range(3):  # alone: it has both partitions
+        got[0].append(tw.open(first.next_payload(timeout=30)).metadata["i"])
+    second = twkafka.subscribe(consumers[1], [topic])
+    members = [first, second]
+    deadline = time.monotonic() + 60
+    published_rest = False
+    while sum(map(len, got)) < 9 and time.monotonic() < deadline:
+        if not published_rest and consumers[1].assignment():
+            for piece in last[2:]:
+                p.produce(topic, value=piece, key=(bytes([8]) * 16).hex().encode())
+            assert p.flush(10) == 0
+            published_rest = True
+        for n, m in enumerate(members):
+            try:
+                got[n].append(tw.open(m.next_payload(timeout=0.3)).metadata["i"])
+            except TimeoutError:
+                pass
+    for m in members:  # nothing more comes to either
+        with pytest.raises(TimeoutError):
+            m.next_payload(timeout=1.0)
+    assert sorted(got[0] + got[1]) == list(range(9)), got
+    # The group did rebalance: one partition each, the first one's revoked on the way.
+    assert published_rest and all(len(c.assignment()) == 1 for c in consumers)
+    for m in members:
+        m.close()
