@@ -4,6 +4,10 @@ no plaintext in the bytes, and the refusals. The attacker's side is in test_trus
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -114,3 +118,51 @@ def test_aggregation_reads_encrypted_updates() -> None:
     updates = [tw.encode(x, key=KEY, encrypt=e) for x, e in ((a, True), (b, "all"))]
     got = tw.aggregate(updates, keys=[KEY])
     np.testing.assert_array_equal(got["w"], np.full(300_000, 2, np.float32))
+
+
+LYING_SHAPE = textwrap.dedent(
+    """
+    import os, resource, sys
+    import numpy as np
+    sys.path.insert(0, sys.argv[1])
+    import forge
+    import tensorwire as tw
+
+    # An enrolled client holds the key, so it can rewrite and re-authenticate the header:
+    # the sealed tensor's shape now claims 1 GB (under max_decoded_bytes for this
+    # payload), while what it seals is the zstd frame of 1,000 floats.
+    key = bytes(range(32))
+    blob = tw.encode({"w": np.zeros(1000, np.float32)}, codec="zstd", key=key, encrypt=True)
+    header = forge.header_of(blob)
+    header["tensors"][0]["shape"] = [250_000_000]
+    evil = forge.with_header(blob, header, key=key)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    for read in (lambda: tw.decode(evil, key=key), lambda: tw.open(evil, key=key)["w"]):
+        try:
+            read()
+        except MemoryError as e:
+            raise SystemExit(f"the output was allocated before the framing was proved: {e}")
+        except tw.TensorwireError as e:
+            assert e.tensor == "w", e
+        else:
+            raise SystemExit("decoded a lying payload")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    print(f"ok peak {peak} MiB (from {before})")
+    """
+)
+
+
+def test_a_sealed_tensor_lying_about_its_shape_costs_no_allocation() -> None:
+    # The 1 GB the header claims does not fit beside the interpreter (about 240 MB of
+    # address space) under this limit:
+    # decoding must refuse the framing before it allocates the output.
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
+
+    env = dict(os.environ, MALLOC_ARENA_MAX="2", RAYON_NUM_THREADS="2")
+    done = subprocess.run(
+        [sys.executable, "-c", LYING_SHAPE, os.path.dirname(__file__)],
+        capture_output=True, text=True, timeout=120, preexec_fn=limit, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.startswith("ok "), done.stdout

@@ -144,6 +144,15 @@ fn preamble_content_id(data: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     })
 }
 
+/// An update record as Python sees it (see `Payload.update_record`).
+type RecordTuple = (
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<f64>,
+);
+
 /// The memory a payload is read from: the caller's buffer when nobody can write to it
 /// (bytes, read-only memoryviews and maps), else a private copy made once, so that what
 /// is verified is what is decoded and returned.
@@ -422,16 +431,16 @@ impl Payload {
             layout
                 .check_decoded_bytes(Some(&chosen), copy, this.limit(max_decoded_bytes))
                 .map_err(to_py)?;
-            // Checksums (and bool values) first: a bad payload costs no allocation.
+            // Checksums (and bool values), and the framing of sealed coded tensors, first:
+            // a bad payload costs no allocation beyond its stored bytes.
             let bytes = SendSlice(data);
-            detached(py, || {
+            let mut opened = detached(py, || {
                 if verify {
-                    layout.verify_before_decode(bytes.0, indices.as_deref())
+                    layout.verify_before_decode(bytes.0, indices.as_deref())?;
                 } else {
-                    chosen
-                        .iter()
-                        .try_for_each(|&i| layout.check_raw_values(bytes.0, i))
+                    (chosen.iter()).try_for_each(|&i| layout.check_raw_values(bytes.0, i))?;
                 }
+                layout.open_sealed(bytes.0, &chosen)
             })?;
             let mut out = Vec::with_capacity(count);
             let mut jobs = Vec::new();
@@ -465,7 +474,7 @@ impl Payload {
                                 shape,
                                 data: bytes,
                             });
-                    jobs.push((i, target, base));
+                    jobs.push((i, target, base, opened[k].take()));
                     out.push(arr);
                 }
             }
@@ -478,18 +487,7 @@ impl Payload {
     /// The update record of the metadata (see `tw.encode_update`), checked: None, or
     /// (difference base hex or None, base hex or None, round, client, samples). A
     /// malformed record is a FormatError saying why.
-    #[allow(clippy::type_complexity)]
-    fn update_record(
-        &self,
-    ) -> PyResult<
-        Option<(
-            Option<String>,
-            Option<String>,
-            Option<i64>,
-            Option<String>,
-            Option<f64>,
-        )>,
-    > {
+    fn update_record(&self) -> PyResult<Option<RecordTuple>> {
         let Some(m) = &self.layout.metadata else {
             return Ok(None);
         };
