@@ -408,3 +408,33 @@ def test_a_member_joining_mid_stream_loses_and_repeats_nothing(kafka_bootstrap: 
     assert published_rest and all(len(c.assignment()) == 1 for c in consumers)
     for m in members:
         m.close()
+
+
+def test_manual_commits_and_the_revoke_hook(kafka_bootstrap: str) -> None:
+    topic = create_topic(kafka_bootstrap, partitions=2)
+    group = f"manual-{os.getpid()}-{time.monotonic_ns()}"
+    p = producer(kafka_bootstrap)
+    for i in range(4):
+        twkafka.publish(p, topic, tw.encode(model(i, 1000)), payload_id=bytes([i]) * 16)
+    revoked: list[list[tuple[str, int]]] = []
+    consumers = [Consumer(consumer_config(kafka_bootstrap, group)) for _ in range(2)]
+    first = twkafka.subscribe(consumers[0], [topic], commit_interval=None,
+                              on_revoke=revoked.append)  # fmt: skip
+    for _ in range(4):
+        first.next_payload(timeout=30)
+    with pytest.raises(TimeoutError):
+        first.next_payload(timeout=1.5)  # past the default interval: still nothing
+    assert committed(kafka_bootstrap, group, topic, 2) == [-1001, -1001]  # OFFSET_INVALID
+    first.commit()
+    ends = [high_water(kafka_bootstrap, topic, n) for n in range(2)]
+    assert committed(kafka_bootstrap, group, topic, 2) == ends
+    second = twkafka.subscribe(consumers[1], [topic])
+    deadline = time.monotonic() + 60
+    while not consumers[1].assignment():
+        assert time.monotonic() < deadline, "the group did not settle"
+        for m in (first, second):
+            with pytest.raises(TimeoutError):
+                m.next_payload(timeout=0.2)
+    assert revoked and {t for t, _ in revoked[0]} == {topic}, revoked
+    first.close()
+    second.close()

@@ -62,6 +62,7 @@ _PRUNE_AT = 4096
 
 ErrorHandler = Callable[[TensorwireError, Any], None]
 Partition = tuple[str, int]
+RevokeHandler = Callable[[list[Partition]], None]
 
 
 def _kafka() -> Any:
@@ -211,7 +212,8 @@ class PayloadSubscription:
         reassembler: Reassembler,
         on_error: ErrorHandler,
         seen: MutableSet[str],
-        commit_interval: float,
+        commit_interval: Optional[float],
+        on_revoke: Optional[RevokeHandler],
     ) -> None:
         self._consumer = consumer
         self.reassembler = reassembler
@@ -219,6 +221,7 @@ class PayloadSubscription:
         self.duplicates = 0
         self._on_error = on_error
         self._commit_interval = commit_interval
+        self._on_revoke = on_revoke
         # Per partition: the offset after the last record read, and the last committed.
         self._read: dict[Partition, int] = {}
         self._committed: dict[Partition, int] = {}
@@ -333,7 +336,8 @@ class PayloadSubscription:
 
     def _commit(self, force: bool, partitions: Optional[Iterable[Partition]] = None) -> None:
         now = time.monotonic()
-        if not force and now - self._last_commit < self._commit_interval:
+        interval = self._commit_interval
+        if not force and (interval is None or now - self._last_commit < interval):
             return
         self._last_commit = now
         kafka = _kafka()
@@ -351,7 +355,7 @@ class PayloadSubscription:
     def commit(self) -> None:
         """Mark the payload handed out last as finished with and commit every offset that
         is safe to commit now (the subscription also does so on its own, at most every
-        ``commit_interval`` seconds while it reads)."""
+        ``commit_interval`` seconds while it reads, unless that is None)."""
         self._finished()
         self._commit(force=True)
 
@@ -362,6 +366,8 @@ class PayloadSubscription:
 
     def _revoked(self, _consumer: Any, partitions: list[Any]) -> None:
         gone = {(tp.topic, tp.partition) for tp in partitions}
+        if self._on_revoke is not None:
+            self._on_revoke(sorted(gone))
         try:
             self._commit(force=True, partitions=gone)
         except _kafka().KafkaException as e:  # the group moved on: the next owner re-reads
@@ -388,7 +394,8 @@ def subscribe(
     reassembler: Optional[Reassembler] = None,
     on_error: Optional[ErrorHandler] = None,
     seen: Optional[MutableSet[str]] = None,
-    commit_interval: float = 1.0,
+    commit_interval: Optional[float] = 1.0,
+    on_revoke: Optional[RevokeHandler] = None,
     key: Optional[bytes] = None,
     keys: Optional[Keys] = None,
     trusted_keys: Any = None,
@@ -405,6 +412,13 @@ def subscribe(
     content id is a tensorwire payload's ``content_id``, or for other bytes the blake3
     digest its pieces carry. Two members of one consumer group split the partitions;
     when partitions are taken away, what is safe is committed first.
+
+    ``commit_interval`` (seconds) is how often the subscription commits on its own while
+    it reads; None: only at :meth:`~PayloadSubscription.commit` and ``close()``, for an
+    application that must first make what it took from the payloads durable (a sharded
+    aggregator publishing its partial). ``on_revoke(partitions)``, given the ``(topic,
+    partition)`` pairs being taken away, runs before what is safe for them is committed:
+    the last moment to finish with what was read from them.
     """
     reassembler = _reassembler(reassembler, key=key, keys=keys, trusted_keys=trusted_keys)
     subscription = PayloadSubscription(
@@ -413,6 +427,7 @@ def subscribe(
         on_error or _log_error,
         seen if seen is not None else RecentIds(),
         commit_interval,
+        on_revoke,
     )
     consumer.subscribe(list(topics), on_revoke=subscription._revoked, on_lost=subscription._lost)
     return subscription
