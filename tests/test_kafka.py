@@ -438,3 +438,21 @@ def test_manual_commits_and_the_revoke_hook(kafka_bootstrap: str) -> None:
     assert revoked and {t for t, _ in revoked[0]} == {topic}, revoked
     first.close()
     second.close()
+
+
+def test_timeout_zero_takes_what_has_arrived(kafka_bootstrap: str) -> None:
+    topic = create_topic(kafka_bootstrap)
+    blob = tw.encode(model(13, 1000))
+    twkafka.publish(producer(kafka_bootstrap), topic, blob)
+    sub = twkafka.subscribe(Consumer(consumer_config(kafka_bootstrap)), [topic])
+    deadline = time.monotonic() + 30
+    while True:  # each call one look, never blocking for long
+        t = time.monotonic()
+        try:
+            assert sub.next_payload(timeout=0) == blob
+            break
+        except TimeoutError:
+            assert time.monotonic() - t < 0.5 and time.monotonic() < deadline
+    with pytest.raises(TimeoutError):
+        sub.next_payload(timeout=0)
+    sub.close()

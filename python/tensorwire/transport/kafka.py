@@ -243,8 +243,9 @@ class PayloadSubscription:
         return self._next(None)
 
     def next_payload(self, timeout: Optional[float] = None) -> bytes:
-        """The next complete payload; ``TimeoutError`` after ``timeout`` seconds. Asking
-        for it marks the previous one as finished with (its offsets may be committed)."""
+        """The next complete payload; ``TimeoutError`` after ``timeout`` seconds (0: take
+        only what has already arrived). Asking for it marks the previous one as finished
+        with (its offsets may be committed)."""
         return self._next(timeout)
 
     def _finished(self) -> None:
@@ -258,17 +259,18 @@ class PayloadSubscription:
         self._finished()
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._ready:
-            wait = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-            if wait <= 0:
-                self._commit(force=False)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0 and timeout:
                 raise TimeoutError(f"no complete payload within {timeout} s")
             # Block for one record at most `wait`, then take what else is already here
             # (consume() alone would wait out its timeout for a full batch).
-            first = self._consumer.poll(wait)
+            first = self._consumer.poll(0.1 if left is None else max(0.0, min(0.1, left)))
             if first is not None:
                 for msg in (first, *self._consumer.consume(num_messages=255, timeout=0)):
                     self._take(msg)
             self._commit(force=False)
+            if not self._ready and timeout is not None and timeout <= 0:
+                raise TimeoutError("no complete payload has arrived")  # timeout=0: one look
         blob, self._handed_id, self._handed = self._ready.popleft()
         return blob
 
