@@ -6,11 +6,11 @@ checksum. Nothing here validates anything: any field can be given any value.
 Pieces: ``container``/``payload`` (preamble, header, data section), the codec block format
 ``twc1`` with block bodies (zstd and LZ4 frames made by hand or with ``zstandard``,
 ``shuffle``, ``floatzip`` planes, sparse LEB128 indices), chunks (``chunk``, ``chunks``,
-tagged with a key or not), update records (``update_metadata``) and base ids
-(``base_id``). Authenticated and signed payloads (FORMAT.md section 10): ``payload(...,
-key=, signing_key=)``, ``auth_object``, ``reseal`` (the header hash recomputed, plain or
-keyed: an attacker without the key, or one who holds it) and ``sign`` (a signature
-trailer made with any signing key).
+tagged with a key or not), retransmit requests (``retransmit_request``), update records
+(``update_metadata``) and base ids (``base_id``). Authenticated and signed payloads
+(FORMAT.md section 10): ``payload(..., key=, signing_key=)``, ``auth_object``, ``reseal``
+(the header hash recomputed, plain or keyed: an attacker without the key, or one who
+holds it) and ``sign`` (a signature trailer made with any signing key).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ __all__ = [
     "piece_tag",
     "public_key",
     "reseal",
+    "retransmit_request",
     "shuffle",
     "sign",
     "sparse_body",
@@ -393,6 +394,26 @@ def chunks(
               total=len(blob), offset=i * piece, kind=kind, digest=digest, key=key)
         for i in range(count)
     ]  # fmt: skip
+
+
+def retransmit_request(
+    payload_id: bytes,
+    count: int,
+    indices: Sequence[int],
+    *,
+    n: int | None = None,
+    magic: bytes = b"\x89TWX",
+    version: int = 1,
+    reserved: bytes = bytes(3),
+    trailing: bytes = b"",
+    key: bytes | None = None,
+) -> bytes:
+    """A retransmit request (FORMAT.md "Retransmit requests") with any field forged, in
+    the one chunk it travels in (kind 0, the body's blake3; tagged with ``key``)."""
+    n = len(indices) if n is None else n
+    head = magic + struct.pack("<B3s16sII", version, reserved, payload_id, count, n)
+    body = head + struct.pack(f"<{len(indices)}I", *indices) + trailing
+    return chunks(body, len(body), kind=0, key=key)[0]
 
 
 # -- update records -----------------------------------------------------------------------

@@ -52,6 +52,7 @@ SUBMODULES = [
     "tensorwire.integrations.flower",
     "tensorwire.transport",
     "tensorwire.transport.nats",
+    "tensorwire.transport.retransmit",
     "tensorwire.types",
 ]
 

@@ -19,8 +19,8 @@ __all__ = ["CHUNK_HEADER_LEN", "Chunks", "Reassembler", "chunk", "chunk_info", "
 
 class Chunks(Iterator[bytes]):
     """What :func:`chunk` and :func:`encode_chunks` return: an iterator of ``bytes``
-    that also knows ``len()`` (chunks left), ``payload_id`` (hex), ``count`` and
-    ``total_len``. Each chunk is made when it is asked for."""
+    that also knows ``len()`` (chunks left), ``payload_id`` (hex), ``count``,
+    ``total_len`` and ``next_index``. Each chunk is made when it is asked for."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
@@ -48,6 +48,13 @@ class Chunks(Iterator[bytes]):
     def total_len(self) -> int:
         """Length of the whole payload in bytes."""
         return int(self._inner.total_len)
+
+    @property
+    def next_index(self) -> Optional[int]:
+        """Index of the chunk the next ``next()`` makes (None once all were made): in
+        order for :func:`chunk`; data before header for :func:`encode_chunks`."""
+        index = self._inner.next_index
+        return None if index is None else int(index)
 
     def __repr__(self) -> str:
         return (

@@ -16,6 +16,7 @@ mod arrays;
 mod chunk;
 mod container;
 mod errors;
+mod reassembler;
 mod trust;
 
 pub(crate) use errors::{to_py, FormatError, InputError, IntegrityError, TensorwireError};
@@ -141,6 +142,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     container::register(m)?;
     aggregate::register(m)?;
     chunk::register(m)?;
+    reassembler::register(m)?;
     trust::register(m)?;
     Ok(())
 }

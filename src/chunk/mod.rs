@@ -25,7 +25,7 @@ pub use framing::{
     CHUNK_MAGIC, CHUNK_VERSION, FLAG_AUTHENTICATED, MAX_BODY_LEN, MAX_CHUNKS,
 };
 pub use reassemble::{
-    buffer_cost, Limits, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,
+    buffer_cost, Limits, Missing, PayloadBuffer, PendingInfo, Reassembler, Stats, WhenFull,
     ALTERNATE_OVERHEAD, MAX_ALTERNATES, MAX_VARIANTS, PENDING_OVERHEAD, RECENT_IDS,
 };
 pub use split::ChunkPlan;

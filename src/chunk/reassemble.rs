@@ -24,6 +24,8 @@
 //! keyed header hash); without keys such a payload is returned after its chunks'
 //! checks, for a reader with the key to verify ([`super::verify`]). With trusted
 //! signers ([`Reassembler::with_trust`]) only payloads signed by one of them complete.
+//! [`Reassembler::missing`] names the chunks a stalled payload still lacks, for a
+//! receiver that asks its sender to resend them.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -38,12 +40,14 @@ use crate::memory::copy_and_crc;
 use crate::trust::PublicKey;
 
 mod limits;
+mod missing;
 mod settle;
 
 pub use limits::{
     buffer_cost, Limits, Stats, WhenFull, ALTERNATE_OVERHEAD, MAX_ALTERNATES, MAX_VARIANTS,
     PENDING_OVERHEAD, RECENT_IDS,
 };
+pub use missing::Missing;
 
 /// Memory a reassembled payload is written into. [`Reassembler`] asks for one buffer of
 /// the payload's length when the payload's first chunk arrives, writes every chunk's
@@ -539,6 +543,8 @@ impl Reassembler<Vec<u8>> {
 
 #[cfg(test)]
 mod keyed_tests;
+#[cfg(test)]
+mod missing_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -173,13 +173,17 @@ impl<'a> ChunkStream<'a> {
         }
     }
 
+    /// Index of the next chunk (not the next position: see [`Self::index_at`]), or
+    /// `None` when all were produced.
+    pub fn next_index(&self) -> Option<u32> {
+        (self.next < self.geometry.count).then(|| self.index_at(self.next))
+    }
+
     /// Length of the next chunk, or `None` when all were produced.
     pub fn next_len(&self) -> Option<usize> {
         let authenticated = self.key.is_some();
-        (self.next < self.geometry.count).then(|| {
-            self.geometry
-                .chunk_len(self.index_at(self.next), authenticated)
-        })
+        self.next_index()
+            .map(|i| self.geometry.chunk_len(i, authenticated))
     }
 
     /// Walk the payload bytes `start..end` (at or past the data section) as pieces:
@@ -331,10 +335,16 @@ mod tests {
         for max_bytes in [89u64, 100, 150, 300, 1000, 4096, 100_000] {
             let (payload, _) = container(max_bytes);
             let ((total, chunks), _) = with_prepared(max_bytes, |prepared| {
-                let stream = ChunkStream::new(prepared, max_bytes, None, None).unwrap();
+                let mut stream = ChunkStream::new(prepared, max_bytes, None, None).unwrap();
                 let stream_total = stream.total_len();
-                let chunks: Result<Vec<Vec<u8>>> = stream.collect();
-                (stream_total, chunks.unwrap())
+                let mut chunks = Vec::new();
+                while let Some(index) = stream.next_index() {
+                    let mut c = vec![0u8; stream.next_len().unwrap()];
+                    assert_eq!(stream.write_next(&mut c).unwrap(), index);
+                    assert_eq!(ChunkHeader::parse(&c).unwrap().index, index);
+                    chunks.push(c);
+                }
+                (stream_total, chunks)
             });
             assert_eq!(total, payload.len() as u64);
             assert!(chunks.iter().all(|c| c.len() as u64 <= max_bytes));

@@ -4,6 +4,8 @@ Each adapter cuts payloads with :func:`tensorwire.chunk` / :func:`tensorwire.enc
 and puts them back together with a :class:`tensorwire.Reassembler`; the broker's client
 library is imported only by its adapter module (``tensorwire.transport.nats`` needs
 ``nats-py``, ``tensorwire.transport.kafka`` needs ``confluent-kafka``).
+``tensorwire.transport.retransmit`` resends the pieces an at-most-once broker lost,
+whatever the broker.
 """
 
 from __future__ import annotations
