@@ -16,6 +16,7 @@
 use crate::dtype::DType;
 
 pub mod auth;
+pub mod decode;
 pub mod file;
 pub mod header;
 pub mod ids;
@@ -29,6 +30,7 @@ pub mod write;
 mod encrypt_tests;
 
 pub use auth::Auth;
+pub use decode::DecodeJob;
 pub use file::{save_atomic, write_atomic};
 pub use header::{
     json_depth, validate_entry, validate_metadata, Entry, Header, SealedHeader, TensorEntry,
@@ -40,8 +42,8 @@ pub use preamble::{
     VERSION_MINOR_TRUST,
 };
 pub use read::{
-    check_bools, default_max_decoded_bytes, parse, parse_with, DecodeJob, Layout,
-    DEFAULT_DECODED_SLACK, DEFAULT_EXPANSION,
+    check_bools, default_max_decoded_bytes, parse, parse_with, Layout, DEFAULT_DECODED_SLACK,
+    DEFAULT_EXPANSION,
 };
 pub use write::{prepare, EncodeOptions, Encrypt, Prepared, TensorInput, SEALED_HEADER_INDEX};
 

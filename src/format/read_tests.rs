@@ -4,6 +4,7 @@
 use super::*;
 use crate::format::preamble::ALIGN;
 use crate::format::write::{prepare, EncodeOptions, TensorInput};
+use crate::format::TensorView;
 
 fn encode(inputs: &[TensorInput<'_>], opts: &EncodeOptions<'_>) -> Vec<u8> {
     let prepared = prepare(inputs, opts).unwrap();
