@@ -4,7 +4,6 @@ no plaintext in the bytes, and the refusals. The attacker's side is in test_trus
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -122,7 +121,9 @@ def test_aggregation_reads_encrypted_updates() -> None:
 
 LYING_SHAPE = textwrap.dedent(
     """
-    import os, resource, sys
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))  # before anything loads
+    import os, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
     import forge
@@ -156,13 +157,10 @@ def test_a_sealed_tensor_lying_about_its_shape_costs_no_allocation() -> None:
     # The 1 GB the header claims does not fit beside the interpreter (about 240 MB of
     # address space) under this limit:
     # decoding must refuse the framing before it allocates the output.
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
-
     env = dict(os.environ, MALLOC_ARENA_MAX="2", RAYON_NUM_THREADS="2")
     done = subprocess.run(
         [sys.executable, "-c", LYING_SHAPE, os.path.dirname(__file__)],
-        capture_output=True, text=True, timeout=120, preexec_fn=limit, env=env,
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert done.stdout.startswith("ok "), done.stdout

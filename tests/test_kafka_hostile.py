@@ -5,7 +5,6 @@ victim's id, and garbage, around one genuine payload, which still arrives intact
 from __future__ import annotations
 
 import os
-import resource
 import subprocess
 import sys
 import textwrap
@@ -60,7 +59,9 @@ ATTACK = textwrap.dedent(
 
 VICTIM = textwrap.dedent(
     """
-    import random, resource, sys
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # before anything is loaded
+    import random, sys
     from confluent_kafka import Consumer
     import tensorwire as tw
     from tensorwire.transport import kafka as twkafka
@@ -94,13 +95,10 @@ def test_a_hostile_producer_cannot_stop_or_bloat_the_subscriber(kafka_bootstrap:
     assert attack.returncode == 0, attack.stderr[-2000:]
     n_bad = int(attack.stdout.split()[0])
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
     env = dict(os.environ, MALLOC_ARENA_MAX="2")  # librdkafka's threads, one arena each
     done = subprocess.run(
         [sys.executable, "-c", VICTIM, kafka_bootstrap, topic, os.path.dirname(__file__)],
-        capture_output=True, text=True, timeout=300, preexec_fn=limit, env=env,
+        capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok "), done.stdout
