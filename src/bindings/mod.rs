@@ -16,6 +16,7 @@ mod arrays;
 mod chunk;
 mod container;
 mod errors;
+mod partial;
 mod trust;
 
 pub(crate) use errors::{to_py, FormatError, InputError, IntegrityError, TensorwireError};
@@ -140,6 +141,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     container::register(m)?;
     aggregate::register(m)?;
+    partial::register(m)?;
     chunk::register(m)?;
     trust::register(m)?;
     Ok(())
