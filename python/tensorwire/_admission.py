@@ -19,7 +19,7 @@ from . import _core
 from ._errors import AuthenticationError, InputError
 from ._trust import Keys, reader_keys, trusted
 
-__all__ = ["Admission", "authentication_error"]
+__all__ = ["Admission", "authentication_error", "parse_payload"]
 
 
 def _max_age_ms(max_age: Any) -> Optional[float]:
@@ -49,6 +49,23 @@ def _authenticated(payload: Any) -> bool:
 def _nonce(payload: Any) -> Optional[bytes]:
     """The nonce of an authenticated payload, or None (a plain one's is anyone's)."""
     return payload.nonce if _authenticated(payload) else None
+
+
+def parse_payload(
+    index: Optional[int],
+    update: Any,
+    keys: Optional[list[tuple[Optional[str], bytes]]],
+    trusted_keys: Optional[list[bytes]],
+) -> tuple[Any, Optional[str]]:
+    """Parse payload ``index`` (None: not an update) accepting only ``keys`` and
+    ``trusted_keys`` (as ``_trust.reader_keys`` and ``_trust.trusted`` make them):
+    ``(payload, None)``, or ``(None, reason)`` when the core refuses its authentication.
+    Other errors (a malformed or truncated payload) raise, naming the update."""
+    try:
+        payload = _core.Payload(update, update=index, keys=keys, trusted_keys=trusted_keys)
+        return payload, None
+    except AuthenticationError as e:
+        return None, str(e) if index is None else _unplaced(e, index)
 
 
 class Admission:
@@ -89,16 +106,9 @@ class Admission:
         return self._keys is not None or self._trusted is not None
 
     def parse(self, index: int, update: Any) -> tuple[Any, Optional[str]]:
-        """Parse payload ``index`` with the round's keys and trusted signers: ``(payload,
-        None)``, or ``(None, reason)`` when the core refuses its authentication. Other
-        errors (a malformed or truncated payload) raise, naming the update."""
-        try:
-            payload = _core.Payload(
-                update, update=index, keys=self._keys, trusted_keys=self._trusted
-            )
-            return payload, None
-        except AuthenticationError as e:
-            return None, _unplaced(e, index)
+        """Parse payload ``index`` with the round's keys and trusted signers (see
+        :func:`parse_payload`)."""
+        return parse_payload(index, update, self._keys, self._trusted)
 
     def refusal(self, payload: Any) -> Optional[str]:
         """Why the round refuses a parsed payload (or, given None, a tensor structure)
@@ -142,6 +152,52 @@ class Admission:
             self._nonces.add(nonce)
         if payload.signer is not None:
             self._signers.add(payload.signer)
+
+    @property
+    def nonces(self) -> list[bytes]:
+        """The nonces of the authenticated updates this round counts."""
+        return sorted(self._nonces)
+
+    def partial_refusal(
+        self, count: int, signers: list[bytes], nonces: list[bytes]
+    ) -> Optional[str]:
+        """Why the round refuses a partial aggregate of ``count`` updates, whose signed
+        ones were signed by ``signers`` and whose authenticated ones carry ``nonces``, or
+        None. The round's rules apply to what the partial declares (the server that
+        made it checked the signatures): no nonce seen before; with ``trusted_keys``,
+        every update signed by an enrolled key, one per signer; with keys or
+        ``max_age``, every update authenticated."""
+        for nonce in nonces:
+            if nonce in self._nonces or self._seen(nonce):
+                return f"it counts an update whose nonce {nonce.hex()} was seen before: a replay"
+        if self._trusted is not None:
+            if len(signers) != count:
+                return (
+                    f"it counts {count} updates, {len(signers)} of them signed: the round "
+                    "takes only updates signed by enrolled keys"
+                )
+            enrolled, once = set(self._trusted), set()
+            for signer in signers:
+                if signer not in enrolled:
+                    return f"it counts an update signed by {signer.hex()}, which is not enrolled"
+                if signer in self._signers or signer in once:
+                    return f"signer {signer.hex()} already sent an update this round"
+                once.add(signer)
+        if (self._authenticated_only or self._max_age_ms is not None) and len(nonces) != count:
+            return (
+                f"it counts {count} updates, {len(nonces)} of them authenticated: the round "
+                "takes only authenticated updates"
+            )
+        return None
+
+    def claim_partial(self, signers: list[bytes], nonces: list[bytes]) -> None:
+        """Count a merged partial's signers and nonces as used, in this round and (the
+        nonces) in ``seen_nonces``."""
+        self._signers.update(signers)
+        self._nonces.update(nonces)
+        if self._seen_nonces is not None:
+            for nonce in nonces:
+                self._seen_nonces.add(nonce)
 
     def remember(self, payload: Any) -> None:
         """Keep an accepted ``payload``'s nonce in ``seen_nonces`` for later rounds."""

@@ -20,12 +20,12 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 
 from . import _core
-from ._admission import Admission, authentication_error
+from ._admission import Admission, authentication_error, parse_payload
 from ._arrays import as_array, byte_view, dtype_name, dtype_named
 from ._container import _base_id
 from ._errors import FormatError, InputError, TensorwireError
 from ._structure import flatten, unflatten
-from ._trust import Keys
+from ._trust import Keys, optional_secret, reader_keys, trusted
 
 __all__ = [
     "UPDATE_KEY",
@@ -42,6 +42,9 @@ UPDATE_KEY = "tensorwire.update"
 
 OnMismatch = Union[str, Callable[[int, str], Any]]
 
+#: How refusals of :meth:`Aggregator.merge` name what they refuse.
+_PARTIAL = "partial aggregate"
+
 
 class MismatchError(TensorwireError, ValueError):
     """An update is refused by the round: other tensors, dtypes or shapes, another base
@@ -49,8 +52,8 @@ class MismatchError(TensorwireError, ValueError):
     counted, a malformed update record. Raised with ``on_mismatch="raise"`` (the
     default)."""
 
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(f"update {index} does not fit the round: {reason}")
+    def __init__(self, index: int, reason: str, what: str = "update") -> None:
+        super().__init__(f"{what} {index} does not fit the round: {reason}")
         self.index = index
         self.update = index
         self.reason = reason
@@ -209,16 +212,23 @@ def _outputs(template: _Template, out: Any) -> tuple[list[np.ndarray], Any]:
     return arrays, out
 
 
-def _report(on_mismatch: OnMismatch, index: int, reason: str, authentication: bool = False) -> None:
-    """Refuse update ``index`` for ``reason`` as ``on_mismatch`` says; ``authentication``:
-    the round does not admit who sent it (an :class:`AuthenticationError` to raise)."""
+def _report(
+    on_mismatch: OnMismatch,
+    index: int,
+    reason: str,
+    authentication: bool = False,
+    what: str = "update",
+) -> None:
+    """Refuse update ``index`` (or the partial aggregate: ``what``) for ``reason`` as
+    ``on_mismatch`` says; ``authentication``: the round does not admit who sent it (an
+    :class:`AuthenticationError` to raise)."""
     if on_mismatch == "raise":
         if authentication:
             raise authentication_error(index, reason)
-        raise MismatchError(index, reason)
+        raise MismatchError(index, reason, what)
     if on_mismatch == "skip":
-        what = "it is not admitted" if authentication else "it does not fit the round"
-        warnings.warn(f"update {index} skipped: {what}: {reason}", MismatchWarning, stacklevel=3)
+        why = "it is not admitted" if authentication else "it does not fit the round"
+        warnings.warn(f"{what} {index} skipped: {why}: {reason}", MismatchWarning, stacklevel=3)
     else:
         on_mismatch(index, reason)  # type: ignore[operator]
 
@@ -395,6 +405,12 @@ class Aggregator:
     ``seen_nonces`` as it was). ``added`` lists ``(index, client, weight, norm, scale)``
     of each accepted update, ``signers`` their signers, and ``skipped`` lists ``(index,
     reason)``; ``add`` returns whether the update was added.
+
+    Sharded rounds (docs/federated.md, "Partial aggregates"): ``partial()`` writes what
+    the aggregator holds (its sums, total weight, count, round, base id, the content
+    ids, signers and nonces of its updates) as a payload, and ``merge(partial)`` adds
+    another aggregator's partial into this one, as if its updates had been added here;
+    ``merged`` lists ``(index, count, total_weight)`` of each partial merged.
     """
 
     def __init__(
@@ -429,17 +445,22 @@ class Aggregator:
         self.added: list[tuple[int, Optional[str], float, float, float]] = []
         self.skipped: list[tuple[int, str]] = []
         self._signers: list[Optional[bytes]] = []
+        self._merged_signers: list[bytes] = []
+        self.merged: list[tuple[int, int, float]] = []
         if base is not None:
             self._start(_template(base, None, None))
         elif template is not None:
             self._start(_template(None, _prepare(0, template), max_decoded_bytes))
 
     def _start(self, template: _Template) -> None:
+        self._core = self._new_core(template)
+        self._template = template
+
+    def _new_core(self, template: _Template) -> Any:
         clip_norm, max_norm, accumulate, verify = self._options
-        self._core = _core.Accumulator(
+        return _core.Accumulator(
             _specs(template), template.base_id, clip_norm, max_norm, accumulate, verify
         )
-        self._template = template
 
     def add(self, update: Any, weight: Union[str, float, None] = None) -> bool:
         """Add one update (payload or tensor structure) with ``weight`` (1 by default;
@@ -472,6 +493,106 @@ class Aggregator:
         self.added.append((index, client, w, norm, scale))
         self._signers.append(None if p.payload is None else p.payload.signer)
         return True
+
+    def partial(self, *, codec: str = "raw", key: Any = None, signing_key: Any = None) -> bytes:
+        """This aggregator's partial aggregate: a payload holding its running sums (in
+        the accumulator's precision, bit for bit), total weight and count, its round and
+        base id, the round's tensors and structure, and the content ids, signers and
+        nonces of the updates it counts, marked as a partial (it cannot be added as an
+        update). Another server's :meth:`merge` adds it into its own sums.
+
+        ``codec``: how the sums are stored, lossless only (``"raw"``, ``"zstd"``,
+        ``"shuffle+zstd"``...). ``key`` authenticates the payload and ``signing_key``
+        signs it (:func:`tensorwire.encode`), for the server that merges it."""
+        if self._core is None or self._template is None:
+            raise InputError(
+                "no partial aggregate yet: this aggregator has no tensors (give base= or "
+                "template=, or add an update first)"
+            )
+        signers = [s for s in self._signers if s is not None] + self._merged_signers
+        return self._core.partial(
+            self._round,
+            signers,
+            self._admission.nonces,
+            self._template.structure,
+            codec,
+            optional_secret(key, "key"),
+            optional_secret(signing_key, "signing_key"),
+        )
+
+    def merge(
+        self,
+        partial: Any,
+        *,
+        key: Any = None,
+        keys: Optional[Keys] = None,
+        trusted_keys: Optional[Iterable[Any]] = None,
+    ) -> bool:
+        """Merge another aggregator's :meth:`partial` into this one: its sums, weight,
+        count and updates count as if its updates had been added here. Returns False
+        when it is refused (through ``on_mismatch``, as updates are), changing nothing.
+
+        It is refused when it is not a partial aggregate (a client update, a malformed
+        record), is of another round or base, another template (names, dtypes, shapes),
+        another ``accumulate``, ``clip_norm`` or ``max_norm``; when it counts an update
+        already counted here (a content id), or one the round's admission refuses (a
+        nonce seen before; with ``trusted_keys``, an update not signed by an enrolled
+        key or a second one by a signer; with keys or ``max_age``, an unauthenticated
+        one); when its sums hold a value that is not finite or above the bounds it
+        declares, or could overflow. A corrupt payload raises. The partial is read one
+        tensor at a time (no second model in memory) and checked whole before anything
+        is added. Into an aggregator that has no tensors yet, the first partial brings
+        them (bounded by ``max_decoded_bytes``).
+
+        ``key``/``keys``/``trusted_keys`` authenticate the partial itself: only one made
+        with one of those keys, or signed by one of those servers, is accepted (an
+        :class:`AuthenticationError` under ``on_mismatch="raise"``)."""
+        index = self._seen
+        self._seen += 1
+        payload, refusal = parse_payload(
+            None, partial, reader_keys(key, keys), trusted(trusted_keys)
+        )
+        if payload is None:
+            assert refusal is not None
+            self.skipped.append((index, refusal))
+            _report(self._on_mismatch, index, refusal, True, _PARTIAL)
+            return False
+        p, reason = _core.read_partial(payload)
+        core, template = self._core, self._template
+        if p is not None:
+            reason = self._partial_reason(p)
+        if p is not None and reason is None and core is None:
+            # The first partial fixes the round's tensors, as the first update would.
+            if p.base_id is not None:
+                reason = (
+                    f"it was aggregated against base {p.base_id}, and this aggregator has "
+                    "no base (pass base=)"
+                )
+            else:
+                payload.decoded_bytes(None, True, self._max_decoded_bytes)
+                specs = [(n, dt, tuple(shape)) for n, dt, shape in p.specs()]
+                template = _Template(specs, p.structure, None, None, None)
+                core = self._new_core(template)
+        if p is not None and reason is None:
+            reason = core.merge(p)
+        if reason is not None:
+            self.skipped.append((index, reason))
+            _report(self._on_mismatch, index, reason, False, _PARTIAL)
+            return False
+        assert p is not None
+        self._core, self._template = core, template
+        signers = p.signers()
+        self._admission.claim_partial(signers, p.nonces())
+        self._merged_signers.extend(signers)
+        self.merged.append((index, int(p.count), float(p.total_weight)))
+        return True
+
+    def _partial_reason(self, p: Any) -> Optional[str]:
+        """Why the round refuses the partial ``p`` before its sums are looked at: its
+        round, or the admission of the updates it counts."""
+        if p.round != self._round:
+            return f"it is a partial aggregate of round {p.round}, this is round {self._round}"
+        return self._admission.partial_refusal(int(p.count), p.signers(), p.nonces())
 
     @property
     def signers(self) -> list[Optional[bytes]]:

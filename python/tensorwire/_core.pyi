@@ -24,6 +24,7 @@ __all__ = [
     "MAX_NAME_LEN",
     "MAX_RANK",
     "MAX_TENSORS",
+    "Partial",
     "Payload",
     "Reassembler",
     "TensorwireError",
@@ -40,6 +41,7 @@ __all__ = [
     "numpy_dtypes",
     "preamble_content_id",
     "public_key",
+    "read_partial",
     "save",
     "tensors_id",
     "unflatten",
@@ -314,7 +316,37 @@ class Accumulator:
         self, update: _UpdateArg, base: Optional[Sequence[Buffer]]
     ) -> tuple[Optional[str], float, float]: ...
     def finish_into(self, base: Optional[Sequence[Buffer]], out: Sequence[Buffer]) -> None: ...
+    def partial(
+        self,
+        round: Optional[int],
+        signers: Sequence[bytes],
+        nonces: Sequence[bytes],
+        structure: Optional[str],
+        codec: str,
+        key: Optional[bytes],
+        signing_key: Optional[bytes],
+    ) -> bytes: ...
+    def merge(self, partial: Partial) -> Optional[str]: ...
     @property
     def count(self) -> int: ...
     @property
     def total_weight(self) -> float: ...
+
+# -- partial aggregates (src/bindings/partial.rs) ----------------------------------------
+@final
+class Partial:
+    @property
+    def round(self) -> Optional[int]: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def total_weight(self) -> float: ...
+    @property
+    def base_id(self) -> Optional[str]: ...
+    @property
+    def structure(self) -> Optional[str]: ...
+    def specs(self) -> list[tuple[str, str, list[int]]]: ...
+    def signers(self) -> list[bytes]: ...
+    def nonces(self) -> list[bytes]: ...
+
+def read_partial(payload: Payload) -> tuple[Optional[Partial], Optional[str]]: ...

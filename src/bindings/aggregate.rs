@@ -231,12 +231,12 @@ fn aggregate(
 
 /// Running sums of a round's updates, added one at a time (see `tensorwire.Aggregator`).
 #[pyclass(frozen, module = "tensorwire._core")]
-struct Accumulator {
+pub(super) struct Accumulator {
     inner: Mutex<CoreAccumulator>,
 }
 
 impl Accumulator {
-    fn lock(&self) -> crate::error::Result<std::sync::MutexGuard<'_, CoreAccumulator>> {
+    pub(super) fn lock(&self) -> crate::error::Result<std::sync::MutexGuard<'_, CoreAccumulator>> {
         self.inner
             .lock()
             .map_err(|_| Error::input("the aggregator is unusable after a panic"))
@@ -313,6 +313,48 @@ impl Accumulator {
             let out = slices_mut(&out)?;
             detached(py, || self.lock()?.finish_into(base.as_deref(), out))
         })
+    }
+
+    /// The partial aggregate of what was added and merged, as a payload (see
+    /// `tensorwire.Aggregator.partial`): the sums stored with `codec` (lossless), the
+    /// round number, the signers and nonces of the updates counted, the round's
+    /// structure; authenticated with `key` and signed with `signing_key` if given.
+    #[pyo3(signature = (round, signers, nonces, structure, codec, key, signing_key))]
+    #[allow(clippy::too_many_arguments)]
+    fn partial<'py>(
+        &self,
+        py: Python<'py>,
+        round: Option<i64>,
+        signers: Vec<Vec<u8>>,
+        nonces: Vec<Vec<u8>>,
+        structure: Option<String>,
+        codec: &str,
+        key: Option<&[u8]>,
+        signing_key: Option<&[u8]>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        catch(|| {
+            super::partial::write(
+                py,
+                self,
+                round,
+                signers,
+                nonces,
+                structure,
+                codec,
+                key,
+                signing_key,
+            )
+        })
+    }
+
+    /// Merge a partial aggregate (from `read_partial`): None when merged, else why it is
+    /// refused (nothing changes then). A corrupt payload raises, changing nothing.
+    fn merge(
+        &self,
+        py: Python<'_>,
+        partial: &Bound<'_, super::partial::Partial>,
+    ) -> PyResult<Option<String>> {
+        catch(|| super::partial::merge(py, self, partial.get()))
     }
 
     /// Number of updates added.

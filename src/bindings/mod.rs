@@ -16,6 +16,7 @@ mod arrays;
 mod chunk;
 mod container;
 mod errors;
+mod partial;
 mod reassembler;
 mod trust;
 
@@ -141,6 +142,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     container::register(m)?;
     aggregate::register(m)?;
+    partial::register(m)?;
     chunk::register(m)?;
     reassembler::register(m)?;
     trust::register(m)?;

@@ -10,7 +10,9 @@
 //! before anything is added, so a refused or bad update changes nothing.
 //! [`aggregate`] averages many updates at once (`batch.rs`, the robust methods in
 //! `robust.rs`); [`Accumulator`] is the streaming form for a server that receives
-//! updates one at a time (`stream.rs`); the arithmetic lives in `kernels.rs`.
+//! updates one at a time (`stream.rs`); the arithmetic lives in `kernels.rs`. An
+//! accumulator's sums travel between servers as a *partial aggregate* (`partial.rs`),
+//! which another accumulator merges (`merge.rs`): sharded aggregation.
 //!
 //! Semantics. With a base `b`, every update contributes `d = x - b` (a model `x`) or
 //! `d = x` (an update stored as a difference); the mean is `b + Σ wᵢ sᵢ dᵢ / Σ wᵢ`,
@@ -24,6 +26,8 @@
 mod batch;
 mod kernels;
 mod mean;
+mod merge;
+pub mod partial;
 mod record;
 mod robust;
 mod round;
@@ -31,6 +35,7 @@ pub mod stream;
 mod survey;
 
 pub use batch::{aggregate, Outcome};
+pub use partial::{Extras, Partial, PartialWriter, PARTIAL_KEY};
 pub use record::{UpdateRecord, MAX_CLIENT_LEN, MAX_RECORD_LEN, UPDATE_KEY};
 pub use round::{Contribution, Kind, Round, Source, TensorSpec};
 pub use stream::Accumulator;
@@ -215,5 +220,7 @@ fn check_base(round: &Round, base: Option<&[&[u8]]>) -> Result<()> {
     }
 }
 
+#[cfg(test)]
+mod partial_tests;
 #[cfg(test)]
 mod tests;

@@ -30,52 +30,73 @@ pub struct UpdateRecord {
     pub samples: Option<f64>,
 }
 
-/// The raw record of a metadata object, if it has one; other keys are skipped unparsed.
-struct RecordOf<'a>(Option<&'a RawValue>);
+/// The raw records of a metadata object — the update record ([`UPDATE_KEY`]) and the
+/// partial aggregate's ([`super::partial::PARTIAL_KEY`]) — when it has them; other keys
+/// are skipped unparsed.
+#[derive(Default)]
+pub(super) struct Records<'a> {
+    pub update: Option<&'a RawValue>,
+    pub partial: Option<&'a RawValue>,
+}
 
-impl<'de: 'a, 'a> serde::Deserialize<'de> for RecordOf<'a> {
+impl<'de: 'a, 'a> serde::Deserialize<'de> for Records<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct Find;
         impl<'de> Visitor<'de> for Find {
-            type Value = RecordOf<'de>;
+            type Value = Records<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut found = None;
+                let mut found = Records::default();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    if key == UPDATE_KEY && found.is_none() {
-                        found = Some(map.next_value::<&'de RawValue>()?);
+                    let slot = match key.as_ref() {
+                        UPDATE_KEY => &mut found.update,
+                        super::partial::PARTIAL_KEY => &mut found.partial,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.is_none() {
+                        *slot = Some(map.next_value::<&'de RawValue>()?);
                     } else {
                         map.next_value::<IgnoredAny>()?;
                     }
                 }
-                Ok(RecordOf(found))
+                Ok(found)
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(RecordOf(None))
+                Ok(Records::default())
             }
         }
         d.deserialize_any(Find)
+    }
+}
+
+impl<'a> Records<'a> {
+    /// The records of `metadata` (the payload's metadata JSON, already validated).
+    pub(super) fn of(metadata: &'a str) -> Result<Records<'a>, String> {
+        serde_json::from_str(metadata).map_err(|e| format!("its metadata is not readable: {e}"))
     }
 }
 
@@ -93,10 +114,17 @@ fn type_name(v: &Value) -> &'static str {
 impl UpdateRecord {
     /// The record in `metadata` (the payload's metadata JSON, already validated as
     /// JSON): `Ok(None)` when it has none, `Err(reason)` when the record is malformed.
+    /// A payload holding a partial aggregate is refused here: it is not an update.
     pub fn from_metadata(metadata: &str) -> Result<Option<UpdateRecord>, String> {
-        let found: RecordOf<'_> = serde_json::from_str(metadata)
-            .map_err(|e| format!("its metadata is not readable: {e}"))?;
-        let Some(raw) = found.0 else {
+        let found = Records::of(metadata)?;
+        if found.partial.is_some() {
+            return Err(format!(
+                "it is a partial aggregate (its metadata has a {:?} record), not an update: \
+                 merge it with Aggregator.merge()",
+                super::partial::PARTIAL_KEY
+            ));
+        }
+        let Some(raw) = found.update else {
             return Ok(None);
         };
         if raw.get().len() > MAX_RECORD_LEN {

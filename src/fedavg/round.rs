@@ -100,7 +100,8 @@ pub struct Round {
     pub(super) base_id: Option<[u8; 32]>,
 }
 
-fn averageable(dtype: DType) -> bool {
+/// Whether tensors of `dtype` can be averaged.
+pub(super) fn averageable(dtype: DType) -> bool {
     !matches!(
         dtype,
         DType::Bool | DType::C64 | DType::C128 | DType::F8E4M3 | DType::F8E5M2
@@ -143,6 +144,11 @@ impl Round {
     /// The round's tensors, in result order.
     pub fn tensors(&self) -> &[TensorSpec] {
         &self.tensors
+    }
+
+    /// The position of the tensor called `name` in the round, if it has one.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// The base model's id, if the round has a base.

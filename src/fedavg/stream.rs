@@ -34,19 +34,19 @@ pub enum Verdict {
 /// integer tensors, or when asked); [`Accumulator::finish_into`] writes the mean.
 #[derive(Debug, Clone)]
 pub struct Accumulator {
-    round: Round,
-    sums: Vec<Sums>,
-    opts: Options,
-    total_weight: f64,
-    count: usize,
-    first_kind: Option<Kind>,
+    pub(super) round: Round,
+    pub(super) sums: Vec<Sums>,
+    pub(super) opts: Options,
+    pub(super) total_weight: f64,
+    pub(super) count: usize,
+    pub(super) first_kind: Option<Kind>,
     /// Largest magnitude each tensor's sums can have reached (see `survey::decide`).
-    bounds: Vec<f64>,
-    /// Content ids of the payloads added.
-    seen: HashSet<[u8; 32]>,
-    /// Set if an add failed half-way (the payload's memory changed between the survey
-    /// and the add): the sums cannot be trusted any more.
-    broken: bool,
+    pub(super) bounds: Vec<f64>,
+    /// Content ids of the payloads counted (added, or in a partial merged).
+    pub(super) seen: HashSet<[u8; 32]>,
+    /// Set if an add or a merge failed half-way (the payload's memory changed between
+    /// the survey and the add): the sums cannot be trusted any more.
+    pub(super) broken: bool,
 }
 
 impl Accumulator {

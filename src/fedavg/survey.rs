@@ -94,7 +94,7 @@ fn scan_one(
 }
 
 /// Scan a tensor read in place, hashing it in the same pass when its checksum is given.
-fn scan_in_place(
+pub(super) fn scan_in_place(
     dtype: crate::dtype::DType,
     x: &[u8],
     base: Option<&[u8]>,
