@@ -435,3 +435,20 @@ def test_numbers_travel_bit_for_bit():
     assert top.total_weight == a.total_weight and top.partial() == a.partial()
     with pytest.raises(fl.MismatchError, match="clip_norm=0.30000000000000004, this aggregator"):
         tw.Aggregator(base=base, round=1, clip_norm=0.3).merge(a.partial())
+
+
+def test_partial_info_names_what_a_partial_counts() -> None:
+    base, updates = round_of("raw", n=4)
+    agg = edge(base, updates[:3], "samples")
+    info = fl.partial_info(agg.partial())
+    assert (info.round, info.count) == (1, 3)
+    assert info.total_weight == 37 * (1 + 2 + 3)
+    assert info.base == fl.update_info(updates[0]).base  # the global model the round is on
+    assert sorted(info.content_ids) == sorted(tw.open(u).content_id for u in updates[:3])
+    with pytest.raises(tw.FormatError, match="not a partial aggregate"):
+        fl.partial_info(updates[3])
+    key = bytes(range(32))
+    keyed = agg.partial(key=key)
+    assert fl.partial_info(keyed, key=key).content_ids == info.content_ids
+    with pytest.raises(tw.AuthenticationError):
+        fl.partial_info(keyed)

@@ -94,6 +94,30 @@ def update_info(payload: Any) -> UpdateInfo | None:
     return _info_of(_core.Payload(payload))
 
 
+class PartialInfo(NamedTuple):
+    """What a partial aggregate (:meth:`Aggregator.partial`) counts, from its record."""
+
+    round: Optional[int]
+    base: Optional[str]
+    """Id of the global model its round aggregates against, or None."""
+    count: int
+    total_weight: float
+    content_ids: list[str]
+    """The content ids of the updates it counts (lowercase hex)."""
+
+
+def partial_info(payload: Any, *, key: Any = None, keys: Optional[Keys] = None) -> PartialInfo:
+    """What the partial aggregate ``payload`` counts (round, base, count, total weight,
+    the updates' content ids), from its record and id tensors; the sums are not read.
+    ``key``/``keys`` read a keyed partial. A payload that is not a well-formed partial
+    is a :class:`FormatError` saying why."""
+    parsed = _core.Payload(payload, keys=reader_keys(key, keys))
+    p, why = _core.read_partial(parsed)
+    if p is None:
+        raise FormatError(f"not a partial aggregate: {why}")
+    return PartialInfo(p.round, p.base_id, p.count, p.total_weight, p.content_ids())
+
+
 def _is_payload(update: Any) -> bool:
     return not isinstance(update, (Mapping, list, tuple))
 

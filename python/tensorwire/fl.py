@@ -1,6 +1,7 @@
 """Federated rounds: the client's update (``encode_update``, ``ErrorFeedback``), the
 server's average (``aggregate``, ``Aggregator``), the update record a payload carries
-(``update_info``, ``UpdateInfo``, ``UPDATE_KEY``) and the refusals (``MismatchError``,
+(``update_info``, ``UpdateInfo``, ``UPDATE_KEY``), what a partial aggregate counts
+(``partial_info``, ``PartialInfo``) and the refusals (``MismatchError``,
 ``MismatchWarning``). See docs/federated.md.
 
 >>> import numpy as np
@@ -18,8 +19,10 @@ from ._aggregate import (
     Aggregator,
     MismatchError,
     MismatchWarning,
+    PartialInfo,
     UpdateInfo,
     aggregate,
+    partial_info,
     update_info,
 )
 from ._client import ErrorFeedback, encode_update
@@ -30,8 +33,10 @@ __all__ = [
     "ErrorFeedback",
     "MismatchError",
     "MismatchWarning",
+    "PartialInfo",
     "UpdateInfo",
     "aggregate",
     "encode_update",
+    "partial_info",
     "update_info",
 ]

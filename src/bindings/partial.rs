@@ -62,6 +62,11 @@ impl Partial {
             .collect()
     }
 
+    /// The content ids of the updates it counts (lowercase hex).
+    fn content_ids(&self) -> Vec<String> {
+        self.inner.content_ids.iter().map(hex32).collect()
+    }
+
     /// The signers of the signed updates it counts (32 bytes each).
     fn signers<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
         self.inner
