@@ -456,3 +456,14 @@ def test_timeout_zero_takes_what_has_arrived(kafka_bootstrap: str) -> None:
     with pytest.raises(TimeoutError):
         sub.next_payload(timeout=0)
     sub.close()
+
+
+def test_kafka_sharded_round_example(kafka_bootstrap: str) -> None:
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "kafka_sharded_round.py")
+    done = subprocess.run(
+        [sys.executable, example, "--bootstrap", kafka_bootstrap],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "20 updates counted once each" in done.stdout, done.stdout
+    assert "result equal to one tw.aggregate over the same updates" in done.stdout, done.stdout
