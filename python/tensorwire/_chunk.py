@@ -127,9 +127,10 @@ def encode_chunks(
     )
 
 
-def chunk_info(piece: Any) -> dict[str, Any]:
+def chunk_info(piece: Any, *, check_crc: bool = True) -> dict[str, Any]:
     """The header of one chunk as a dict (``payload_id``, ``kind``, ``index``, ``count``,
     ``total_len``, ``offset``, ``body_len``, ``digest``, ``authenticated``: whether a tag
     of ``tag_len`` bytes follows the body), after checking it and its CRC (not the tag:
-    that needs the key, see ``Reassembler(key=)``)."""
-    return _core.chunk_info(piece)
+    that needs the key, see ``Reassembler(key=)``). ``check_crc=False`` reads the header
+    only: for a piece a :class:`Reassembler` has just accepted, which checked it all."""
+    return _core.chunk_info(piece, check_crc)

@@ -266,14 +266,22 @@ fn encode_chunks<'py>(
     })
 }
 
-/// The header of one chunk, as a dict (checks the header and its CRC).
+/// The header of one chunk, as a dict (checks the header and, when `check_crc`, its
+/// CRC: skip it only for a chunk a `Reassembler` has just accepted, which checked it).
 #[pyfunction]
-fn chunk_info<'py>(py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-    let buf = PyBuffer::<u8>::get(chunk)
-        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
+#[pyo3(signature = (chunk, check_crc=true))]
+fn chunk_info<'py>(
+    py: Python<'py>,
+    chunk: &Bound<'py, PyAny>,
+    check_crc: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let buf = super::buffer_of(chunk)?;
     let data = bytes_of(&buf)?;
     let h = ChunkHeader::parse(data)
-        .and_then(|h| check_crc(data, &h).map(|()| h))
+        .and_then(|h| match check_crc {
+            true => self::check_crc(data, &h).map(|()| h),
+            false => Ok(h),
+        })
         .map_err(to_py)?;
     let d = PyDict::new(py);
     d.set_item("payload_id", id_hex(&h.payload_id))?;

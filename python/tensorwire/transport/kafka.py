@@ -288,11 +288,11 @@ class PayloadSubscription:
         self._read[where] = offset + 1
         value = msg.value()
         try:
-            info = chunk_info(value)
             blob = self.reassembler.add(value)
         except TensorwireError as e:
             self._on_error(e, msg)
             return
+        info = chunk_info(value, check_crc=False)  # accepted: the CRC was just checked
         pid = info["payload_id"]
         if len(self._pending_at) >= self._prune_at and pid not in self._pending_at:
             self._prune()  # a flood of one-piece payloads: keep only what is pending
