@@ -60,7 +60,8 @@ def consumer(bootstrap: str, group: str, **extra: object) -> Consumer:
         "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10,
         # A short session and rebalance timeout (librdkafka sends max.poll.interval.ms as
-        # the latter): a dead worker's partitions move on within seconds.
+        # the latter): a dead worker's partitions move on within seconds. Every consumer
+        # here is polled at least every second.
         "session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
         "max.poll.interval.ms": 10000, **extra,
     })  # fmt: skip
@@ -105,6 +106,7 @@ def run_worker(args: argparse.Namespace) -> None:
             blob = updates.next_payload(timeout=0.5)
         except TimeoutError:
             flush()  # quiet for a moment: publish what is held
+            read_partials()  # and keep the partials reader polled
             continue
         read_partials()  # before counting: is it in a partial already published?
         if tw.open(blob).content_id in held_elsewhere:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Optional
 
-__all__ = ["free_port", "listening"]
+__all__ = ["free_port", "listening", "peak_mib"]
 
 
 def free_port() -> int:
@@ -53,3 +53,10 @@ def listening(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def peak_mib() -> int:
+    """This process's peak resident memory in MiB since it started (VmHWM: unlike
+    ``ru_maxrss``, it does not carry over the peak of the process that forked it)."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) >> 10

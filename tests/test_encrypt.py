@@ -126,6 +126,7 @@ LYING_SHAPE = textwrap.dedent(
     import os, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
+    from local_process import peak_mib
     import forge
     import tensorwire as tw
 
@@ -137,7 +138,7 @@ LYING_SHAPE = textwrap.dedent(
     header = forge.header_of(blob)
     header["tensors"][0]["shape"] = [250_000_000]
     evil = forge.with_header(blob, header, key=key)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    before = peak_mib()
     for read in (lambda: tw.decode(evil, key=key), lambda: tw.open(evil, key=key)["w"]):
         try:
             read()
@@ -147,7 +148,7 @@ LYING_SHAPE = textwrap.dedent(
             assert e.tensor == "w", e
         else:
             raise SystemExit("decoded a lying payload")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    peak = peak_mib()
     print(f"ok peak {peak} MiB (from {before})")
     """
 )

@@ -67,6 +67,7 @@ VICTIM = textwrap.dedent(
     from tensorwire.transport import kafka as twkafka
     sys.path.insert(0, sys.argv[3])
     from kafka_broker import consumer_config
+    from local_process import peak_mib
 
     refused = []
     sub = twkafka.subscribe(
@@ -78,7 +79,7 @@ VICTIM = textwrap.dedent(
     assert blob == random.Random(6).randbytes(8 << 20), "the genuine payload is damaged"
     sub.commit()
     tracked, pending = len(sub._pending_at), len(sub.reassembler.pending())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    peak = peak_mib()
     print(f"ok {len(refused)} refused, {tracked} tracked, {pending} pending, peak {peak} MiB",
           flush=True)
     sub.close()

@@ -5,7 +5,6 @@ docs/federated.md's bound in float32), refusals that change nothing, hostile par
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import textwrap
@@ -312,9 +311,12 @@ def test_signed_partials_and_the_round_admission_across_servers():
 
 HOSTILE = textwrap.dedent(
     """
-    import json, resource, sys
+    import resource
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # before anything loads
+    import json, sys
     import numpy as np
     sys.path.insert(0, sys.argv[1])
+    from local_process import peak_mib
     import forge
     import tensorwire as tw
     from tensorwire import fl
@@ -368,7 +370,7 @@ HOSTILE = textwrap.dedent(
                 pass
         else:
             assert top.partial() == before, what
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    peak = peak_mib()
     assert peak < 1024, peak
     print(f"ok {refused} hostile partials refused, peak {peak} MiB")
     """
@@ -376,13 +378,9 @@ HOSTILE = textwrap.dedent(
 
 
 def test_hostile_partials_are_refused_under_a_memory_limit() -> None:
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
-
     tests = str(Path(__file__).parent)
     done = subprocess.run(
         [sys.executable, "-c", HOSTILE, tests], capture_output=True, text=True, timeout=300,
-        preexec_fn=limit,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
