@@ -5,11 +5,11 @@
 
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
+use super::buffer::Buffer;
 use pyo3::prelude::*;
 
 use super::container::Payload;
-use super::{bytes_of, bytes_of_mut, catch, detached, dtype_of, to_py, InputError};
+use super::{catch, detached, dtype_of, to_py, InputError};
 use crate::error::Error;
 use crate::fedavg::{
     aggregate as combine, stream::Verdict, Accumulator as CoreAccumulator, Contribution, Kind,
@@ -21,7 +21,7 @@ use crate::format::TensorView;
 /// (name, dtype name, shape): one tensor of the round.
 type SpecArg = (String, String, Vec<u64>);
 /// (name, dtype name, shape, uint8 view of the bytes): one in-memory tensor.
-type ViewArg = (String, String, Vec<u64>, PyBuffer<u8>);
+type ViewArg = (String, String, Vec<u64>, Buffer);
 /// One update: (parsed payload or None, tensors or None, base id if a difference,
 /// weight, its number).
 type UpdateArg<'py> = (
@@ -80,15 +80,15 @@ fn options(
     Ok(opts)
 }
 
-fn slices(bufs: &[PyBuffer<u8>]) -> PyResult<Vec<&[u8]>> {
-    bufs.iter().map(bytes_of).collect()
+fn slices(bufs: &[Buffer]) -> Vec<&[u8]> {
+    bufs.iter().map(Buffer::bytes).collect()
 }
 
-fn slices_mut(bufs: &[PyBuffer<u8>]) -> PyResult<Vec<&mut [u8]>> {
+fn slices_mut(bufs: &[Buffer]) -> PyResult<Vec<&mut [u8]>> {
     let mut seen = std::collections::HashSet::with_capacity(bufs.len());
     bufs.iter()
         .map(|b| {
-            let s = bytes_of_mut(b)?;
+            let s = b.bytes_mut()?;
             if !s.is_empty() && !seen.insert(s.as_ptr() as usize) {
                 return Err(InputError::new_err("the same output buffer is given twice"));
             }
@@ -130,7 +130,7 @@ fn borrow<'a>(updates: &'a [UpdateArg<'_>]) -> PyResult<Vec<Borrowed<'a>>> {
                             name,
                             dtype: dtype_of(dtype, name)?,
                             shape,
-                            data: bytes_of(data)?,
+                            data: data.bytes(),
                         })
                     })
                     .collect::<PyResult<Vec<_>>>()?,
@@ -170,9 +170,9 @@ fn aggregate(
     py: Python<'_>,
     template: Vec<SpecArg>,
     base_id: Option<String>,
-    base: Option<Vec<PyBuffer<u8>>>,
+    base: Option<Vec<Buffer>>,
     updates: Vec<UpdateArg<'_>>,
-    out: Vec<PyBuffer<u8>>,
+    out: Vec<Buffer>,
     clip_norm: Option<f64>,
     max_norm: Option<f64>,
     accumulate: &str,
@@ -187,7 +187,7 @@ fn aggregate(
             scratch_out,
             ..options(clip_norm, max_norm, accumulate, method, verify)?
         };
-        let base = base.as_deref().map(slices).transpose()?;
+        let base = base.as_deref().map(slices);
         let out = slices_mut(&out)?;
         let borrowed = borrow(&updates)?;
         let n = borrowed.len();
@@ -272,10 +272,10 @@ impl Accumulator {
         &self,
         py: Python<'_>,
         update: UpdateArg<'_>,
-        base: Option<Vec<PyBuffer<u8>>>,
+        base: Option<Vec<Buffer>>,
     ) -> PyResult<(Option<String>, f64, f64)> {
         catch(|| {
-            let base = base.as_deref().map(slices).transpose()?;
+            let base = base.as_deref().map(slices);
             let updates = [update];
             let borrowed = borrow(&updates)?;
             let b = &borrowed[0];
@@ -305,11 +305,11 @@ impl Accumulator {
     fn finish_into(
         &self,
         py: Python<'_>,
-        base: Option<Vec<PyBuffer<u8>>>,
-        out: Vec<PyBuffer<u8>>,
+        base: Option<Vec<Buffer>>,
+        out: Vec<Buffer>,
     ) -> PyResult<()> {
         catch(|| {
-            let base = base.as_deref().map(slices).transpose()?;
+            let base = base.as_deref().map(slices);
             let out = slices_mut(&out)?;
             detached(py, || self.lock()?.finish_into(base.as_deref(), out))
         })

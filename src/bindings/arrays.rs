@@ -96,7 +96,10 @@ pub(super) fn descr_of<'py>(
     match &dtypes(py)?.0[dtype.index()] {
         Some(d) => Ok(d.bind(py).clone()),
         None => Err(super::to_py(
-            Error::input(format!("dtype {dtype}: install ml_dtypes to read it")).in_tensor(tensor),
+            Error::input(format!(
+                "dtype {dtype}: pip install 'tensorwire[bf16]' (ml_dtypes) to read it"
+            ))
+            .in_tensor(tensor),
         )),
     }
 }
@@ -238,7 +241,7 @@ impl Tensors {
             ));
         }
         let codecs = match codecs.cast::<PyString>() {
-            Ok(s) => Codecs::One(s.to_str()?.to_owned()),
+            Ok(s) => Codecs::One(s.to_cow()?.into_owned()),
             Err(_) => {
                 let each: Vec<String> = codecs.extract()?;
                 if each.len() != n {
@@ -259,8 +262,8 @@ impl Tensors {
                             .map_or_else(|_| "?".into(), |t| t.to_string())
                     ))
                 })?
-                .to_str()?
-                .to_owned();
+                .to_cow()?
+                .into_owned();
             let (array, dtype) = take(&name, &leaf)?;
             let shape = array.shape().iter().map(|&d| d as u64).collect();
             let base = match bases.map(|b| b.get_item(i)).transpose()? {

@@ -11,13 +11,13 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use pyo3::buffer::PyBuffer;
+use super::buffer::Buffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::arrays::Tensors;
 use super::container::EncodeArgs;
-use super::{bytes_of, catch, new_bytes, to_py, InputError};
+use super::{catch, new_bytes, to_py, InputError};
 use crate::chunk::{
     check_crc, id_hex, ChunkHeader, ChunkPlan, ChunkStream, PayloadId, PieceKey, CHUNK_HEADER_LEN,
     TAG_LEN,
@@ -70,7 +70,7 @@ fn key_arg(key: Option<&[u8]>) -> PyResult<Option<PieceKey>> {
 struct Chunks {
     plan: ChunkPlan,
     next: Mutex<u32>,
-    blob: PyBuffer<u8>,
+    blob: Buffer,
 }
 
 #[pymethods]
@@ -80,7 +80,7 @@ impl Chunks {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
-        let payload = bytes_of(&self.blob)?;
+        let payload = self.blob.bytes();
         py.detach(|| {
             catch(|| {
                 let mut next = lock(&self.next);
@@ -144,9 +144,8 @@ fn chunk(
     let max_bytes = size_arg("max_bytes", max_bytes)?;
     let payload_id = id_arg(payload_id)?;
     let key = user_key_arg(key)?;
-    let buf = PyBuffer::<u8>::get(blob)
-        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
-    let data = bytes_of(&buf)?;
+    let buf = Buffer::get(blob)?;
+    let data = buf.bytes();
     let plan = py.detach(|| {
         catch(|| ChunkPlan::new(data, max_bytes, payload_id, key.as_ref()).map_err(to_py))
     })?;
@@ -275,8 +274,8 @@ fn chunk_info<'py>(
     chunk: &Bound<'py, PyAny>,
     check_crc: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let buf = super::buffer_of(chunk)?;
-    let data = bytes_of(&buf)?;
+    let buf = Buffer::get(chunk)?;
+    let data = buf.bytes();
     let h = ChunkHeader::parse(data)
         .and_then(|h| match check_crc {
             true => self::check_crc(data, &h).map(|()| h),

@@ -1,6 +1,6 @@
 //! Bindings of the container: encode, save, tensors_id and the `Payload` reader.
 
-use pyo3::buffer::PyBuffer;
+use super::buffer::Buffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use std::borrow::Cow;
@@ -9,8 +9,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::arrays::{array_bytes, array_spec, descr_of, new_array, Tensors};
 use super::{
-    buffer_of, bytes_of, catch, detached, new_bytes, no_memory, to_py, FormatError, InputError,
-    IntegrityError,
+    catch, detached, new_bytes, no_memory, to_py, FormatError, InputError, IntegrityError,
 };
 use crate::dtype::DType;
 use crate::fedavg::UpdateRecord;
@@ -112,8 +111,8 @@ fn save<'py>(
 #[pyfunction]
 fn write_file(py: Python<'_>, path: std::path::PathBuf, data: &Bound<'_, PyAny>) -> PyResult<()> {
     catch(|| {
-        let buf = buffer_of(data)?;
-        let bytes = bytes_of(&buf)?;
+        let buf = Buffer::get(data)?;
+        let bytes = buf.bytes();
         detached(py, || crate::format::write_atomic(&path, bytes))
     })
 }
@@ -138,8 +137,8 @@ fn tensors_id<'py>(
 #[pyfunction]
 fn preamble_content_id(data: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     catch(|| {
-        let buf = buffer_of(data)?;
-        let parsed = format::Preamble::parse(bytes_of(&buf)?);
+        let buf = Buffer::get(data)?;
+        let parsed = format::Preamble::parse(buf.bytes());
         Ok(parsed.ok().map(|p| hex32(&p.header_hash)))
     })
 }
@@ -165,7 +164,7 @@ pub(super) struct Memory {
 // Held for as long as the memory is read, never read through.
 #[allow(dead_code)]
 enum Owner {
-    Buffer(PyBuffer<u8>),
+    Buffer(Buffer),
     Copy(Py<PyBytes>),
 }
 
@@ -178,8 +177,8 @@ unsafe impl Sync for Memory {}
 impl Memory {
     /// The memory of `obj`, copied when it is writable.
     pub(super) fn of(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Memory> {
-        let buf = buffer_of(obj)?;
-        let data = bytes_of(&buf)?;
+        let buf = Buffer::get(obj)?;
+        let data = buf.bytes();
         if buf.readonly() {
             let (ptr, len) = (data.as_ptr(), data.len());
             return Ok(Memory {

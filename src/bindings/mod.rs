@@ -4,7 +4,6 @@
 //! function converts Python inputs to plain slices, releases the GIL for
 //! the heavy work in the core, and maps core errors to the exceptions `errors` defines.
 
-use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
@@ -13,6 +12,7 @@ use crate::error::Error;
 
 mod aggregate;
 mod arrays;
+mod buffer;
 mod chunk;
 mod container;
 mod errors;
@@ -78,34 +78,6 @@ pub(crate) fn new_bytes(py: Python<'_>, len: usize) -> PyResult<(Py<PyBytes>, *m
         ));
         Ok((obj.unbind(), ptr))
     }
-}
-
-/// The buffer of a bytes-like object, or an `InputError` saying what was expected.
-pub(crate) fn buffer_of(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
-    PyBuffer::<u8>::get(obj)
-        .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))
-}
-
-/// The bytes of a C-contiguous buffer. The slice is valid while `buf` lives.
-pub(crate) fn bytes_of(buf: &PyBuffer<u8>) -> PyResult<&[u8]> {
-    if !buf.is_c_contiguous() {
-        return Err(InputError::new_err("buffer is not C-contiguous"));
-    }
-    // SAFETY: the buffer is contiguous, `len_bytes` long, and pinned by `buf`.
-    Ok(unsafe { std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes()) })
-}
-
-/// The bytes of a writable C-contiguous buffer.
-#[allow(clippy::mut_from_ref)]
-pub(crate) fn bytes_of_mut(buf: &PyBuffer<u8>) -> PyResult<&mut [u8]> {
-    if buf.readonly() {
-        return Err(InputError::new_err("output buffer is read-only"));
-    }
-    if !buf.is_c_contiguous() {
-        return Err(InputError::new_err("output buffer is not C-contiguous"));
-    }
-    // SAFETY: writable, contiguous, pinned by `buf`; callers hand each buffer once.
-    Ok(unsafe { std::slice::from_raw_parts_mut(buf.buf_ptr() as *mut u8, buf.len_bytes()) })
 }
 
 pub(crate) fn dtype_of(name: &str, tensor: &str) -> PyResult<DType> {

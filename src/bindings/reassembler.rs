@@ -7,12 +7,12 @@
 
 use std::sync::Mutex;
 
-use pyo3::buffer::PyBuffer;
+use super::buffer::Buffer;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyMapping};
 
 use super::chunk::{lock, size_arg};
-use super::{bytes_of, catch, new_bytes, to_py, InputError};
+use super::{catch, new_bytes, to_py, InputError};
 use crate::chunk::{id_hex, Limits, PayloadBuffer, Reassembler, WhenFull};
 use crate::error::Error;
 use crate::trust::{self, Key};
@@ -192,9 +192,8 @@ impl PyReassembler {
         now: Option<f64>,
     ) -> PyResult<Option<Py<PyBytes>>> {
         let now = self.now(py, now)?;
-        let buf = PyBuffer::<u8>::get(chunk)
-            .map_err(|e| InputError::new_err(format!("expected a bytes-like object: {e}")))?;
-        let data = bytes_of(&buf)?;
+        let buf = Buffer::get(chunk)?;
+        let data = buf.bytes();
         py.detach(|| {
             catch(|| {
                 let added = lock(&self.inner).add_with(data, now, |len| {

@@ -89,8 +89,8 @@ pub(super) fn trusted_arg(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec
     for item in items {
         let item = item?;
         let bytes: Vec<u8> = if let Ok(s) = item.cast::<PyString>() {
-            let s = s.to_str()?;
-            parse_hex(s).ok_or_else(|| {
+            let s = s.to_cow()?;
+            parse_hex(&s).ok_or_else(|| {
                 InputError::new_err("a trusted key given as str must be 64 hex digits")
             })?
         } else {
