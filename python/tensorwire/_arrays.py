@@ -54,7 +54,9 @@ def dtype_named(name: str, tensor: str) -> np.dtype:
     if dt is not None:
         return dt
     if name in ML_DTYPES:
-        raise InputError(f"tensor {tensor!r} has dtype {name}: install ml_dtypes to read it")
+        raise InputError(
+            f"tensor {tensor!r} has dtype {name}: pip install 'tensorwire[bf16]' (ml_dtypes)"
+        )
     raise InputError(f"tensor {tensor!r} has unknown dtype {name!r}")
 
 

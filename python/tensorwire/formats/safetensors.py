@@ -193,7 +193,8 @@ def loads(data: Any) -> dict[str, np.ndarray]:
         dtype_name = _CODES[code]
         if dtype_name not in SUPPORTED:
             raise FormatError(
-                f"{_WHAT}: tensor {shown(name)} has dtype {code}: install ml_dtypes to read it"
+                f"{_WHAT}: tensor {shown(name)} has dtype {code}: "
+                "pip install 'tensorwire[bf16]' (ml_dtypes) to read it"
             )
         dtype = dtype_named(dtype_name, name)
         shape = _int_list(info.get("shape"), name, "shape")

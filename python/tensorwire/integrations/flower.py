@@ -21,7 +21,8 @@ import numpy as np
 
 from .._arrays import as_array
 from .._container import CodecSpec, decode, encode
-from .._errors import AuthenticationError, FormatError, InputError, TensorwireError
+from .._errors import AuthenticationError, FormatError, InputError
+from .._extras import require
 from .._structure import flatten
 from .._trust import Keys
 
@@ -44,13 +45,7 @@ PAYLOAD_KEY = "tensorwire.payload"
 
 
 def _flwr() -> Any:
-    try:
-        import flwr.app
-    except ImportError as e:  # pragma: no cover - exercised only without flwr
-        raise TensorwireError(
-            "tensorwire.integrations.flower needs the flwr package: pip install flwr"
-        ) from e
-    return flwr.app
+    return require("flower", "tensorwire.integrations.flower")
 
 
 def payload_record(payload: bytes) -> Any:

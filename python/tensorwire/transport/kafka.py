@@ -34,6 +34,7 @@ from typing import Any, Optional
 from .. import _core
 from .._chunk import Chunks, Reassembler, chunk, chunk_info, encode_chunks
 from .._errors import InputError, TensorwireError
+from .._extras import require
 from .._trust import Keys
 from . import _reassembler
 
@@ -66,13 +67,7 @@ RevokeHandler = Callable[[list[Partition]], None]
 
 
 def _kafka() -> Any:
-    try:
-        import confluent_kafka
-    except ImportError as e:  # pragma: no cover - exercised without the extra
-        raise ImportError(
-            "tensorwire.transport.kafka needs confluent-kafka: pip install 'tensorwire[kafka]'"
-        ) from e
-    return confluent_kafka
+    return require("kafka", "tensorwire.transport.kafka")
 
 
 def piece_size(max_bytes: int = DEFAULT_MAX_BYTES) -> int:
