@@ -10,13 +10,13 @@ export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks \
-        kafka-broker test-kafka \
+        kafka-broker test-kafka wheel test-sdist bench-abi3 \
         fuzz fuzz-smoke fuzz-tools fuzz-corpus
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(DEPS): requirements-dev.txt | $(PY)
+$(DEPS): requirements-dev.txt requirements-test.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $@
@@ -59,8 +59,40 @@ kafka-broker:
 	    --no-default-features --features dynostore --root $(TANSU_ROOT); \
 	  rc=$$?; rm -rf $$tmp; exit $$rc; }
 
-test-python: build nats-server kafka-broker
-	$(PY) -m pytest -q
+## wheel: what users install, in dist/: one abi3 wheel for every CPython from 3.9 on,
+## checked by maturin's auditwheel check against MANYLINUX, and the sdist.
+## manylinux_2_34 is the lowest policy the extension passes when built here (its newest
+## glibc symbol is GLIBC_2.34; manylinux_2_17 fails), under this machine's glibc 2.36.
+MANYLINUX ?= manylinux_2_34
+wheel: $(DEPS)
+	rm -rf dist
+	maturin build --release --quiet --compatibility $(MANYLINUX) --out dist
+	maturin sdist --out dist
+
+## test-python: the Python suite against the installed wheel, not the source tree: a
+## fresh venv holds the wheel and the test requirements, and PATH has no Rust toolchain.
+## A Python 3.9 (the oldest the wheel claims), when there is one, runs installed_smoke.py.
+WHEEL_VENV := $(abspath .venv-wheel)
+PY39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3) $(shell command -v python3.9))
+test-python: wheel nats-server kafka-broker
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl -r requirements-test.txt
+	env -u VIRTUAL_ENV -u PYO3_PYTHON PATH=$(WHEEL_VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+	  TENSORWIRE_INSTALLED=1 $(WHEEL_VENV)/bin/python -m pytest -q
+	@if [ -n "$(PY39)" ]; then \
+	  rm -rf $(WHEEL_VENV)-py39 && $(PY39) -m venv $(WHEEL_VENV)-py39 && \
+	  $(WHEEL_VENV)-py39/bin/python -m pip install -q dist/*.whl && \
+	  (cd /tmp && env -u VIRTUAL_ENV PATH=$(WHEEL_VENV)-py39/bin:/usr/bin:/bin \
+	    $(WHEEL_VENV)-py39/bin/python $(abspath tests/installed_smoke.py)); \
+	else echo "no Python 3.9 here: the wheel was tested on $$($(PYTHON) -V) only"; fi
+
+## test-sdist: `pip install` builds the package from the sdist alone (with Rust), in a
+## fresh venv, and the result passes installed_smoke.py
+test-sdist: wheel
+	rm -rf .venv-sdist && $(PYTHON) -m venv .venv-sdist
+	CARGO_TARGET_DIR=$(abspath target) .venv-sdist/bin/python -m pip install -q dist/*.tar.gz
+	cd /tmp && env -u VIRTUAL_ENV $(abspath .venv-sdist)/bin/python $(abspath tests/installed_smoke.py)
 
 ## test-kafka: only the tests that run against the Kafka-protocol broker
 test-kafka: build kafka-broker
@@ -70,6 +102,12 @@ test-kafka: build kafka-broker
 ## (part of `make test`; the report goes to a temp dir)
 bench-smoke: build kafka-broker
 	$(PY) benches/bench.py --smoke
+	$(PY) benches/abi3.py --smoke
+
+## bench-abi3: the abi3 extension against the same code built for the full API (a second
+## release build, about 3 min, in target/full-api); writes benches/results/abi3/
+bench-abi3: build
+	$(PY) benches/abi3.py
 
 ## fuzz-tools: cargo-fuzz, installed once into ~/.cargo/bin (about 2 minutes); the
 ## targets build with the nightly toolchain
@@ -95,7 +133,7 @@ fuzz-corpus:
 	cargo run --quiet --manifest-path fuzz/Cargo.toml --example make_corpus
 
 ## test: everything CI runs
-test: lint test-rust test-python bench-smoke fuzz-smoke
+test: lint test-rust test-python test-sdist bench-smoke fuzz-smoke
 
 ## attacks: the hostile-client suite as a report (benches/results/attacks.md)
 attacks: build
@@ -107,4 +145,4 @@ bench: build kafka-broker
 	$(PY) benches/bench.py
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) .venv-wheel .venv-wheel-py39 .venv-sdist target dist
