@@ -10,7 +10,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks \
-        kafka-broker test-kafka \
+        kafka-broker test-kafka torch \
         fuzz fuzz-smoke fuzz-tools fuzz-corpus
 
 $(PY):
@@ -59,7 +59,24 @@ kafka-broker:
 	    --no-default-features --features dynostore --root $(TANSU_ROOT); \
 	  rc=$$?; rm -rf $$tmp; exit $$rc; }
 
-test-python: build nats-server kafka-broker
+## torch: PyTorch, pinned in requirements-torch.txt (PyPI's CUDA build, which runs on the
+## CPU: ~3 GB with its nvidia-* libraries), installed once into ~/.cache/tensorwire/
+## torch-<version>-<python> and seen by .venv through a .pth file, whose entry comes after
+## site-packages, so the venv's own numpy, ml_dtypes and jax win. A fresh machine pays the
+## download once (minutes); a reused one, or a clean clone with the cache, pays seconds.
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements-torch.txt)
+TORCH_ROOT := $(HOME)/.cache/tensorwire/torch-$(TORCH_VERSION)-$(shell $(PYTHON) -c \
+  'import sys; print(sys.implementation.cache_tag)')
+torch: $(DEPS)
+	@[ -f $(TORCH_ROOT)/.installed ] || { \
+	  echo "installing torch $(TORCH_VERSION) into $(TORCH_ROOT) (once; ~3 GB, 2 min)"; \
+	  tmp=$(TORCH_ROOT).partial.$$$$; \
+	  $(PY) -m pip install -q --no-cache-dir --target $$tmp -r requirements-torch.txt && \
+	  touch $$tmp/.installed && mv -T $$tmp $(TORCH_ROOT) 2>/dev/null; \
+	  rm -rf $$tmp; [ -f $(TORCH_ROOT)/.installed ]; }
+	@echo $(TORCH_ROOT) > $$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tensorwire-torch.pth
+
+test-python: build nats-server kafka-broker torch
 	$(PY) -m pytest -q
 
 ## test-kafka: only the tests that run against the Kafka-protocol broker
