@@ -10,7 +10,7 @@ export PYO3_PYTHON := $(abspath $(PY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: demo test build lint test-rust test-python bench bench-smoke clean nats-server attacks \
-        kafka-broker test-kafka wheel test-sdist bench-abi3 \
+        kafka-broker test-kafka torch wheel test-sdist bench-abi3 \
         fuzz fuzz-smoke fuzz-tools fuzz-corpus
 
 $(PY):
@@ -59,6 +59,25 @@ kafka-broker:
 	    --no-default-features --features dynostore --root $(TANSU_ROOT); \
 	  rc=$$?; rm -rf $$tmp; exit $$rc; }
 
+## torch: PyTorch, pinned in requirements-torch.txt (PyPI's CUDA build, which runs on the
+## CPU: ~3 GB with its nvidia-* libraries), installed once into ~/.cache/tensorwire/
+## torch-<version>-<python> and seen by .venv through a .pth file, whose entry comes after
+## site-packages, so the venv's own numpy, ml_dtypes and jax win. A fresh machine pays the
+## download once (minutes); a reused one, or a clean clone with the cache, pays seconds.
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' requirements-torch.txt)
+TORCH_ROOT := $(HOME)/.cache/tensorwire/torch-$(TORCH_VERSION)-$(shell $(PYTHON) -c \
+  'import sys; print(sys.implementation.cache_tag)')
+## torch-pth: the .pth line that shows the cached torch to the venv of the Python $(1)
+torch-pth = echo $(TORCH_ROOT) > $$($(1) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tensorwire-torch.pth
+torch: $(DEPS)
+	@[ -f $(TORCH_ROOT)/.installed ] || { \
+	  echo "installing torch $(TORCH_VERSION) into $(TORCH_ROOT) (once; ~3 GB, 2 min)"; \
+	  tmp=$(TORCH_ROOT).partial.$$$$; \
+	  $(PY) -m pip install -q --no-cache-dir --target $$tmp -r requirements-torch.txt && \
+	  touch $$tmp/.installed && mv -T $$tmp $(TORCH_ROOT) 2>/dev/null; \
+	  rm -rf $$tmp; [ -f $(TORCH_ROOT)/.installed ]; }
+	@$(call torch-pth,$(PY))
+
 ## wheel: what users install, in dist/: one abi3 wheel for every CPython from 3.9 on,
 ## checked by maturin's auditwheel check against MANYLINUX, and the sdist.
 ## manylinux_2_34 is the lowest policy the extension passes when built here (its newest
@@ -74,10 +93,11 @@ wheel: $(DEPS)
 ## A Python 3.9 (the oldest the wheel claims), when there is one, runs installed_smoke.py.
 WHEEL_VENV := $(abspath .venv-wheel)
 PY39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3) $(shell command -v python3.9))
-test-python: wheel nats-server kafka-broker
+test-python: wheel nats-server kafka-broker torch
 	rm -rf $(WHEEL_VENV)
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl -r requirements-test.txt
+	@$(call torch-pth,$(WHEEL_VENV)/bin/python)
 	env -u VIRTUAL_ENV -u PYO3_PYTHON PATH=$(WHEEL_VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	  TENSORWIRE_INSTALLED=1 $(WHEEL_VENV)/bin/python -m pytest -q
 	@if [ -n "$(PY39)" ]; then \

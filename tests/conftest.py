@@ -1,6 +1,7 @@
 import os
 import sys
 from collections.abc import Iterator
+from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -32,3 +33,16 @@ def kafka_bootstrap() -> Iterator[str]:
     kafka_broker.require_broker()
     with kafka_broker.local_broker() as bootstrap:
         yield bootstrap
+
+
+@pytest.fixture(scope="session")
+def torch() -> ModuleType:
+    """The torch module (`make torch` installs the pinned one; skipped without it, a
+    failure in CI)."""
+    try:
+        import torch
+    except ImportError as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"torch is not installed (`make torch`): {e}")
+        pytest.skip(f"torch is not installed (`make torch`): {e}")
+    return torch

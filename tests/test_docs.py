@@ -4,7 +4,8 @@ Blocks that need more than the dev requirements say so by what they import: the 
 example (``confluent_kafka``) runs against the test suite's own tansu broker (the
 ``kafka_bootstrap`` fixture), whose address it reads from ``KAFKA_BOOTSTRAP``; the NATS
 example (``import nats``) runs against its own nats-server (the ``nats_url`` fixture),
-whose URL it reads from ``NATS_URL``.
+whose URL it reads from ``NATS_URL``; the torch examples (``import torch``) need
+`make torch` (skipped without it, a failure in CI: the ``torch`` fixture).
 Relative links point at files that exist."""
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def test_docs_example_runs(code: str, tmp_path: Path, request: pytest.FixtureReq
     env = dict(os.environ)
     if "confluent_kafka" in code:
         env["KAFKA_BOOTSTRAP"] = request.getfixturevalue("kafka_bootstrap")
+    if re.search(r"^import torch$", code, flags=re.M):
+        request.getfixturevalue("torch")
     if re.search(r"^import nats$", code, flags=re.M):
         pytest.importorskip("nats")
         env["NATS_URL"] = request.getfixturevalue("nats_url")

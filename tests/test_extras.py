@@ -43,6 +43,9 @@ def attempt(feature, call):
 attempt("kafka", lambda: kafka.publish(object(), "t", b"x"))
 attempt("flower", lambda: flower.payload_record(b"x"))
 attempt("bf16", lambda: tw.decode(open({bf16_payload!r}, "rb").read()))
+from tensorwire import frameworks
+attempt("torch", lambda: frameworks.to_torch({{"w": [1.0]}}))
+attempt("jax", lambda: frameworks.to_jax({{"w": [1.0]}}))
 """
 
 
@@ -72,21 +75,23 @@ def test_every_module_imports_without_extras_and_each_feature_names_its_extra(
     )
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" | ", 1) for line in out.stdout.splitlines())
-    assert set(lines) == {"kafka", "flower", "bf16"}, out.stdout
+    assert set(lines) == {"kafka", "flower", "bf16", "torch", "jax"}, out.stdout
     for feature, said in lines.items():
         assert f"pip install 'tensorwire[{feature}]'" in said, (feature, said)
     assert lines["kafka"].startswith("ModuleNotFoundError | tensorwire.transport.kafka needs")
     assert lines["flower"].startswith("ModuleNotFoundError | tensorwire.integrations.flower")
     assert lines["bf16"].startswith('InputError | tensor "w": dtype bfloat16')
+    assert lines["torch"].startswith("ModuleNotFoundError | tensorwire.frameworks.to_torch needs")
+    assert lines["jax"].startswith("ModuleNotFoundError | tensorwire.frameworks.to_jax needs")
 
 
 @pytest.mark.parametrize("extra", sorted(EXTRAS))
-def test_each_extra_is_importable_here(extra: str) -> None:
+def test_each_extra_is_importable_here(extra: str, request: pytest.FixtureRequest) -> None:
     """The test environment holds every extra, so none of the suite is skipped for one."""
     from tensorwire._extras import require
 
     if extra == "torch":
-        pytest.importorskip("torch")  # installed by `make torch`; see tests/test_torch.py
+        request.getfixturevalue("torch")  # `make torch`; skipped without it, failed in CI
     with warnings.catch_warnings():  # flwr imports click's deprecated names
         warnings.simplefilter("ignore", DeprecationWarning)
         assert require(extra, "this test") is not None

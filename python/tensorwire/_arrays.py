@@ -11,6 +11,7 @@ import numpy as np
 
 from . import _core
 from ._errors import InputError
+from ._torch import is_torch, torch_to_numpy
 
 __all__ = [
     "BUILTIN_DTYPES",
@@ -66,11 +67,9 @@ def as_array(x: Any, name: str) -> np.ndarray:
         a = x
     elif isinstance(x, np.generic):
         a = np.asarray(x)
-    elif type(x).__module__.startswith("torch"):
-        # torch's own path handles bf16/float8, requires_grad and conj/neg views.
-        from ._torch import torch_to_numpy as _torch_leaf_to_numpy
-
-        a = _torch_leaf_to_numpy(x, name)
+    elif is_torch(x):
+        # torch's own path handles bf16/float8, requires_grad, devices and conj/neg views.
+        a = torch_to_numpy(x, name)
     elif hasattr(x, "__array__") or hasattr(x, "__dlpack__"):
         try:
             a = np.asarray(x) if hasattr(x, "__array__") else np.from_dlpack(x)

@@ -7,7 +7,8 @@ one framework, leaf by leaf, sharing memory wherever the framework allows:
 
 - :func:`to_numpy` — torch tensors (CPU; bfloat16 and float8 included, detached from
   autograd), JAX arrays and anything with ``__array__`` become numpy arrays, zero-copy
-  for CPU tensors.
+  for CPU tensors. A torch tensor on another device is refused, naming it and its
+  device, unless ``to_cpu=True`` copies it to host memory.
 - :func:`to_torch` — numpy arrays become CPU ``torch.Tensor``\\ s sharing their memory
   (bfloat16/float8 via a same-size integer view). Arrays tensorwire decodes without
   copying are read-only views of the payload: their tensors share that memory too, so
@@ -36,6 +37,7 @@ import numpy as np
 
 from ._arrays import as_array
 from ._errors import InputError
+from ._extras import require
 from ._structure import walk
 from ._torch import CARRIER, is_torch, torch_to_numpy
 
@@ -63,17 +65,21 @@ def _map(tree: Any, leaf: Callable[[Any, str], Any]) -> Any:
     return walk(tree, lambda x, path: leaf(x, path or "<root>"), _rebuilt)
 
 
-def _leaf_to_numpy(x: Any, name: str) -> np.ndarray:
+def _leaf_to_numpy(x: Any, name: str, to_cpu: bool = False) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if is_torch(x):
-        return torch_to_numpy(x, name)
+        return torch_to_numpy(x, name, to_cpu=to_cpu)
     return as_array(x, name)
 
 
-def to_numpy(tree: Any) -> Any:
-    """The same structure with every leaf a numpy array (zero-copy for CPU tensors)."""
-    return _map(tree, _leaf_to_numpy)
+def to_numpy(tree: Any, *, to_cpu: bool = False) -> Any:
+    """The same structure with every leaf a numpy array (zero-copy for CPU tensors).
+
+    A torch tensor on another device (CUDA, MPS, ...) raises :class:`InputError` naming
+    the tensor and the device, unless ``to_cpu=True``, which copies it to host memory
+    (``meta`` tensors hold no data and are refused either way)."""
+    return _map(tree, lambda x, name: _leaf_to_numpy(x, name, to_cpu))
 
 
 def _numpy_leaf(x: Any, name: str) -> np.ndarray:
@@ -90,7 +96,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
     layout needs one (big-endian, negative strides). See the module docs about
     read-only arrays.
     """
-    import torch
+    torch = require("torch", "tensorwire.frameworks.to_torch")
 
     def leaf(x: Any, name: str) -> Any:
         if isinstance(x, torch.Tensor):
@@ -116,7 +122,7 @@ def to_torch(tree: Any, *, copy: bool = False) -> Any:
 def to_jax(tree: Any) -> Any:
     """The same structure with every leaf a JAX array (``jax.device_put``: aliases
     64-byte-aligned host memory on CPU, copies otherwise)."""
-    import jax
+    jax = require("jax", "tensorwire.frameworks.to_jax")
 
     def leaf(x: Any, name: str) -> Any:
         if isinstance(x, jax.Array):
