@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import os
+import pty
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import ml_dtypes
@@ -555,3 +559,282 @@ def run_env(env, *args):
         encoding="ascii",
         errors="strict",
     )
+
+
+# --------------------------------------------------------------------------------------
+# --version
+
+
+def test_version_names_the_package_and_the_wire_format(tmp_path):
+    major, minor = tw.FORMAT_VERSION
+    p = run("--version", ok=True)
+    assert p.stdout == f"tensorwire {tw.__version__} (wire format {major}.{minor})\n"
+    assert p.stderr == ""
+    assert tw.__version__ == importlib.metadata.version("tensorwire")
+    written = write("tensorwire", tmp_path / "m.tw")
+    assert json.loads(run("inspect", "--json", written).stdout)["version"] == f"{major}.{minor}"
+
+
+# --------------------------------------------------------------------------------------
+# progress bars: on stderr, only on a terminal, counted in real bytes
+
+
+def run_tty(*args):
+    """Run the command with stderr on a pseudo-terminal and stdout a pipe: its status,
+    its stdout, and everything the terminal received."""
+    exe = str(SCRIPT) if SCRIPT.exists() else shutil.which("tensorwire")
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TERM": "xterm-256color"}
+    p = subprocess.Popen([exe, *map(str, args)], stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    received = bytearray()
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError:  # EIO: the child closed the terminal
+                return
+            if not data:
+                return
+            received.extend(data)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out, _ = p.communicate(timeout=120)
+    reader.join(timeout=30)
+    os.close(master)
+    terminal = received.decode("utf-8", "replace")
+    assert "Traceback" not in terminal
+    return p.returncode, out.decode(), terminal
+
+
+# 4 MiB stored, raw, in two tensors: the bars' totals are these bytes
+TWO_MIB = {
+    "a": np.arange(1 << 19, dtype=np.float32),
+    "b": -np.arange(1 << 19, dtype=np.float32),
+}
+
+
+def test_progress_bars_appear_only_on_a_terminal_and_never_on_stdout(tmp_path):
+    src = write("tensorwire", tmp_path / "m.tw", TWO_MIB)
+    copy = write("safetensors", tmp_path / "m.safetensors", TWO_MIB)
+    # verify: the stored bytes of every tensor
+    rc, out, terminal = run_tty("verify", src)
+    assert rc == 0 and out == run("verify", src, ok=True).stdout
+    assert "verifying" in terminal and "4.0/4.0 MiB" in terminal
+    # diff: both files read, then A's 4 MiB compared
+    rc, out, terminal = run_tty("diff", src, copy)
+    assert rc == 0 and out == run("diff", src, copy, ok=True).stdout
+    size = _size_mib(src.stat().st_size + copy.stat().st_size)
+    assert "reading" in terminal and f"{size}/{size} MiB" in terminal
+    assert "comparing" in terminal and "4.0/4.0 MiB" in terminal
+    # convert: the source file read, the decoded bytes written
+    rc, out, terminal = run_tty("convert", src, tmp_path / "out.npz")
+    assert rc == 0 and out.startswith(str(src)) and "\x1b" not in out
+    assert "reading" in terminal and "writing" in terminal and "4.0/4.0 MiB" in terminal
+    # --json on a terminal: the document on stdout is still the whole of stdout
+    rc, out, terminal = run_tty("verify", "--json", src)
+    assert rc == 0 and json.loads(out)["ok"] is True and "verifying" in terminal
+    # off with --no-progress: the terminal gets nothing at all
+    for args in (
+        ("verify", src),
+        ("diff", src, copy),
+        ("convert", src, tmp_path / "out2.npz"),
+    ):
+        rc, out, terminal = run_tty(*args, "--no-progress")
+        assert rc == 0 and out and terminal == "", (args, terminal)
+        # and off without a terminal: stderr stays empty
+        p = run(*args, ok=True)
+        assert p.stderr == "" and "\x1b" not in p.stdout and "━" not in p.stdout
+
+
+def _size_mib(n):
+    return f"{n / (1 << 20):.1f}"
+
+
+def test_a_failure_under_a_progress_bar_is_still_one_clear_line(tmp_path):
+    src = write("tensorwire", tmp_path / "m.tw", TWO_MIB)
+    data = bytearray(src.read_bytes())
+    data[-100] ^= 1  # in tensor b
+    src.write_bytes(bytes(data))
+    rc, out, terminal = run_tty("verify", src)
+    assert rc == 1 and out == ""
+    assert 'tensorwire: error: tensor "b": checksum mismatch' in terminal
+    rc, out, terminal = run_tty("verify", src, "--json")
+    assert rc == 1 and json.loads(out)["error"]["type"] == "IntegrityError"
+
+
+# --------------------------------------------------------------------------------------
+# --json: one document on stdout, the keys docs/cli.md lists, errors too
+
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+# the facts inspect shows only where the file has them (docs/cli.md says which)
+OPTIONAL_FACTS = {"version", "content_id", "base_id", "key_id", "signer", "created"}
+OPTIONAL_FACTS |= {"encrypted", "checksum"}
+
+
+def documented(command):
+    """The example document docs/cli.md gives for ``command --json``."""
+    section = DOC.split(f"### `{command} --json`", 1)[1]
+    return json.loads(re.search(r"```json\n(.*?)```", section, flags=re.S).group(1))
+
+
+def same_keys(doc, example, where="", optional=frozenset()):
+    """``doc`` has the keys of ``example``, recursively (list items against the example's
+    first; null on either side ends the comparison; metadata and counts are data; the
+    values themselves are checked by the tests)."""
+    if isinstance(example, dict) and isinstance(doc, dict):
+        assert set(doc) - optional == set(example) - optional, where
+        for k in set(doc) & set(example) - {"metadata", "counts"}:
+            same_keys(doc[k], example[k], f"{where}.{k}")
+    elif isinstance(example, list) and isinstance(doc, list):
+        for item in doc[: len(doc) if example else 0]:
+            same_keys(item, example[0], f"{where}[]")
+    elif isinstance(example, (dict, list)) and doc is not None:
+        raise AssertionError(f"{where}: {doc!r} where the example has {example!r}")
+
+
+def json_run(*args, status=0):
+    p = run(*args, "--json")
+    assert p.returncode == status, p.stderr
+    doc = json.loads(terminal_safe(p.stdout))  # one document: nothing before or after it
+    return doc, p
+
+
+@pytest.mark.parametrize("fmt", list(EXT))
+def test_every_json_output_has_the_documented_keys(fmt, tmp_path):
+    path = write(fmt, tmp_path / f"m{EXT[fmt]}")
+    doc, _ = json_run("inspect", path)
+    same_keys(doc, documented("inspect"), optional=OPTIONAL_FACTS)
+    assert doc["ok"] is True and set(doc) - set(documented("inspect")) <= OPTIONAL_FACTS
+    if fmt == "tensorwire":
+        assert set(doc) == set(documented("inspect"))
+
+    doc, _ = json_run("verify", path)
+    same_keys(doc, documented("verify"))
+    checks = tw.formats.FORMATS[fmt].checks
+    assert doc["ok"] is True and doc["tensors"] == 3 and doc["format"] == fmt
+    assert doc["decoded_bytes"] == sum(a.nbytes for a in COMMON.values())
+    assert doc["checksums"] is (checks is not None) and doc["checked"] == (checks or "structure")
+
+    out = tmp_path / "out.tw"
+    doc, p = json_run("convert", path, out, "--codec", "zstd")
+    same_keys(doc, documented("convert"))
+    assert p.stderr == "" and doc["tensors"] == 3 and doc["notes"] == []
+    assert doc["source"] == {"file": str(path), "format": fmt, "file_bytes": path.stat().st_size}
+    assert doc["dest"]["file_bytes"] == out.stat().st_size
+    assert doc["ratio"] == pytest.approx(out.stat().st_size / path.stat().st_size)
+
+    doc, _ = json_run("diff", path, out)
+    same_keys(doc, documented("diff"))
+    assert doc["ok"] is True and doc["counts"] == {"same": 3}
+    assert doc["matched_by"] == "name"  # (md5list's are "0", "1", ... in both)
+    assert {t["status"] for t in doc["tensors"]} == {"same"}
+
+
+def test_json_documents_of_diff_and_convert_carry_the_findings(tmp_path):
+    a = write(
+        "tensorwire",
+        tmp_path / "a.tw",
+        {
+            "w": np.array([1.0, np.nan, 2.0], np.float32),
+            "v": np.array([1.0, 2.0], np.float32),
+            "shape": np.ones(4, np.float32),
+            "gone": np.ones(2, np.float32),
+        },
+        metadata={"k": 1},
+    )
+    b = write(
+        "safetensors",
+        tmp_path / "b.safetensors",
+        {
+            "w": np.array([1.0, 1.0, 2.5], np.float32),
+            "v": np.array([1.0, 2.5], np.float32),
+            "shape": np.ones((2, 2), np.float32),
+            "new": np.zeros(1, np.int32),
+        },
+    )
+    doc, p = json_run("diff", a, b, "--rtol", "0.3", status=1)
+    same_keys(doc, documented("diff"))
+    rows = {t["name"]: t for t in doc["tensors"]}
+    assert doc["ok"] is False and "error" not in doc and p.stderr == ""
+    assert doc["counts"] == {
+        "close": 1,
+        "different": 1,
+        "only in A": 1,
+        "only in B": 1,
+        "shape differs": 1,
+    }
+    assert rows["w"]["status"] == "different" and rows["w"]["max_abs_diff"] == "inf"
+    assert rows["v"]["status"] == "close" and rows["v"]["max_abs_diff"] == pytest.approx(0.5)
+    assert rows["v"]["max_rel_diff"] == pytest.approx(0.2) and doc["rtol"] == 0.3
+    assert rows["shape"]["a"]["shape"] == [4] and rows["shape"]["b"]["shape"] == [2, 2]
+    assert rows["shape"]["max_abs_diff"] is None
+    assert rows["gone"]["b"] is None and rows["new"]["a"] is None
+    assert rows["new"]["b"] == {"name": "new", "dtype": "int32", "shape": [1]}
+    # by position: each side's own name
+    m = write("md5list", tmp_path / "m.md5list", {"x": np.ones(3), "y": np.zeros(2)})
+    n = write("ptth", tmp_path / "n.ptth", {"p": np.ones(3), "q": np.zeros(2)})
+    doc, _ = json_run("diff", m, n)
+    assert doc["matched_by"] == "position"
+    assert [(t["a"]["name"], t["b"]["name"]) for t in doc["tensors"]] == [("0", "p"), ("1", "q")]
+    # convert: what the target could not carry, in the document and not on stderr
+    doc, p = json_run("convert", a, tmp_path / "c.md5list")
+    assert p.stderr == "" and len(doc["notes"]) == 2
+    assert any("metadata dropped" in n for n in doc["notes"])
+
+
+def test_errors_with_json_are_a_json_document_and_a_nonzero_status(tmp_path):
+    def error(*args, status=1):
+        doc, p = json_run(*args, status=status)
+        assert set(doc) == {"ok", "error"} and doc["ok"] is False
+        assert set(doc["error"]) == {"type", "message"}
+        assert p.stderr.strip()  # and still said on stderr
+        return doc["error"]
+
+    missing = tmp_path / "missing.tw"
+    e = error("verify", missing)
+    assert e["type"] == "OSError" and str(missing) in e["message"]
+    bad = write("tensorwire", tmp_path / "bad.tw")
+    data = bytearray(bad.read_bytes())
+    data[-3] ^= 1
+    bad.write_bytes(bytes(data))
+    e = error("verify", bad)
+    with pytest.raises(tw.TensorwireError) as raised:
+        with tw.open(bad) as r:
+            r.verify()
+    assert e["type"] == type(raised.value).__name__ == "IntegrityError"
+    assert e["message"] == str(raised.value)
+    signed = tmp_path / "keyed.tw"
+    tw.save(COMMON, signed, key=os.urandom(32))
+    assert error("inspect", signed)["type"] == "AuthenticationError"
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"not weights, not at all")
+    e = error("inspect", garbage)
+    assert e["type"] == "InputError" and "cannot tell its format" in e["message"]
+    src = write("tensorwire", tmp_path / "m.tw")
+    assert error("convert", src, tmp_path / "x.tw", "--codec", "nonsense:9")["type"] == (
+        "CodecError"
+    )
+    assert not (tmp_path / "x.tw").exists()
+    e = error("verify", src, "--frob", status=2)
+    assert e["type"] == "UsageError" and "--frob" in e["message"]
+    assert error("diff", src, status=2)["type"] == "UsageError"
+    # a hostile name quoted by the error: the exception's message, terminal safe
+    name = "\x1b]0;pwned\x07\u202e"
+    hostile = write("tensorwire", tmp_path / "h.tw", {name: np.arange(100, dtype=np.float32)})
+    data = bytearray(hostile.read_bytes())
+    data[-1] ^= 1
+    hostile.write_bytes(bytes(data))
+    with pytest.raises(tw.IntegrityError) as raised:
+        tw.load(hostile)
+    assert error("verify", hostile)["message"] == str(raised.value)
+    p = run("inspect", tmp_path / f"{name}.tw", "--json")
+    assert json.loads(terminal_safe(p.stdout))["error"]["message"].startswith(
+        str(tmp_path / f"{name}.tw")  # the path exact in the document
+    )
+    terminal_safe(p.stderr)
+    # "--json" after "--" is a file name, not the option
+    p = run("inspect", "--", "--json")
+    assert p.returncode == 1 and p.stdout == "" and "--json" in p.stderr

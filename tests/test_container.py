@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import tensorwire as tw
-from tensorwire import errors
+from tensorwire import _container, _core, errors
 
 STANDARD = [
     "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -444,3 +444,46 @@ def test_the_dtype_table_comes_from_rust_and_matches_numpy():
     # Leaves the Rust layer cannot borrow as they are: the Python layer normalises them.
     leaves = [np.zeros(3, "<f4"), np.zeros(3, ">f4"), np.zeros((3, 3))[:, 0], 1.5, [1]]
     assert _core.not_stored(leaves) == [1, 2, 3, 4]
+
+
+def _padded_payload():
+    """A payload of three tensors with zero padding after the first, and the padding's
+    offset."""
+    blob = bytearray(
+        tw.encode(
+            {
+                "a": np.arange(5, dtype=np.float32),
+                "b": np.ones(300, np.float32),
+                "c": np.arange(40.0),
+            },
+            codec={"a": "raw", "b": "zstd", "c": "raw"},
+        )
+    )
+    entries = _core.Payload(bytes(blob), None, None, None).entries()
+    (_, _, _, _, start, length, *_), second = entries[0], entries[1]
+    assert start + length < second[4]  # there is padding between a and b
+    return blob, start + length, [e[5] for e in entries]
+
+
+def test_reader_verify_with_progress_checks_what_verify_checks(monkeypatch):
+    blob, padding, stored = _padded_payload()
+    for part, want in [(1, stored), (1 << 30, [sum(stored)])]:
+        monkeypatch.setattr(_container, "_VERIFY_PART_BYTES", part)
+        got = []
+        with tw.open(bytes(blob)) as r:
+            r.verify(progress=got.append)
+        assert got == want  # real bytes: one call per part, adding up to all of them
+        bad = bytearray(blob)
+        bad[padding] = 1  # non-zero padding: refused by both
+        with tw.open(bytes(bad)) as r:
+            with pytest.raises(tw.IntegrityError, match="padding"):
+                r.verify()
+            with pytest.raises(tw.IntegrityError, match="padding"):
+                r.verify(progress=got.append)
+        bad = bytearray(blob)
+        bad[-5] ^= 1  # the last tensor: refused, after the parts before it were reported
+        got = []
+        with tw.open(bytes(bad)) as r:
+            with pytest.raises(tw.IntegrityError, match='"c"'):
+                r.verify(progress=got.append)
+        assert got == want[:-1]

@@ -23,6 +23,10 @@ __all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "ope
 CodecSpec = Union[str, Mapping[str, str], Callable[[str, np.ndarray], str]]
 PathLike = Union[str, "os.PathLike[str]"]
 
+# The least stored bytes Reader.verify checks per call into the core when it reports
+# progress: parts this large cost nothing measurable over one call for all of them.
+_VERIFY_PART_BYTES = 16 << 20
+
 
 class TensorInfo(NamedTuple):
     """What the header says about one tensor."""
@@ -329,9 +333,27 @@ class Reader:
         """The 16 random bytes of an authenticated or signed payload, or None."""
         return self._live().nonce  # type: ignore[no-any-return]
 
-    def verify(self) -> None:
-        """Check every checksum (and that padding is zero); raise IntegrityError if not."""
-        self._live().verify(None)
+    def verify(self, *, progress: Callable[[int], None] | None = None) -> None:
+        """Check every checksum (and that padding is zero); raise IntegrityError if not.
+
+        ``progress``, when given, is called as the work goes with the stored bytes just
+        checked (the calls add up to the payload's stored tensor bytes): the tensors are
+        then checked in parts of whole tensors, one call into the core each, each part of
+        at least 16 MiB or a 256th of the whole, whichever is more."""
+        payload = self._live()
+        lengths = [entry[5] for entry in payload.entries()] if progress is not None else []
+        if progress is None or not lengths:
+            payload.verify(None)
+            return
+        part_bytes = max(_VERIFY_PART_BYTES, sum(lengths) // 256)
+        start, stored = 0, 0
+        for i, length in enumerate(lengths):
+            stored += length
+            if stored >= part_bytes or i == len(lengths) - 1:
+                # the padding between tensors is checked once, with the first part
+                payload.verify(list(range(start, i + 1)), padding=start == 0)
+                progress(stored)
+                start, stored = i + 1, 0
 
     # -- reading tensors -------------------------------------------------------------
     def _name_index(self) -> dict[str, int]:

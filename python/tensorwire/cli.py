@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ._core import FORMAT_VERSION, __version__
 from ._errors import InputError, TensorwireError
 from ._structure import flatten
 from .formats import FORMATS, Format, StoredTensor, by_extension, sniff
@@ -40,6 +41,8 @@ __all__ = ["main", "printable", "printable_json"]
 
 T = TypeVar("T")
 _FORMAT_CHOICE = click.Choice([*FORMATS, "tw"], case_sensitive=False)
+#: What long work reports its progress to: called with the bytes just done.
+Advance = Callable[[int], None]
 
 
 def _canonical(fmt: Optional[str]) -> Optional[str]:
@@ -130,7 +133,7 @@ class Source:
     format: Format
     rows: list[StoredTensor]
     load: Callable[[], Any]
-    verify: Callable[[], None]
+    verify: Callable[[Optional[Advance]], None]
     metadata: Any = None
     facts: Mapping[str, str] = field(default_factory=dict)
 
@@ -250,26 +253,72 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=width, markup=False, emoji=False, highlight=False)
 
 
-def _status(text: str) -> contextlib.AbstractContextManager[Any]:
-    """A transient spinner on stderr while long work runs (only on a terminal)."""
-    if not sys.stderr.isatty():
-        return contextlib.nullcontext()
-    return _console(stderr=True).status(_text(text))
+def _emit_json(doc: Any) -> None:
+    """Write ``doc`` as one JSON document on stdout (exact, terminal safe)."""
+    click.echo(printable_json(doc, indent=2, ascii_only=not _unicode_out(sys.stdout)))
 
 
-def _track(items: Sequence[T], text: str) -> Iterator[T]:
-    """Iterate with a transient progress bar on stderr (only on a terminal)."""
-    from rich.progress import track
+class _Progress:
+    """Progress bars on stderr, counted in the bytes of real work done, shown only when
+    stderr is a terminal and ``--no-progress`` was not given; transient (erased when
+    done), never touching stdout. When they are off, :meth:`task` is None and the work
+    runs exactly as without them."""
 
-    return iter(
-        track(
-            items,
-            description=text,
+    def __init__(self, no_progress: bool) -> None:
+        self._bars: Any = None
+        if no_progress or not sys.stderr.isatty():
+            return
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._bars = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
             console=_console(stderr=True),
             transient=True,
-            disable=not sys.stderr.isatty() or len(items) < 2,
+            redirect_stdout=False,  # stdout is for results: it never goes through the bars
+            redirect_stderr=False,
         )
-    )
+
+    def __enter__(self) -> _Progress:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def task(self, description: str, total: int) -> Optional[Advance]:
+        """A bar of ``total`` bytes; the function advancing it by the bytes just done
+        (None when bars are off)."""
+        if self._bars is None:
+            return None
+        bars = self._bars
+        task = bars.add_task(printable(description), total=total)
+        return lambda n: bars.advance(task, n)
+
+
+_NO_PROGRESS = click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bar (one is shown on stderr only when stderr is a terminal).",
+)
+_JSON = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document on stdout instead (keys: docs/cli.md); errors too.",
+)
 
 
 def _size(n: int) -> str:
@@ -294,7 +343,11 @@ def _shape(shape: Sequence[int]) -> str:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="tensorwire", prog_name="tensorwire")
+@click.version_option(
+    __version__,
+    prog_name="tensorwire",
+    message=f"%(prog)s %(version)s (wire format {FORMAT_VERSION[0]}.{FORMAT_VERSION[1]})",
+)
 def cli() -> None:
     """Inspect, verify, convert and compare model weight files.
 
@@ -307,7 +360,7 @@ def cli() -> None:
 @click.option(
     "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON document instead of a table.")
+@_JSON
 @_KEY_FILE
 @_TRUSTED
 def inspect(
@@ -324,27 +377,29 @@ def inspect(
     stored = sum(r.stored for r in src.rows)
     nbytes = sum(r.nbytes for r in src.rows)
     if as_json:
-        doc = {
-            "file": file,
-            "format": src.format.name,
-            **{k.replace(" ", "_"): v for k, v in src.facts.items()},
-            "metadata": src.metadata,
-            "file_bytes": os.path.getsize(file),
-            "stored_bytes": stored,
-            "decoded_bytes": nbytes,
-            "tensors": [
-                {
-                    "name": r.name,
-                    "dtype": r.dtype,
-                    "shape": list(r.shape),
-                    "codec": r.codec,
-                    "stored_bytes": r.stored,
-                    "decoded_bytes": r.nbytes,
-                }
-                for r in src.rows
-            ],
-        }
-        click.echo(printable_json(doc, indent=2, ascii_only=not _unicode_out(sys.stdout)))
+        _emit_json(
+            {
+                "ok": True,
+                "file": file,
+                "format": src.format.name,
+                **{k.replace(" ", "_"): v for k, v in src.facts.items()},
+                "metadata": src.metadata,
+                "file_bytes": os.path.getsize(file),
+                "stored_bytes": stored,
+                "decoded_bytes": nbytes,
+                "tensors": [
+                    {
+                        "name": r.name,
+                        "dtype": r.dtype,
+                        "shape": list(r.shape),
+                        "codec": r.codec,
+                        "stored_bytes": r.stored,
+                        "decoded_bytes": r.nbytes,
+                    }
+                    for r in src.rows
+                ],
+            }
+        )
         return
     out = _console()
     out.print(_text(file, style="bold"))
@@ -390,9 +445,18 @@ def inspect(
 @click.option(
     "--from", "fmt", type=_FORMAT_CHOICE, help="The file's format (default: by extension)."
 )
+@_JSON
+@_NO_PROGRESS
 @_KEY_FILE
 @_TRUSTED
-def verify(file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequence[str]) -> None:
+def verify(
+    file: str,
+    fmt: Optional[str],
+    as_json: bool,
+    no_progress: bool,
+    key_file: Optional[str],
+    trusted: Sequence[str],
+) -> None:
     """Check a file's checksums and structure; exit status 1 if anything is wrong.
 
     tensorwire files: every blake3 checksum, the signature of signed files, and with
@@ -400,15 +464,30 @@ def verify(file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequ
     the MD5 trailer; npz: every CRC; safetensors and ptth have no checksums, so their
     structure is checked.
     """
-    src = _open_source(
-        file,
-        _canonical(fmt),
-        key=_read_key(key_file),
-        trusted_keys=_read_public_keys(trusted),
-    )
-    src.verify()
-    what = src.format.checks or f"structure valid ({src.format.name} has no checksums)"
+    with _Progress(no_progress) as progress:
+        src = _open_source(
+            file,
+            _canonical(fmt),
+            key=_read_key(key_file),
+            trusted_keys=_read_public_keys(trusted),
+        )
+        src.verify(progress.task(f"verifying {file}", sum(r.stored for r in src.rows)))
     nbytes = sum(r.nbytes for r in src.rows)
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "file": file,
+                "format": src.format.name,
+                "tensors": len(src.rows),
+                "decoded_bytes": nbytes,
+                "stored_bytes": sum(r.stored for r in src.rows),
+                "checksums": src.format.checks is not None,
+                "checked": src.format.checks or "structure",
+            }
+        )
+        return
+    what = src.format.checks or f"structure valid ({src.format.name} has no checksums)"
     click.echo(
         printable(f"OK {file}: {src.format.name}, {len(src.rows)} tensors, {_size(nbytes)}; {what}")
     )
@@ -424,17 +503,46 @@ def verify(file: str, fmt: Optional[str], key_file: Optional[str], trusted: Sequ
     help='tensorwire codec spec for DEST (e.g. "zstd", "shuffle+zstd:3"); '
     'for npz, "deflate" compresses.',
 )
+@_JSON
+@_NO_PROGRESS
 def convert(
-    source: str, dest: str, from_fmt: Optional[str], to_fmt: Optional[str], codec: Optional[str]
+    source: str,
+    dest: str,
+    from_fmt: Optional[str],
+    to_fmt: Optional[str],
+    codec: Optional[str],
+    as_json: bool,
+    no_progress: bool,
 ) -> None:
     """Convert SOURCE to DEST, formats by extension or --from/--to."""
     out_fmt = _format_of(dest, _canonical(to_fmt), sniff_content=False)
-    with _status(f"converting {source} -> {dest}"):
+    in_size = os.path.getsize(source)
+    with _Progress(no_progress) as progress:
+        # each step is one call (into the core, for tensorwire): the bars advance per step
+        reading = progress.task(f"reading {source}", in_size)
         src = _open_source(source, _canonical(from_fmt))
-        notes = _write(src.load(), dest, out_fmt, codec, src.metadata)
+        tensors = src.load()
+        if reading is not None:
+            reading(in_size)
+        writing = progress.task(f"writing {dest}", sum(r.nbytes for r in src.rows))
+        notes = _write(tensors, dest, out_fmt, codec, src.metadata)
+        if writing is not None:
+            writing(sum(r.nbytes for r in src.rows))
+    out_size = os.path.getsize(dest)
+    if as_json:
+        _emit_json(
+            {
+                "ok": True,
+                "source": {"file": source, "format": src.format.name, "file_bytes": in_size},
+                "dest": {"file": dest, "format": out_fmt.name, "file_bytes": out_size},
+                "tensors": len(src.rows),
+                "ratio": out_size / in_size if in_size else None,
+                "notes": notes,
+            }
+        )
+        return
     for note in notes:
         click.echo(printable(f"note: {note}"), err=True)
-    in_size, out_size = os.path.getsize(source), os.path.getsize(dest)
     click.echo(
         printable(
             f"{source} ({src.format.name}, {_size(in_size)}) -> {dest} ({out_fmt.name}, "
@@ -461,8 +569,9 @@ def _as_wide(x: np.ndarray) -> np.ndarray:
     return x.astype(np.complex128 if x.dtype.kind == "c" else np.float64)
 
 
-def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Largest absolute and relative element difference (NaN vs NaN counts as equal)."""
+def _differences(a: np.ndarray, b: np.ndarray, advance: Optional[Advance]) -> tuple[float, float]:
+    """Largest absolute and relative element difference (NaN vs NaN counts as equal);
+    ``advance``, when given, is called with the bytes of ``a`` each chunk compared."""
     max_abs = max_rel = 0.0
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         for ca, cb in _chunks(a, b):
@@ -476,7 +585,60 @@ def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
             if diff.size:
                 max_abs = max(max_abs, float(diff.max()))
                 max_rel = max(max_rel, float(rel.max()))
+            if advance is not None:
+                advance(ca.nbytes)
     return max_abs, max_rel
+
+
+@dataclass
+class _Compared:
+    """One row of ``diff``: the tensor of A and of B (None when missing), what was found,
+    and the largest differences (None when not compared)."""
+
+    name: str
+    a: Optional[tuple[str, np.ndarray]]
+    b: Optional[tuple[str, np.ndarray]]
+    status: str = ""
+    max_abs: Optional[float] = None
+    max_rel: Optional[float] = None
+
+
+def _compare(row: _Compared, atol: float, rtol: float, advance: Optional[Advance]) -> None:
+    """Fill ``row``'s status and differences (``advance``: by the bytes of A compared)."""
+    if row.a is None or row.b is None:
+        row.status = "only in B" if row.a is None else "only in A"
+        return
+    xa, xb = row.a[1], row.b[1]
+    if xa.shape != xb.shape:
+        row.status = "shape differs"
+        return
+    identical = xa.dtype == xb.dtype and np.ascontiguousarray(xa).tobytes() == (
+        np.ascontiguousarray(xb).tobytes()
+    )
+    if identical:
+        row.status, row.max_abs, row.max_rel = "same", 0.0, 0.0
+        if advance is not None:
+            advance(xa.nbytes)
+        return
+    row.max_abs, row.max_rel = _differences(xa, xb, advance)
+    row.status = "close" if row.max_abs <= atol or row.max_rel <= rtol else "different"
+
+
+def _json_number(x: Optional[float]) -> Any:
+    """A difference for JSON: a number, ``"inf"`` (JSON has no infinity), or None."""
+    return "inf" if x is not None and np.isinf(x) else x
+
+
+def _side(t: Optional[tuple[str, np.ndarray]]) -> Optional[dict[str, Any]]:
+    if t is None:
+        return None
+    return {"name": t[0], "dtype": t[1].dtype.name, "shape": list(t[1].shape)}
+
+
+def _both(row: _Compared, cell: Callable[[np.ndarray], str]) -> str:
+    """A table cell for A's and B's tensor: one value, or "A's | B's" when they differ."""
+    shown = [cell(t[1]) for t in (row.a, row.b) if t is not None]
+    return shown[0] if len(set(shown)) == 1 else " | ".join(shown)
 
 
 @cli.command()
@@ -490,6 +652,8 @@ def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 @click.option(
     "--rtol", type=float, default=0.0, help="Tensors within this max rel diff are 'close'."
 )
+@_JSON
+@_NO_PROGRESS
 @click.pass_context
 def diff(
     ctx: click.Context,
@@ -499,6 +663,8 @@ def diff(
     from_b: Optional[str],
     atol: float,
     rtol: float,
+    as_json: bool,
+    no_progress: bool,
 ) -> None:
     """Compare the tensors of A and B, by name (or by position when no names match).
 
@@ -506,20 +672,57 @@ def diff(
     missing; with the largest absolute and relative element difference. Exit status 0
     when every tensor is same or close, 1 otherwise.
     """
-    ta, tb = (
-        _named(_open_source(a, _canonical(from_a))),
-        _named(_open_source(b, _canonical(from_b))),
-    )
-    pairs: list[tuple[str, Optional[np.ndarray], Optional[np.ndarray]]]
-    positional = not set(ta) & set(tb) and len(ta) == len(tb) and ta
-    if positional:
-        pairs = [
-            (na if na == nb else f"{na} | {nb}", xa, xb)
-            for (na, xa), (nb, xb) in zip(ta.items(), tb.items())
-        ]
-    else:
-        pairs = [(n, x, tb.get(n)) for n, x in ta.items()]
-        pairs += [(n, None, x) for n, x in tb.items() if n not in ta]
+    with _Progress(no_progress) as progress:
+        sources = [(a, from_a), (b, from_b)]
+        reading = progress.task("reading", sum(os.path.getsize(p) for p, _ in sources))
+        tensors = []
+        for path, fmt in sources:
+            src = _open_source(path, _canonical(fmt))
+            tensors.append((src, _named(src)))
+            if reading is not None:
+                reading(os.path.getsize(path))
+        (src_a, ta), (src_b, tb) = tensors
+        positional = bool(not set(ta) & set(tb) and len(ta) == len(tb) and ta)
+        if positional:
+            rows = [
+                _Compared(na if na == nb else f"{na} | {nb}", (na, xa), (nb, xb))
+                for (na, xa), (nb, xb) in zip(ta.items(), tb.items())
+            ]
+        else:
+            rows = [_Compared(n, (n, x), (n, tb[n]) if n in tb else None) for n, x in ta.items()]
+            rows += [_Compared(n, None, (n, x)) for n, x in tb.items() if n not in ta]
+        work = sum(r.a[1].nbytes for r in rows if r.a and r.b and r.a[1].shape == r.b[1].shape)
+        comparing = progress.task("comparing", work)
+        for row in rows:
+            _compare(row, atol, rtol, comparing)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    ok = all(s in ("same", "close") for s in counts)
+    if as_json:
+        _emit_json(
+            {
+                "ok": ok,
+                "a": {"file": a, "format": src_a.format.name},
+                "b": {"file": b, "format": src_b.format.name},
+                "matched_by": "position" if positional else "name",
+                "atol": atol,
+                "rtol": rtol,
+                "counts": dict(sorted(counts.items())),
+                "tensors": [
+                    {
+                        "name": row.name,
+                        "status": row.status,
+                        "a": _side(row.a),
+                        "b": _side(row.b),
+                        "max_abs_diff": _json_number(row.max_abs),
+                        "max_rel_diff": _json_number(row.max_rel),
+                    }
+                    for row in rows
+                ],
+            }
+        )
+        ctx.exit(0 if ok else 1)
     out = _console()
     if positional:
         out.print(_text("note: no tensor names in common; matching by position"))
@@ -529,38 +732,17 @@ def diff(
     table.add_column("shape")
     table.add_column("max abs diff", justify="right")
     table.add_column("max rel diff", justify="right")
-    counts: dict[str, int] = {}
-    for name, xa, xb in _track(pairs, "comparing"):
-        cells = ["", "", "-", "-"]
-        if xa is None or xb is None:
-            status = "only in B" if xa is None else "only in A"
-            x = xb if xa is None else xa
-            cells[:2] = [x.dtype.name, _shape(x.shape)]  # type: ignore[union-attr]
-        elif xa.shape != xb.shape:
-            status = "shape differs"
-            cells[:2] = [
-                f"{xa.dtype.name} | {xb.dtype.name}",
-                f"{_shape(xa.shape)} | {_shape(xb.shape)}",
-            ]
-        else:
-            dt = xa.dtype.name if xa.dtype == xb.dtype else f"{xa.dtype.name} | {xb.dtype.name}"
-            identical = xa.dtype == xb.dtype and np.ascontiguousarray(xa).tobytes() == (
-                np.ascontiguousarray(xb).tobytes()
-            )
-            max_abs, max_rel = (0.0, 0.0) if identical else _differences(xa, xb)
-            if identical:
-                status = "same"
-            elif max_abs <= atol or max_rel <= rtol:
-                status = "close"
-            else:
-                status = "different"
-            cells = [dt, _shape(xa.shape), f"{max_abs:.6g}", f"{max_rel:.6g}"]
-        counts[status] = counts.get(status, 0) + 1
-        table.add_row(*map(_text, (name, status, *cells)))
+    for row in rows:
+        cells = [
+            _both(row, lambda x: x.dtype.name),
+            _both(row, lambda x: _shape(x.shape)),
+            "-" if row.max_abs is None else f"{row.max_abs:.6g}",
+            "-" if row.max_rel is None else f"{row.max_rel:.6g}",
+        ]
+        table.add_row(*map(_text, (row.name, row.status, *cells)))
     out.print(table)
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    out.print(_text(f"{len(pairs)} tensors: {summary or 'none'}"))
-    ok = all(s in ("same", "close") for s in counts)
+    out.print(_text(f"{len(rows)} tensors: {summary or 'none'}"))
     ctx.exit(0 if ok else 1)
 
 
@@ -569,41 +751,65 @@ def diff(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    """Run the command line; errors become one line on stderr and a non-zero exit."""
+    """Run the command line; errors become one line on stderr and a non-zero exit (and,
+    with ``--json``, also a JSON error document on stdout)."""
     _escape_unencodable(sys.stdout)
     _escape_unencodable(sys.stderr)
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in args[: args.index("--")] if "--" in args else "--json" in args
     try:
-        rc = cli.main(args=argv, prog_name="tensorwire", standalone_mode=False)
+        rc = cli.main(args=args, prog_name="tensorwire", standalone_mode=False)
     except click.exceptions.ClickException as e:  # usage errors quote arguments (paths)
         shown = io.StringIO()
         e.show(file=shown)
         lines = shown.getvalue().split("\n")
         for line in lines[:-1] if lines[-1] == "" else lines:
             click.echo(printable(line), err=True)
-        sys.exit(e.exit_code)
+        kind = "UsageError" if isinstance(e, click.exceptions.UsageError) else type(e).__name__
+        _fail(as_json, kind, e.format_message(), e.exit_code, shown=True)
     except click.exceptions.Abort:
-        click.echo("tensorwire: aborted", err=True)
-        sys.exit(130)
+        _fail(as_json, "Aborted", "aborted", 130, prefix="tensorwire: ")
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): nothing left to say
         sys.exit(1)
-    except (TensorwireError, OSError) as e:
-        click.echo(f"tensorwire: error: {_one_line(e)}", err=True)
-        sys.exit(1)
+    except TensorwireError as e:
+        _fail(as_json, type(e).__name__, _message(e), 1)
+    except OSError as e:
+        _fail(as_json, "OSError", _message(e), 1)
     except Exception as e:  # anything else is a bug: still no traceback for the user
-        click.echo(f"tensorwire: internal error: {type(e).__name__}: {_one_line(e)}", err=True)
-        sys.exit(1)
+        message = f"{type(e).__name__}: {_message(e)}"
+        _fail(as_json, "InternalError", message, 1, prefix="tensorwire: internal error: ")
     sys.exit(rc if isinstance(rc, int) else 0)
 
 
-def _one_line(e: BaseException) -> str:
-    """The message of ``e`` on one printable line (it may quote names, paths, data)."""
+def _fail(
+    as_json: bool,
+    kind: str,
+    message: str,
+    status: int,
+    *,
+    prefix: str = "tensorwire: error: ",
+    shown: bool = False,
+) -> None:
+    """Say what went wrong: one line on stderr (unless click has ``shown`` it), the JSON
+    error document on stdout with ``--json``; then exit with ``status``."""
+    if not shown:
+        click.echo(f"{prefix}{printable(message)}", err=True)
+    if as_json:
+        with contextlib.suppress(OSError):  # stdout gone: stderr has said it
+            _emit_json({"ok": False, "error": {"type": kind, "message": message}})
+    sys.exit(status)
+
+
+def _message(e: BaseException) -> str:
+    """The message of ``e`` on one line (it may quote names, paths, data: print it only
+    through :func:`printable` or :func:`printable_json`)."""
     text = (
         str(e)
         if not isinstance(e, OSError) or not e.filename
         else (f"{e.filename}: {e.strerror or e}")
     )
-    return printable(re.sub(r"[ \t]*\r?\n[ \t]*", " ", text).strip()) or type(e).__name__
+    return re.sub(r"[ \t]*\r?\n[ \t]*", " ", text).strip() or type(e).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover

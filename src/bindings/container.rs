@@ -359,12 +359,14 @@ impl Payload {
         self.memory.len
     }
 
-    /// Verify the checksums of the tensors at `indices` (all, padding included, if None).
-    #[pyo3(signature = (indices=None))]
-    fn verify(&self, py: Python<'_>, indices: Option<Vec<usize>>) -> PyResult<()> {
+    /// Verify the checksums of the tensors at `indices` (all, padding included, if None;
+    /// the padding too with `padding`, so that parts verified one by one cover it all).
+    #[pyo3(signature = (indices=None, padding=false))]
+    fn verify(&self, py: Python<'_>, indices: Option<Vec<usize>>, padding: bool) -> PyResult<()> {
         self.selection(&indices)?;
         let data = SendSlice(self.memory.bytes());
-        detached(py, move || self.layout.verify(data.0, indices.as_deref()))
+        let (layout, ix) = (&self.layout, indices.as_deref());
+        detached(py, move || layout.verify_padded(data.0, ix, padding))
     }
 
     /// Tensor names, in storage order.

@@ -429,6 +429,20 @@ impl Layout {
         self.verify_where(buf, indices, |_| true)
     }
 
+    /// [`Self::verify`], and for a selection also the alignment padding when `padding`:
+    /// a payload verified in parts (to report progress) is covered as by one call.
+    pub fn verify_padded(
+        &self,
+        buf: &[u8],
+        indices: Option<&[usize]>,
+        padding: bool,
+    ) -> Result<()> {
+        if padding && indices.is_some() {
+            self.check_padding(buf)?;
+        }
+        self.verify(buf, indices)
+    }
+
     /// What decoding the tensors `indices` (all when `None`) checks before it allocates:
     /// as [`Self::verify`], except sealed tensors, whose every block is authenticated as
     /// it is opened (a stronger check than their checksum, which would be a second pass).

@@ -159,3 +159,29 @@ fn legal_nesting_round_trips_and_deeper_is_refused() {
         Err(ref x) if x.kind() == crate::error::Kind::Input
     ));
 }
+
+#[test]
+fn verifying_in_parts_covers_what_one_call_covers() {
+    let a = floats(20);
+    let inputs = [
+        input("a", &[5], &a[..20], "zstd"),
+        input("b", &[20], &a, "raw"),
+    ];
+    let blob = encode(&inputs, &EncodeOptions::default());
+    let entries = parse(&blob).unwrap().entries;
+    let padding = entries[0].start + entries[0].length; // a zero byte between the tensors
+    assert!(padding < entries[1].start);
+    for i in 0..blob.len() {
+        let mut bad = blob.clone();
+        bad[i] ^= 0x40;
+        let Ok(layout) = parse(&bad) else { continue };
+        let whole = layout.verify(&bad, None).is_err();
+        let parts = layout.verify_padded(&bad, Some(&[0]), true).is_err()
+            || layout.verify_padded(&bad, Some(&[1]), false).is_err();
+        assert_eq!(whole, parts, "flip at {i}");
+        if i == padding {
+            assert!(whole && layout.verify(&bad, Some(&[0, 1])).is_ok());
+            assert!(layout.verify_padded(&bad, Some(&[]), true).is_err());
+        }
+    }
+}

@@ -28,20 +28,22 @@ class StoredTensor(NamedTuple):
     nbytes: int
 
 
-def _checked_when_read() -> None:
+def _checked_when_read(progress: Optional[Callable[[int], None]] = None) -> None:
     """The ``verify`` of formats whose readers check everything while reading."""
 
 
 class Description(NamedTuple):
     """What a format module's ``describe(path)`` says about a file: its tensors as
     stored, its metadata, other facts from its header, how to load its tensors, and how
-    to check all of its checksums (for most formats reading already did)."""
+    to check all of its checksums (for most formats reading already did). ``verify``
+    takes an optional ``progress`` callback, called with the bytes each step of the
+    check covered, where the check goes in steps."""
 
     tensors: list[StoredTensor]
     load: Callable[[], Any]
     metadata: Any = None
     facts: Mapping[str, str] = {}
-    verify: Callable[[], None] = _checked_when_read
+    verify: Callable[[Optional[Callable[[int], None]]], None] = _checked_when_read
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Optional
 
 from .. import _container
 from ._bytes import PathLike
@@ -78,13 +78,12 @@ def describe(path: PathLike, **read_options: Any) -> Description:
         if r.encrypted:
             facts["encrypted"] = "tensors and header" if r.encrypted == "all" else "tensors"
         meta = r.metadata
-    return Description(
-        tensors,
-        lambda: _container.load(path, **read_options),
-        meta,
-        facts,
-        lambda: _verify(path, read_options),
-    )
+
+    def verify(progress: Optional[Callable[[int], None]] = None) -> None:
+        with _container.open(path, **read_options) as r:
+            r.verify(progress=progress)
+
+    return Description(tensors, lambda: _container.load(path, **read_options), meta, facts, verify)
 
 
 def _utc(ms: int) -> str:
@@ -96,8 +95,3 @@ def _utc(ms: int) -> str:
     except (OverflowError, OSError, ValueError):
         return f"{ms} ms after the epoch"
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _verify(path: PathLike, read_options: dict[str, Any]) -> None:
-    with _container.open(path, **read_options) as r:
-        r.verify()
