@@ -159,7 +159,7 @@ test: lint test-rust test-python test-sdist bench-smoke fuzz-smoke
 attacks: build
 	$(PY) tests/hostile_clients.py --out benches/results/attacks.md
 
-## bench: every part of the benchmark at full size (about 17 min on 2 cores); rewrites
+## bench: every part of the benchmark at full size (about 21 min on 2 cores); rewrites
 ## benches/results/ (report.md, results.json, plots). Parts: benches/README.md
 bench: build kafka-broker
 	$(PY) benches/bench.py

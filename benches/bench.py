@@ -9,7 +9,9 @@
 
 Parts: formats (every serializer and codec on each workload, chunking, the physical
 references), aggregation (federated rounds), scaling (cost against bytes and tensor
-count), codec-ratios (per-core size and speed of the codec stages on real weights).
+count), codec-ratios (per-core size and speed of the codec stages on real weights),
+trust (keys, signatures, encryption), kafka (the transport against confluent-kafka),
+sharded (1 vs 2 aggregation workers in a Kafka consumer group, the reducer).
 Writes report.md, results.json and the plots. Exits non-zero when an available method
 raises or fails its round-trip check; goals not met are reported, not failures.
 """
@@ -40,6 +42,7 @@ import plots
 import record
 import report
 import scaling
+import sharded
 import workloads
 
 import tensorwire as tw
@@ -49,7 +52,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
 #: The parts of a run, in the order they run (each has a flag of the same name).
-PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust", "kafka")
+PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust", "kafka", "sharded")
 #: The workloads of the formats part (``--only`` picks among them).
 WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
 
@@ -422,6 +425,24 @@ class Bench:
                 f"overhead {k['overhead_vs_unchunked']:+.1%} vs unchunked"
             )
 
+    def run_sharded(self) -> None:
+        """Aggregation workers in a Kafka consumer group, 1 against 2, and the reducer
+        (benches/sharded.py)."""
+        self.log("== sharded: 1 vs 2 aggregation workers on Kafka, the reducer")
+        sh = self.attempt("sharded", lambda: sharded.run(self.args.scale, self.smoke, self.log))
+        if sh is not None:
+            self.res.sharded = sh
+            for codec, c in sh["codecs"].items():
+                self.log(
+                    f"  {codec:<26} 2 workers / 1: {c['scaling']:.2f}x the updates/s; "
+                    f"peak {c['peak_models']:.2f} models per worker"
+                )
+            r = sh["reducer"]
+            self.log(
+                f"  reducer: time ~ partials^{r['time_exponent']:.2f}, "
+                f"{r['merge_gbps']:.2f} GB/s, peak {r['peak_models']:.2f} models"
+            )
+
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> record.Results:
         t0 = time.perf_counter()
@@ -438,6 +459,8 @@ class Bench:
                 self.run_trust()
             elif part == "kafka":
                 self.run_kafka()
+            elif part == "sharded":
+                self.run_sharded()
             gc.collect()
         self.res.duration_s = time.perf_counter() - t0
         return self.res

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from record import Results, Row
-from scaling import FLAT_MAX, FLAT_SPREAD
+from scaling import FLAT_MAX, FLAT_SPREAD, LINEAR_BAND
 
 __all__ = ["GOALS", "PEERS_TO_BEAT", "Goal", "Verdict", "judge"]
 
@@ -36,7 +36,7 @@ class Goal:
     """One goal: what is measured, its threshold, and why that threshold."""
 
     key: str
-    area: str  # "format", "codecs", "chunking", "federated", "trust", "transport"
+    area: str  # "format", "codecs", "chunking", "federated", "trust", "transport", "sharded"
     what: str
     op: str  # ">=", ">", "<=", "<"
     threshold: float
@@ -139,6 +139,36 @@ GOALS: list[Goal] = [
          "<=", 1.10, "x the time",
          "Pieces, their framing, reassembly and verification must cost little next to "
          "what the broker and its client cost for the same bytes in one record."),
+    Goal("sharded-scaling", "sharded",
+         "2 aggregation workers against 1 on the same updates on Kafka (`{codec}`)",
+         ">=", 1.3, "x the updates/s",
+         "This machine has 2 cores and the broker runs on them too, so 2x is out of reach. "
+         "One worker's round is a serial pipeline (fetch, reassemble, verify and add on "
+         "both cores, fetch again) that leaves the cores idle while it waits on the broker "
+         "(the report gives the 1-worker round's CPU use: the headroom a second worker "
+         "has). A second worker takes that idle time; it cannot take the broker's CPU, "
+         "which both share, nor a round's fixed part (the first fetch, publishing the "
+         "partial). 1.3x allows for those; below it, sharding does not use the cores it "
+         "has."),
+    Goal("worker-memory", "sharded",
+         "peak RSS of one aggregation worker over its baseline (`{codec}` updates)",
+         "<=", 1.1, " models",
+         "A worker's own state is its running sums, one float32 model; what else it holds "
+         "(the update being added, the next ones arriving, the partial being published) "
+         "should be small next to it, so that a worker is sized by the model and not by "
+         "the round."),
+    Goal("reducer-linear", "sharded", "reducer's merge time against the number of partials",
+         "<=", LINEAR_BAND[1], "", quantity="exponent",
+         why="Each partial is read once, tensor by tensor, and added: one more partial must "
+         "cost what the previous one did (time ~ partials^k fitted from 4 partials up, "
+         "where the first touch of fresh sums no longer weighs; k <= 1.2 as for the "
+         "scaling part's linear band)."),
+    Goal("reducer-memory", "sharded", "reducer's peak RSS, whatever the number of partials merged",
+         "<=", 2.2, " models",
+         "The reducer holds its sums (one model) and, one at a time, the partial being "
+         "merged or the result (one model each; a partial is a little larger, by its "
+         "header and update ids): 2 models whatever the number of partials, and a tenth "
+         "of one for the process's own allocations; more means merging does not stream."),
     Goal("round-bytes", "federated",
          "bytes per round vs Flower's np.save per array (`{codec}` updates)", "<", 1.0, "x",
          "The wire format must send fewer bytes than Flower's default for the same round."),
@@ -484,6 +514,66 @@ def _kafka_goals(res: Results) -> list[Verdict]:
     ]
 
 
+def _sharded_goals(res: Results) -> list[Verdict]:
+    sh = res.sharded
+    if not sh:
+        return [
+            _v(key, "not measured in this run", "-", None, codec="each update codec")
+            for key in ("sharded-scaling", "worker-memory", "reducer-linear", "reducer-memory")
+        ]
+    out: list[Verdict] = []
+    scaling, memory = _GOAL["sharded-scaling"], _GOAL["worker-memory"]
+    for codec, c in sh["codecs"].items():
+        one, two = c["workers"]["1"], c["workers"]["2"]
+        out.append(
+            _v(
+                scaling.key,
+                f"{sh['updates']} updates of {fmt(sh['model_mb'], 1)} MB: "
+                f"{fmt(two['updates_per_s'], 1)} vs {fmt(one['updates_per_s'], 1)} updates/s "
+                f"(1 worker used {one['cpu_use']:.0%} of the {sh['cores']} cores, broker "
+                "included)",
+                f"{fmt(c['scaling'])}x",
+                scaling.met(c["scaling"]),
+                codec=codec,
+            )
+        )
+    for codec, c in sh["codecs"].items():
+        out.append(
+            _v(
+                memory.key,
+                f"{fmt(c['peak_models'])} models ({fmt(c['adding_models'])} while adding; "
+                f"model {fmt(sh['model_mb'], 1)} MB, update {fmt(c['payload_over_model'], 3)} "
+                "of it)",
+                f"{fmt(c['peak_models'] / memory.threshold)} x target",
+                memory.met(c["peak_models"]),
+                codec=codec,
+            )
+        )
+    r = sh["reducer"]
+    ks = [row["partials"] for row in r["rows"]]
+    g = _GOAL["reducer-linear"]
+    out.append(
+        _v(
+            g.key,
+            f"time ~ partials^{r['time_exponent']:.2f} over {r['fit_from']}..{max(ks)}; "
+            f"{fmt(r['seconds_per_merge'] * 1e3, 1)} ms per {fmt(r['partial_mb'], 1)} MB "
+            f"partial ({fmt(r['merge_gbps'])} GB/s)",
+            f"{r['time_exponent']:.2f}",
+            None if math.isnan(r["time_exponent"]) else g.met(r["time_exponent"]),
+        )
+    )
+    g = _GOAL["reducer-memory"]
+    out.append(
+        _v(
+            g.key,
+            f"{fmt(r['peak_models'])} models at most, over {min(ks)}..{max(ks)} partials",
+            f"{fmt(r['peak_models'] / g.threshold)} x target",
+            g.met(r["peak_models"]),
+        )
+    )
+    return out
+
+
 def judge(res: Results) -> list[Verdict]:
     """Every goal of :data:`GOALS` judged on ``res``, one verdict per subject."""
     fmt_goals = _format_goals(res)
@@ -500,4 +590,5 @@ def judge(res: Results) -> list[Verdict]:
         + _federated_goals(res)
         + _trust_goals(res)
         + _kafka_goals(res)
+        + _sharded_goals(res)
     )

@@ -85,6 +85,8 @@ class Results:
     trust: dict = field(default_factory=dict)
     #: kafka.run(): tensorwire's Kafka transport against plain confluent-kafka
     kafka: dict = field(default_factory=dict)
+    #: sharded.run(): 1 vs 2 aggregation workers on Kafka, memory per worker, the reducer
+    sharded: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     note: str = ""

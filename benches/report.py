@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from typing import Optional
 
 import goals
@@ -338,6 +339,110 @@ def _kafka_section(res: Results) -> list[str]:
     return L
 
 
+def _sharded_section(res: Results) -> list[str]:
+    sh = res.sharded
+    if not sh:
+        return []
+    model = sh["model_mb"]
+    L = ["## Sharded round on Kafka", ""]
+    L.append(
+        f"{sh['updates']} client updates of a BERT-base-shaped model ({sh['tensors']} float32 "
+        f"tensors, {model:.1f} MB; its largest tensor {sh['largest_tensor_mb']:.1f} MB) on one "
+        f"topic of {sh['partitions']} partitions of one tansu broker (memory storage, "
+        "loopback), as many in each partition (their payload ids chosen so), published "
+        "before anything is timed; each codec's updates are read by a "
+        "fresh consumer group of 1, then of 2 worker processes, runs interleaved, median of "
+        f"{sh['runs']} run(s). Each worker joins at the end of the log, waits until every "
+        "partition is assigned exactly once, seeks its partitions to their start, adds "
+        "every update there to its own `tw.Aggregator` (float32 sums), writes `partial()`, "
+        "publishes it and commits. **Time: from the first record any worker consumed to "
+        "the moment the last worker's partial was acknowledged by the broker.** Wire MB/s "
+        "counts the updates' bytes, model MB/s the float32 models they stand for. CPU: the "
+        "workers' own (every thread, start to partial) and the broker's, and their share of "
+        f"the {sh['cores']} cores. Every round's partials are merged by a reducer and checked "
+        "against one `tw.aggregate` of the same updates (bit for bit, or within the float32 "
+        "bound of docs/federated.md). Peak: the worker's resident high-water mark over its "
+        "RSS when it started aggregating (Python, numpy, confluent-kafka, tensorwire, the "
+        "base model, the consumer in its group), in models; the largest of the runs."
+    )
+    L.append("")
+    rows = []
+    for codec, c in sh["codecs"].items():
+        for n, w in c["workers"].items():
+            rows.append([
+                f"`{codec}`", n, "/".join(str(u) for u in w["updates_per_worker"]),
+                fmt(w["seconds"]), fmt(w["updates_per_s"], 1), fmt(w["wire_mbps"], 0),
+                fmt(w["model_mbps"], 0),
+                f"{fmt(w['workers_cpu_s'], 1)} / {fmt(w['broker_cpu_s'], 1)} ({w['cpu_use']:.0%})",
+                f"{fmt(w['adding_models'])} / {fmt(w['peak_models'])}",
+                f"{fmt(c['scaling'])}x" if n != "1" else "1",
+            ])  # fmt: skip
+    L += _table(
+        ["codec", "workers", "updates each", "seconds", "updates/s", "wire MB/s",
+         "model MB/s", "CPU s workers / broker (of cores)", "peak models adding / all",
+         "updates/s vs 1 worker"],
+        rows,
+    )  # fmt: skip
+    L.append("")
+    L += _table(
+        ["codec", "update / model", "merged = tw.aggregate", "max difference",
+         "largest difference / bound"],
+        [
+            [f"`{codec}`", fmt(c["payload_over_model"], 4),
+             "bit for bit" if c["identical"] else "within the bound",
+             f"{c['max_abs_diff']:.2g}", fmt(c["worst_over_bound"], 3)]
+            for codec, c in sh["codecs"].items()
+        ],
+    )  # fmt: skip
+    L.append("")
+    parts = sh["partitions"]
+    baseline = statistics.median(
+        w["baseline_mb"] for c in sh["codecs"].values() for w in c["workers"].values()
+    )
+    L.append(
+        f"Where a worker's memory goes, in models of {model:.1f} MB: its running sums, 1.00; "
+        "while its partial is written and published, the partial too (as large as the sums, "
+        "which are freed only once it exists); the update being added, and every other "
+        "update whose first piece has arrived (the reassembler holds a whole payload from "
+        f"its first piece, and a worker reading several partitions, here {parts} with one "
+        f"worker and {parts / 2:g} with two, receives their payloads interleaved), each the "
+        "codec's update / model above; for decoded codecs, "
+        f"a scratch block up to the largest tensor ({sh['largest_tensor_mb'] / model:.2f}); "
+        f"librdkafka's prefetch, bounded here to {sh['prefetch_kb']} KiB "
+        f"({sh['prefetch_kb'] * 1024 / 1e6 / model:.2f}), and a fetch response as large. "
+        "The workers and the reducer run with glibc's mmap threshold fixed at "
+        f"{sh['mmap_threshold_kb']} KiB (`MALLOC_MMAP_THRESHOLD_`): with glibc's "
+        "default, a dynamic threshold that rises to the largest block freed, freed payload "
+        "buffers stay in the heap and count in RSS. The baseline itself (Python, numpy, "
+        f"confluent-kafka, tensorwire, the {model:.1f} MB base, the consumer) was about "
+        f"{baseline:.0f} MB."
+    )
+    L.append("")
+    r = sh["reducer"]
+    L.append(
+        f"The reducer: K partials of the same model ({r['partial_mb']:.1f} MB each, one "
+        "update each) merged into a fresh `tw.Aggregator` in a process of its own, each "
+        f"partial read from a file just before its merge; fastest of {r['passes']} passes; "
+        "peak over the RSS before the first merge (Python, numpy, tensorwire, the base). "
+        f"One more partial costs {fmt(r['seconds_per_merge'] * 1e3, 1)} ms "
+        f"({fmt(r['merge_gbps'])} GB/s of partial; least-squares slope over K)."
+    )
+    L.append("")
+    L += _table(
+        ["partials", "merge ms", "ms per partial", "result() ms", "peak MB (models)",
+         "merged = tw.aggregate"],
+        [
+            [str(row["partials"]), fmt(row["merge_seconds"] * 1e3, 1),
+             fmt(row["ms_per_merge"], 2), fmt(row["result_seconds"] * 1e3, 1),
+             f"{row['peak_growth'] / 1e6:.0f} ({fmt(row['peak_models'])})",
+             "bit for bit" if row["identical"] else "within the bound"]
+            for row in r["rows"]
+        ],
+    )  # fmt: skip
+    L.append("")
+    return L
+
+
 def _trust_section(res: Results) -> list[str]:
     t = res.trust
     if not t:
@@ -495,6 +600,7 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
     L += _codec_ratios_section(res)
     L += _trust_section(res)
     L += _kafka_section(res)
+    L += _sharded_section(res)
     if res.chunk_figures:
         L.append("## Chunk and reassemble alone")
         L.append("")

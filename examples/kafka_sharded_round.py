@@ -112,6 +112,7 @@ def run_worker(args: argparse.Namespace) -> None:
         if tw.open(blob).content_id in held_elsewhere:
             continue  # a dead worker published it before its offsets were committed
         agg.add(blob, weight="samples")
+        del blob  # not held while the next update is read (one payload in memory)
         added += 1
         if added == args.die_after:
             os._exit(1)  # killed mid-round: added, not published, not committed

@@ -26,6 +26,7 @@ import methods
 import peers
 import record
 import scaling
+import sharded
 import workloads
 
 import tensorwire as tw
@@ -433,3 +434,83 @@ def test_unknown_workload_is_refused() -> None:
 
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--only", "federated"])
+
+
+def _sharded_figures(ratio: float, peak: float, exponent: float, reducer_peak: float) -> dict:
+    """What sharded.run() returns, reduced to what the goals read."""
+    workers = {
+        "1": {"updates_per_s": 10.0, "cpu_use": 0.9},
+        "2": {"updates_per_s": 10.0 * ratio, "cpu_use": 0.95},
+    }
+    codec = {"workers": workers, "scaling": ratio, "peak_models": peak,
+             "adding_models": peak, "payload_over_model": 1.0}  # fmt: skip
+    reducer = {"rows": [{"partials": k} for k in (1, 2, 4)], "time_exponent": exponent,
+               "fit_from": 2, "seconds_per_merge": 0.01, "partial_mb": 9.0, "merge_gbps": 0.9,
+               "peak_models": reducer_peak}  # fmt: skip
+    return {"updates": 120, "model_mb": 9.0, "cores": 2, "codecs": {"raw": codec},
+            "reducer": reducer}  # fmt: skip
+
+
+def test_sharded_goals_flip_at_their_thresholds() -> None:
+    keys = ("sharded-scaling", "worker-memory", "reducer-linear", "reducer-memory")
+    met = _verdicts(_results(sharded=_sharded_figures(1.3, 1.1, 1.2, 2.2)))
+    assert [met[k] for k in keys] == ["MET"] * 4
+    missed = _verdicts(_results(sharded=_sharded_figures(1.29, 1.11, 1.21, 2.21)))
+    assert [missed[k] for k in keys] == ["NOT MET"] * 4
+    assert [_verdicts(_results())[k] for k in keys] == ["NOT MEASURED"] * 4
+
+
+def test_the_merge_check_takes_the_documented_bound_and_no_more() -> None:
+    rng = np.random.default_rng(0)
+    want = {"w": rng.standard_normal(64).astype(np.float32)}
+    m = {"w": np.abs(want["w"]).astype(np.float64)}
+    assert sharded.check_merged({"w": want["w"].copy()}, want, m, 8)["identical"]
+    # one ulp off is within 2.01 u (n m + |r|) for n = 8
+    ulp = {"w": np.nextafter(want["w"], np.float32(np.inf))}
+    got = sharded.check_merged(ulp, want, m, 8)
+    assert not got["identical"] and 0 < got["worst_over_bound"] <= 1
+    # 64 ulps are not, for a single update and nothing to average
+    far = {"w": want["w"] * np.float32(1 + 64 * 2.0**-23)}
+    with pytest.raises(sharded.MergeMismatch, match="documented float32 bound"):
+        sharded.check_merged(far, want, {"w": np.zeros(64)}, 1)
+    with pytest.raises(sharded.MergeMismatch, match="float64"):
+        sharded.check_merged({"w": want["w"].astype(np.float64)}, want, m, 8)
+
+
+@pytest.mark.kafka
+def test_sharded_smoke_reports_scaling_memory_and_the_reducer(tmp_path) -> None:
+    import kafka_broker
+
+    kafka_broker.require_broker()
+    assert _run_bench(tmp_path, "--sharded") == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Sharded round on Kafka" in text
+    _assert_self_contained(text)
+    rows = [line for line in text.splitlines() if line.startswith("| sharded |")]
+    # scaling and memory per codec, the reducer's time and memory
+    assert len(rows) == 2 * len(sharded.CODECS) + 2
+    assert not any("NOT MEASURED" in line for line in rows)
+    res = record.read_json(str(tmp_path / "results.json"))
+    for c in res.sharded["codecs"].values():
+        assert [sum(w["updates_per_worker"]) for w in c["workers"].values()] == [6, 6]
+        assert len(c["workers"]["2"]["updates_per_worker"]) == 2
+    assert [r["partials"] for r in res.sharded["reducer"]["rows"]] == [1, 2, 4]
+
+
+@pytest.mark.kafka
+def test_a_wrong_merge_fails_the_sharded_run(tmp_path, monkeypatch) -> None:
+    import kafka_broker
+
+    kafka_broker.require_broker()
+    real = sharded.tw.aggregate
+
+    def off_by_a_bit(updates, weights=None, **kw):
+        out = real(updates, weights, **kw)
+        first = next(iter(out))
+        out[first] = out[first] * np.float32(1 + 2.0**-10)
+        return out
+
+    monkeypatch.setattr(sharded, "CODECS", ("raw",))
+    monkeypatch.setattr(sharded.tw, "aggregate", off_by_a_bit)
+    assert _run_bench(tmp_path, "--sharded") == 1
+    assert "documented float32 bound" in (tmp_path / "report.md").read_text()
