@@ -30,7 +30,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -91,6 +91,34 @@ def consumer_config(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as JSON at ``path``, replaced whole (the parent never reads half a file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value))
+    tmp.replace(path)
+
+
+def idle_until(
+    flag: Path,
+    deadline: float,
+    updates: Any,
+    who: str,
+    what: str,
+    each: Callable[[], None] = lambda: None,
+) -> None:
+    """Keep polling ``updates`` (the group needs it) until ``flag`` exists, calling ``each``
+    every turn; an update read meanwhile, or ``deadline`` passed, is an error."""
+    while not flag.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{who}: no {what} before its deadline")
+        try:
+            updates.next_payload(timeout=0.05)
+            raise RuntimeError(f"{who} read an update while waiting for the {what}")
+        except TimeoutError:
+            pass
+        each()
+
+
 def main(spec_path: str, worker: int) -> None:
     spec = json.loads(Path(spec_path).read_text())
     scratch = Path(spec["scratch"])
@@ -112,20 +140,15 @@ def main(spec_path: str, worker: int) -> None:
     # 1. join, report the assignment, wait for the start
     shown: Optional[list[int]] = None
     deadline = time.monotonic() + spec["timeout"]
-    while not (scratch / "go").exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker {worker}: no start within {spec['timeout']} s")
-        try:
-            updates.next_payload(timeout=0.05)
-            raise RuntimeError(f"worker {worker} read an update before the start")
-        except TimeoutError:
-            pass
+
+    def show_assignment() -> None:
+        nonlocal shown
         mine = sorted(tp.partition for tp in clock.assignment())
         if mine != shown:
-            tmp = scratch / f"assigned-{worker}.tmp"
-            tmp.write_text(json.dumps(mine))
-            tmp.replace(scratch / f"assigned-{worker}.json")
+            write_json(scratch / f"assigned-{worker}.json", mine)
             shown = mine
+
+    idle_until(scratch / "go", deadline, updates, f"worker {worker}", "start", show_assignment)
 
     # 2. the baseline, then the start of the log
     ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -189,17 +212,9 @@ def main(spec_path: str, worker: int) -> None:
         "adding_growth": max(0, adding_peak - baseline),
         "revoked_after_start": revoked_after_start,
     }
-    tmp = scratch / f"result-{worker}.tmp"
-    tmp.write_text(json.dumps(out))
-    tmp.replace(scratch / f"result-{worker}.json")
-    while not (scratch / "stop").exists():
-        if time.monotonic() > deadline + 2 * spec["timeout"]:
-            raise TimeoutError(f"worker {worker}: no stop within {spec['timeout']} s")
-        try:
-            updates.next_payload(timeout=0.05)
-            raise RuntimeError(f"worker {worker} read an update after its partial")
-        except TimeoutError:
-            pass
+    write_json(scratch / f"result-{worker}.json", out)
+    stop_by = deadline + 2 * spec["timeout"]
+    idle_until(scratch / "stop", stop_by, updates, f"worker {worker}", "stop")
     updates.close()
 
 
