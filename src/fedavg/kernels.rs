@@ -25,7 +25,20 @@ pub(super) trait Acc:
     /// on the way can never carry it to infinity.
     const LIMIT: f64;
     fn abs(self) -> Self;
+    /// `acc[i] += c * d[i]` for every `d[i]`, each also seen into the lanes' running
+    /// `max` and `probe` (see [`Extent`]).
+    #[inline(always)]
+    fn add_lanes(
+        acc: &mut [Self],
+        d: &[Self],
+        c: Self,
+        max: &mut [Self; LANES],
+        probe: &mut [Self; LANES],
+    ) {
+        add_lanes_portable(acc, d, c, max, probe);
+    }
     /// `self` if it is greater than `max`, else `max` (NaN is never greater).
+    #[inline(always)]
     fn at_least(self, max: Self) -> Self {
         if self > max {
             self
@@ -37,6 +50,22 @@ pub(super) trait Acc:
 
 impl Acc for f32 {
     const LIMIT: f64 = f32::MAX as f64 / 2.0;
+    #[inline(always)]
+    fn add_lanes(
+        acc: &mut [f32],
+        d: &[f32],
+        c: f32,
+        max: &mut [f32; LANES],
+        probe: &mut [f32; LANES],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { add_lanes_f32_avx2(acc, d, c, max, probe) };
+        }
+        add_lanes_portable(acc, d, c, max, probe);
+    }
+    #[inline(always)]
     fn abs(self) -> Self {
         f32::abs(self)
     }
@@ -44,12 +73,14 @@ impl Acc for f32 {
 
 impl Acc for f64 {
     const LIMIT: f64 = f64::MAX / 2.0;
+    #[inline(always)]
     fn abs(self) -> Self {
         f64::abs(self)
     }
 }
 
 /// Convert `dst.len()` elements of `dtype` from `src` (little-endian bytes).
+#[inline(always)]
 pub(super) fn load<A: Acc>(dtype: DType, src: &[u8], dst: &mut [A]) {
     macro_rules! conv {
         ($t:ty, $f:expr) => {{
@@ -116,6 +147,7 @@ pub(super) fn store<A: Acc>(dtype: DType, src: &[A], dst: &mut [u8]) {
 }
 
 /// `x`'s bytes as `A` values without a copy, when they are `A`'s own dtype and aligned.
+#[inline(always)]
 fn view<A: Acc>(dtype: DType, x: &[u8]) -> Option<&[A]> {
     if dtype != A::DTYPE || cfg!(target_endian = "big") {
         return None;
@@ -126,39 +158,61 @@ fn view<A: Acc>(dtype: DType, x: &[u8]) -> Option<&[A]> {
 }
 
 /// `d = x - base` (or `x`), `x` and `base` as `dtype` bytes, block by block in the
-/// accumulator's type: `f` gets each block of `d` and its offset in elements. Bytes that
-/// already are `A` values are read in place when there is no base.
-fn for_each_block<A: Acc>(
+/// accumulator's type: [`Blocks::next`] gives each block of `d` and its offset in
+/// elements. Bytes that already are `A` values are read in place when there is no base.
+/// A loop over `next` rather than a callback, so that the loop's body is compiled with
+/// its caller's target features (a closure would be compiled on its own, for the
+/// baseline).
+struct Blocks<'a, A> {
     dtype: DType,
-    x: &[u8],
-    base: Option<&[u8]>,
-    mut f: impl FnMut(usize, &[A]),
-) {
-    let size = dtype.itemsize();
-    let n = x.len() / size.max(1);
-    if base.is_none() {
-        if let Some(values) = view::<A>(dtype, x) {
-            for (k, d) in values.chunks(BLOCK).enumerate() {
-                f(k * BLOCK, d);
-            }
-            return;
+    x: &'a [u8],
+    base: Option<&'a [u8]>,
+    /// The values themselves, when they are read in place.
+    values: Option<&'a [A]>,
+    /// Elements in all, and the offset of the next block.
+    n: usize,
+    k: usize,
+    xb: [A; BLOCK],
+    bb: [A; BLOCK],
+}
+
+impl<'a, A: Acc> Blocks<'a, A> {
+    #[inline(always)]
+    fn new(dtype: DType, x: &'a [u8], base: Option<&'a [u8]>) -> Self {
+        let values = base.is_none().then(|| view::<A>(dtype, x)).flatten();
+        Blocks {
+            dtype,
+            x,
+            base,
+            values,
+            n: x.len() / dtype.itemsize().max(1),
+            k: 0,
+            xb: [A::default(); BLOCK],
+            bb: [A::default(); BLOCK],
         }
     }
-    let mut xb = [A::default(); BLOCK];
-    let mut bb = [A::default(); BLOCK];
-    let mut k = 0;
-    while k < n {
-        let m = BLOCK.min(n - k);
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<(usize, &[A])> {
+        let k = self.k;
+        if k >= self.n {
+            return None;
+        }
+        let m = BLOCK.min(self.n - k);
+        self.k += m;
+        if let Some(values) = self.values {
+            return Some((k, &values[k..k + m]));
+        }
+        let size = self.dtype.itemsize();
         let range = k * size..(k + m) * size;
-        load(dtype, &x[range.clone()], &mut xb[..m]);
-        if let Some(b) = base {
-            load(dtype, &b[range], &mut bb[..m]);
-            for (x, &b) in xb[..m].iter_mut().zip(&bb[..m]) {
+        load(self.dtype, &self.x[range.clone()], &mut self.xb[..m]);
+        if let Some(b) = self.base {
+            load(self.dtype, &b[range], &mut self.bb[..m]);
+            for (x, &b) in self.xb[..m].iter_mut().zip(&self.bb[..m]) {
                 *x = *x - b;
             }
         }
-        f(k, &xb[..m]);
-        k += m;
+        Some((k, &self.xb[..m]))
     }
 }
 
@@ -175,23 +229,28 @@ struct Extent<A> {
     probe: [A; LANES],
 }
 
-impl<A: Acc> Extent<A> {
-    #[allow(clippy::eq_op)] // `d - d` is the point: NaN for NaN and ±inf, else 0
-    fn see(&mut self, lane: usize, d: A) {
-        self.max[lane] = d.abs().at_least(self.max[lane]);
-        self.probe[lane] += d - d;
-    }
+/// One value seen in one lane: its magnitude into the lane's maximum, `d - d` into its
+/// probe.
+#[allow(clippy::eq_op)] // `d - d` is the point: NaN for NaN and ±inf, else 0
+#[inline(always)]
+fn see<A: Acc>(max: &mut A, probe: &mut A, d: A) {
+    *max = d.abs().at_least(*max);
+    *probe += d - d;
+}
 
+impl<A: Acc> Extent<A> {
     fn see_all(&mut self, d: &[A]) {
+        let (mut max, mut probe) = (self.max, self.probe);
         let mut chunks = d.chunks_exact(LANES);
         for c in &mut chunks {
-            for (lane, &v) in c.iter().enumerate() {
-                self.see(lane, v);
+            for lane in 0..LANES {
+                see(&mut max[lane], &mut probe[lane], c[lane]);
             }
         }
         for (lane, &v) in chunks.remainder().iter().enumerate() {
-            self.see(lane, v);
+            see(&mut max[lane], &mut probe[lane], v);
         }
+        (self.max, self.probe) = (max, probe);
     }
 
     fn scan(self) -> Scan {
@@ -207,7 +266,8 @@ impl<A: Acc> Extent<A> {
 
 /// `acc += c * d`, `d = x - base` (or `x`), computed as the sums are, and what `d`
 /// held: its largest magnitude and whether some element is not finite (without its
-/// norm, and without the element's index: [`scan`] finds it when needed).
+/// norm, and without the element's index: [`scan`] finds it when needed). The add and
+/// the scan are one loop, so each value is loaded once.
 pub(super) fn add_scan<A: Acc>(
     acc: &mut [A],
     dtype: DType,
@@ -217,13 +277,94 @@ pub(super) fn add_scan<A: Acc>(
 ) -> Scan {
     let c = A::from_f64(c);
     let mut seen = Extent::<A>::default();
-    for_each_block(dtype, x, base, |k, d: &[A]| {
-        for (a, &d) in acc[k..k + d.len()].iter_mut().zip(d) {
-            *a += c * d;
+    if let Some(values) = base.is_none().then(|| view::<A>(dtype, x)).flatten() {
+        A::add_lanes(acc, values, c, &mut seen.max, &mut seen.probe);
+    } else {
+        let mut blocks = Blocks::<A>::new(dtype, x, base);
+        while let Some((k, d)) = blocks.next() {
+            A::add_lanes(&mut acc[k..], d, c, &mut seen.max, &mut seen.probe);
         }
-        seen.see_all(d);
-    });
+    }
     seen.scan()
+}
+
+/// `acc[i] += c * d[i]` for every `d[i]`, each seen into the lanes' `max` and `probe`
+/// ([`see`]), in portable code (which the compiler vectorizes for the baseline target).
+/// A function of its own with local copies of the lanes, so that the compiler knows
+/// them apart from `acc` and keeps them in registers.
+#[inline(always)]
+fn add_lanes_portable<A: Acc>(
+    acc: &mut [A],
+    d: &[A],
+    c: A,
+    max: &mut [A; LANES],
+    probe: &mut [A; LANES],
+) {
+    let (mut m, mut p) = (*max, *probe);
+    let mut a_lanes = acc[..d.len()].chunks_exact_mut(LANES);
+    let mut d_lanes = d.chunks_exact(LANES);
+    for (a, d) in (&mut a_lanes).zip(&mut d_lanes) {
+        for lane in 0..LANES {
+            a[lane] += c * d[lane];
+            see(&mut m[lane], &mut p[lane], d[lane]);
+        }
+    }
+    let d_rest = d_lanes.remainder();
+    for (lane, (a, &d)) in a_lanes.into_remainder().iter_mut().zip(d_rest).enumerate() {
+        *a += c * d;
+        see(&mut m[lane], &mut p[lane], d);
+    }
+    (*max, *probe) = (m, p);
+}
+
+/// [`add_lanes_portable`] for float32 with AVX2, 16 values a step: the same operations
+/// on each element (a multiply, then an add: no fused multiply-add), so the sums are
+/// the portable code's bit for bit; the lanes' maxima are exact whatever the lanes, and
+/// the probes stay 0 exactly while every value is finite.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn add_lanes_f32_avx2(
+    acc: &mut [f32],
+    d: &[f32],
+    c: f32,
+    max: &mut [f32; LANES],
+    probe: &mut [f32; LANES],
+) {
+    use std::arch::x86_64::*;
+    let acc = &mut acc[..d.len()];
+    let n = d.len() / 16 * 16;
+    let cv = _mm256_set1_ps(c);
+    let sign = _mm256_set1_ps(-0.0);
+    // SAFETY: every load and store below is of 8 floats at `i` or `i + 8`, with
+    // `i + 16 <= n <= d.len() == acc.len()`; `max` and `probe` are 8 floats each.
+    unsafe {
+        let (mut m0, mut p0) = (
+            _mm256_loadu_ps(max.as_ptr()),
+            _mm256_loadu_ps(probe.as_ptr()),
+        );
+        let (mut m1, mut p1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (a, x) = (acc.as_mut_ptr(), d.as_ptr());
+        let mut i = 0;
+        while i < n {
+            let (x0, x1) = (_mm256_loadu_ps(x.add(i)), _mm256_loadu_ps(x.add(i + 8)));
+            let (a0, a1) = (_mm256_loadu_ps(a.add(i)), _mm256_loadu_ps(a.add(i + 8)));
+            _mm256_storeu_ps(a.add(i), _mm256_add_ps(a0, _mm256_mul_ps(cv, x0)));
+            _mm256_storeu_ps(a.add(i + 8), _mm256_add_ps(a1, _mm256_mul_ps(cv, x1)));
+            // max(|x|, m): |x| where it is greater, else m (so NaN leaves m), as `see`.
+            m0 = _mm256_max_ps(_mm256_andnot_ps(sign, x0), m0);
+            m1 = _mm256_max_ps(_mm256_andnot_ps(sign, x1), m1);
+            p0 = _mm256_add_ps(p0, _mm256_sub_ps(x0, x0));
+            p1 = _mm256_add_ps(p1, _mm256_sub_ps(x1, x1));
+            i += 16;
+        }
+        // NaN in one set stays NaN in the sum: a probe of 0 still means all finite.
+        _mm256_storeu_ps(max.as_mut_ptr(), _mm256_max_ps(m1, m0));
+        _mm256_storeu_ps(probe.as_mut_ptr(), _mm256_add_ps(p0, p1));
+    }
+    add_lanes_portable(&mut acc[n..], &d[n..], c, max, probe);
 }
 
 /// Write `base + acc * inv_w` (or `acc * inv_w`) as `dtype` into `out`.
@@ -323,7 +464,8 @@ impl Scan {
 /// element that is not finite (a value that is, or a difference that overflows `A`).
 pub(super) fn scan<A: Acc>(dtype: DType, x: &[u8], base: Option<&[u8]>, norm: bool) -> Scan {
     let mut out = Scan::default();
-    for_each_block(dtype, x, base, |k, d: &[A]| {
+    let mut blocks = Blocks::<A>::new(dtype, x, base);
+    while let Some((k, d)) = blocks.next() {
         let mut seen = Extent::<A>::default();
         seen.see_all(d);
         let block = seen.scan();
@@ -338,6 +480,10 @@ pub(super) fn scan<A: Acc>(dtype: DType, x: &[u8], base: Option<&[u8]>, norm: bo
         if norm {
             out.sum_sq += d.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
         }
-    });
+    }
     out
 }
+
+#[cfg(test)]
+#[path = "kernels_tests.rs"]
+mod tests;
