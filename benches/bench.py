@@ -10,7 +10,8 @@
 Parts: formats (every serializer and codec on each workload, chunking, the physical
 references), aggregation (federated rounds), scaling (cost against bytes and tensor
 count), codec-ratios (per-core size and speed of the codec stages on real weights),
-trust (keys, signatures, encryption), kafka (the transport against confluent-kafka),
+trust (keys, signatures, encryption), reuse (encode_into a reused buffer, decode into
+arrays, against blake3), kafka (the transport against confluent-kafka),
 sharded (1 vs 2 aggregation workers in a Kafka consumer group, the reducer).
 Writes report.md, results.json and the plots. Exits non-zero when an available method
 raises or fails its round-trip check; goals not met are reported, not failures.
@@ -41,6 +42,7 @@ import peers
 import plots
 import record
 import report
+import reuse
 import scaling
 import sharded
 import workloads
@@ -52,7 +54,16 @@ RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 #: Methods measured on every workload, so that every table has its references.
 REFERENCES = {"seed md5list", "safetensors", "tw raw"}
 #: The parts of a run, in the order they run (each has a flag of the same name).
-PARTS = ("formats", "aggregation", "scaling", "codec-ratios", "trust", "kafka", "sharded")
+PARTS = (
+    "formats",
+    "aggregation",
+    "scaling",
+    "codec-ratios",
+    "trust",
+    "reuse",
+    "kafka",
+    "sharded",
+)
 #: The workloads of the formats part (``--only`` picks among them).
 WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
 
@@ -413,6 +424,19 @@ class Bench:
                 f"{t['decrypt_gbps_core']:.2f} GB/s per core"
             )
 
+    def run_reuse(self) -> None:
+        """A training loop's memory reused: encode_into and decode(out=) (benches/reuse.py)."""
+        self.log("== reuse: encode_into a reused buffer, decode into arrays")
+        r = self.attempt("reuse", lambda: reuse.run(self.args.scale, self.smoke))
+        if r is not None:
+            self.res.reuse = r
+            self.log(
+                f"  encode_into {r['encode_into_gbps']:.2f} GB/s = "
+                f"{r['encode_into_over_blake3']:.0%} of blake3 ({r['blake3_gbps']:.2f}), "
+                f"{r['encode_into_over_fresh']:.2f}x encode; decode(out=) "
+                f"{r['decode_out_over_copy']:.2f}x decode(copy=True)"
+            )
+
     def run_kafka(self) -> None:
         """Chunking and reassembly on Kafka against plain confluent-kafka (benches/kafka.py)."""
         self.log("== kafka: tensorwire's transport against confluent-kafka, one tansu broker")
@@ -457,6 +481,8 @@ class Bench:
                 self.run_codec_ratios()
             elif part == "trust":
                 self.run_trust()
+            elif part == "reuse":
+                self.run_reuse()
             elif part == "kafka":
                 self.run_kafka()
             elif part == "sharded":

@@ -83,6 +83,8 @@ class Results:
     codec_ratios: dict = field(default_factory=dict)
     #: trust.run(): keyed and signed against plain payloads, encryption per core
     trust: dict = field(default_factory=dict)
+    #: reuse.run(): encode_into a reused buffer against blake3, decode(out=) against copies
+    reuse: dict = field(default_factory=dict)
     #: kafka.run(): tensorwire's Kafka transport against plain confluent-kafka
     kafka: dict = field(default_factory=dict)
     #: sharded.run(): 1 vs 2 aggregation workers on Kafka, memory per worker, the reducer

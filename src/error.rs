@@ -119,7 +119,7 @@ impl ChunkAt {
 }
 
 /// Everything that can go wrong while encoding, parsing or verifying a payload: a
-/// failure (`Failed`, `Limit`, `Checksum`, `Io`) possibly wrapped in the places it
+/// failure (`Failed`, `Limit`, `Checksum`, `BufferTooSmall`, `Io`) possibly wrapped in the places it
 /// happened (`InTensor`, `InUpdate`, `InChunk`, `InBlock`). `Display` writes the places
 /// outermost first, e.g. `update 1: tensor "w": checksum mismatch, its bytes are corrupt`.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +149,14 @@ pub enum Error {
     Checksum {
         /// What the checksum covered.
         what: Checked,
+    },
+    /// A payload of `needed` bytes does not fit the caller's buffer of `available`.
+    #[error("the payload needs {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// The payload's length.
+        needed: u64,
+        /// The buffer's length.
+        available: u64,
     },
     /// An I/O error while writing or reading a file.
     #[error("{context}: {source}")]
@@ -376,6 +384,7 @@ impl Error {
         match self.root() {
             Error::Failed { kind, .. } | Error::Limit { kind, .. } => *kind,
             Error::Checksum { .. } => Kind::Integrity,
+            Error::BufferTooSmall { .. } => Kind::Input,
             _ => Kind::Io,
         }
     }
@@ -412,6 +421,13 @@ impl Error {
             Error::InBlock { index, .. } => Some(*index),
             _ => None,
         })
+    }
+    /// For a buffer too small for a payload: the bytes needed and those available.
+    pub fn buffer_sizes(&self) -> Option<(u64, u64)> {
+        match self.root() {
+            Error::BufferTooSmall { needed, available } => Some((*needed, *available)),
+            _ => None,
+        }
     }
     /// The limit that was broken, with the value found and the most allowed.
     pub fn broken_limit(&self) -> Option<(Limit, u64, u64)> {

@@ -146,3 +146,19 @@ fn with_kind_changes_the_failure_and_keeps_the_places() {
         Kind::Integrity
     );
 }
+
+#[test]
+fn buffer_too_small_carries_both_sizes() {
+    let e = Error::BufferTooSmall {
+        needed: 100,
+        available: 64,
+    };
+    assert_eq!(e.kind(), Kind::Input);
+    assert_eq!(e.buffer_sizes(), Some((100, 64)));
+    assert_eq!(
+        e.to_string(),
+        "the payload needs 100 bytes, the buffer holds 64"
+    );
+    assert!(e.broken_limit().is_none());
+    assert_eq!(Error::input("x").buffer_sizes(), None);
+}

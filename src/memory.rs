@@ -13,9 +13,13 @@ use rayon::prelude::*;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
-/// Tensors at least this large are copied and hashed by several threads (two passes,
-/// both parallel); smaller ones are copied and hashed in one pass by one thread.
-const PARALLEL_TENSOR_BYTES: usize = 64 << 20;
+/// Tensors at least this large are copied and hashed by several threads, split along
+/// blake3's own tree (each thread copies and hashes its subtrees in one pass); smaller
+/// ones are copied and hashed in one pass by one thread.
+const PARALLEL_TENSOR_BYTES: usize = 4 << 20;
+/// Subtrees at most this large are copied and hashed by one thread (a power of two
+/// times blake3's chunk, so every split below is one of blake3's own).
+const SUBTREE_BYTES: usize = 1 << 20;
 /// Block size of the one-pass copy-and-hash: the copied block is hashed while in cache.
 const COPY_BLOCK: usize = 256 << 10;
 /// Hash with blake3's multi-threaded tree mode above this size.
@@ -57,21 +61,51 @@ pub fn hash(data: &[u8]) -> [u8; 32] {
 }
 
 /// Copy `src` into `dst` (the same length) and return the blake3 of the bytes copied:
-/// one pass, block by block while the block is in cache (two parallel passes for very
-/// large inputs).
+/// one pass, block by block while the block is in cache; large inputs split over
+/// threads along blake3's tree, each subtree copied and hashed in one pass, their
+/// chaining values merged as blake3 merges them.
 pub fn copy_and_hash(src: &[u8], dst: &mut [u8]) -> [u8; 32] {
-    if src.len() >= PARALLEL_TENSOR_BYTES {
-        dst.par_chunks_mut(COPY_BLOCK * 4)
-            .zip(src.par_chunks(COPY_BLOCK * 4))
-            .for_each(|(d, s)| d.copy_from_slice(s));
-        return hash(dst);
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, Mode};
+    debug_assert_eq!(src.len(), dst.len(), "copy_and_hash needs equal lengths");
+    if src.len() < PARALLEL_TENSOR_BYTES {
+        let mut h = blake3::Hasher::new();
+        copy_and_update(src, dst, &mut h);
+        return *h.finalize().as_bytes();
     }
-    let mut h = blake3::Hasher::new();
+    let left = left_subtree_len(src.len() as u64) as usize;
+    let ((sl, sr), (dl, dr)) = (src.split_at(left), dst.split_at_mut(left));
+    let (a, b) = rayon::join(
+        || copy_and_hash_subtree(sl, dl, 0),
+        || copy_and_hash_subtree(sr, dr, left as u64),
+    );
+    *merge_subtrees_root(&a, &b, Mode::Hash).as_bytes()
+}
+
+/// The chaining value of the blake3 subtree `src` at `offset` of its input (a node of
+/// blake3's tree: what `left_subtree_len` splits), copying it into `dst` as it goes.
+fn copy_and_hash_subtree(src: &[u8], dst: &mut [u8], offset: u64) -> blake3::hazmat::ChainingValue {
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, HasherExt, Mode};
+    if src.len() <= SUBTREE_BYTES {
+        let mut h = blake3::Hasher::new();
+        h.set_input_offset(offset);
+        copy_and_update(src, dst, &mut h);
+        return h.finalize_non_root();
+    }
+    let left = left_subtree_len(src.len() as u64) as usize;
+    let ((sl, sr), (dl, dr)) = (src.split_at(left), dst.split_at_mut(left));
+    let (a, b) = rayon::join(
+        || copy_and_hash_subtree(sl, dl, offset),
+        || copy_and_hash_subtree(sr, dr, offset + left as u64),
+    );
+    merge_subtrees_non_root(&a, &b, Mode::Hash)
+}
+
+/// Copy `src` into `dst` block by block, feeding each block to `h` while it is in cache.
+fn copy_and_update(src: &[u8], dst: &mut [u8], h: &mut blake3::Hasher) {
     for (s, d) in src.chunks(COPY_BLOCK).zip(dst.chunks_mut(COPY_BLOCK)) {
         d.copy_from_slice(s);
         h.update(d);
     }
-    *h.finalize().as_bytes()
 }
 
 /// Feed `data` to the CRC-32 `hasher`; large inputs are split over threads, their CRCs
@@ -223,6 +257,12 @@ mod tests {
             1000,
             CRC_BLOCK + 3,
             PARALLEL_CRC_BYTES + CRC_PART / 2 + 5,
+            PARALLEL_TENSOR_BYTES - 1,
+            PARALLEL_TENSOR_BYTES,
+            PARALLEL_TENSOR_BYTES + 1,
+            PARALLEL_TENSOR_BYTES + SUBTREE_BYTES + 1025,
+            3 * PARALLEL_TENSOR_BYTES + 7,
+            4 * PARALLEL_TENSOR_BYTES,
         ] {
             let src: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
             let plain_crc = crc32fast::hash(&src);

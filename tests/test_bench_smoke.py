@@ -25,6 +25,7 @@ import measure
 import methods
 import peers
 import record
+import reuse
 import scaling
 import sharded
 import workloads
@@ -458,6 +459,30 @@ def test_sharded_goals_flip_at_their_thresholds() -> None:
     missed = _verdicts(_results(sharded=_sharded_figures(1.29, 1.11, 1.21, 2.21)))
     assert [missed[k] for k in keys] == ["NOT MET"] * 4
     assert [_verdicts(_results())[k] for k in keys] == ["NOT MEASURED"] * 4
+
+
+def test_reuse_goal_flips_at_its_threshold() -> None:
+    def figures(ratio: float) -> dict[str, float]:
+        return {"model_mb": 438.0, "tensors": 199, "threads": 2, "encode_into_gbps": 3.0 * ratio,
+                "blake3_gbps": 3.0, "encode_fresh_gbps": 1.3, "encode_into_over_blake3": ratio,
+                "decode_out_over_copy": 1.5}  # fmt: skip
+
+    assert _verdicts(_results(reuse=figures(0.90)))["encode-into"] == "MET"
+    assert _verdicts(_results(reuse=figures(0.899)))["encode-into"] == "NOT MET"
+    assert _verdicts(_results())["encode-into"] == "NOT MEASURED"
+
+
+def test_reuse_smoke_measures_both_steps_against_their_references(tmp_path) -> None:
+    r = reuse.run(1.0, smoke=True)
+    assert r["tensors"] == 199 and r["payload_bytes"] == tw.encoded_size(
+        bert.weights(bert.shapes_at_scale(0.005))
+    )
+    for key in ("encode_into_over_blake3", "encode_into_over_fresh", "decode_out_over_copy"):
+        assert r[key] > 0
+    assert _run_bench(tmp_path, "--reuse") == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Reused memory: encode_into, decode(out=)" in text
+    assert "re-encoding BERT-base into a reused buffer" in text
 
 
 def test_the_merge_check_takes_the_documented_bound_and_no_more() -> None:

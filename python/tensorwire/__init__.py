@@ -19,7 +19,7 @@ from . import formats
 from ._aggregate import Aggregator, aggregate
 from ._chunk import Reassembler, chunk, encode_chunks
 from ._client import encode_update
-from ._container import Reader, decode, encode, load, open, save
+from ._container import Reader, decode, encode, encode_into, encoded_size, load, open, save
 from ._core import FORMAT_VERSION, __version__
 from ._errors import (
     AuthenticationError,
@@ -48,7 +48,9 @@ __all__ = [
     "decode",
     "encode",
     "encode_chunks",
+    "encode_into",
     "encode_update",
+    "encoded_size",
     "formats",
     "generate_signing_key",
     "key_id",

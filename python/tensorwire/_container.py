@@ -18,7 +18,18 @@ from ._errors import ClosedError, FormatError, InputError, IntegrityError
 from ._structure import flatten, unflatten
 from ._trust import Encryption, Keys, encryption, optional_secret, reader_keys, trusted
 
-__all__ = ["CodecSpec", "Reader", "TensorInfo", "decode", "encode", "load", "open", "save"]
+__all__ = [
+    "CodecSpec",
+    "Reader",
+    "TensorInfo",
+    "decode",
+    "encode",
+    "encode_into",
+    "encoded_size",
+    "load",
+    "open",
+    "save",
+]
 
 CodecSpec = Union[str, Mapping[str, str], Callable[[str, np.ndarray], str]]
 PathLike = Union[str, "os.PathLike[str]"]
@@ -144,6 +155,70 @@ def encode(
         optional_secret(signing_key, "signing_key"),
         encryption(encrypt),
     )
+
+
+def encode_into(
+    buffer: Any,
+    tensors: Any,
+    *,
+    codec: CodecSpec = "raw",
+    metadata: Any = None,
+    base: Any = None,
+    key: Any = None,
+    signing_key: Any = None,
+    encrypt: Encryption = False,
+) -> int:
+    """Encode ``tensors`` into the start of ``buffer``; return the bytes written.
+
+    ``buffer`` is any writable, C-contiguous bytes-like object (``bytearray``, a numpy
+    array, a writable ``mmap`` or ``memoryview``) that shares no memory with the
+    tensors; read-only ones are an :class:`InputError`. Reused across calls, it spares
+    the payload's fresh pages (the kernel zeroes each one first, slower than encoding
+    raw tensors): size it once with :func:`encoded_size`. The payload is
+    ``buffer[:n]``; the bytes after it are never touched.
+
+    A payload that does not fit is an :class:`InputError` whose ``needed`` and
+    ``available`` attributes give its size and the buffer's; nothing is promised of the
+    buffer's contents then (codecs ran first; nothing was written, but do not rely on
+    it), and nothing is ever written past its end. Options as for :func:`encode`.
+    """
+    return _core.encode_into(
+        buffer,
+        _encode_args(tensors, codec, base),
+        _metadata_json(metadata),
+        optional_secret(key, "key"),
+        optional_secret(signing_key, "signing_key"),
+        encryption(encrypt),
+    )
+
+
+def encoded_size(
+    tensors: Any,
+    *,
+    codec: CodecSpec = "raw",
+    metadata: Any = None,
+    base: Any = None,
+    key: Any = None,
+    signing_key: Any = None,
+    encrypt: Encryption = False,
+) -> int:
+    """The size in bytes of the payload :func:`encode` makes of ``tensors``.
+
+    Exact when every tensor is stored raw, whatever ``metadata``, ``key``,
+    ``signing_key`` and ``encrypt`` say (they are counted to the byte). With other
+    codecs it is an upper bound computed without running them: the most each codec can
+    store for the tensor's shape, whatever its values (compressed data that does not
+    shrink, every entry kept by ``topk``/``threshold``); ``"auto"`` is first resolved
+    on the tensor's values, as encoding does. Options as for :func:`encode`.
+    """
+    size, _exact = _core.encoded_size(
+        _encode_args(tensors, codec, base),
+        _metadata_json(metadata),
+        optional_secret(key, "key"),
+        optional_secret(signing_key, "signing_key"),
+        encryption(encrypt),
+    )
+    return int(size)
 
 
 def save(
@@ -386,16 +461,34 @@ class Reader:
         return arrays, base_id
 
     def _read(
-        self, indices: list[int] | None, *, base: Any, verify: bool, copy: bool
+        self,
+        indices: list[int] | None,
+        *,
+        base: Any,
+        verify: bool,
+        copy: bool,
+        out: Mapping[str, np.ndarray] | None = None,
     ) -> list[np.ndarray]:
         payload = self._live()
+        outs = None
+        if out is not None:
+            if not isinstance(out, Mapping):
+                raise InputError(
+                    f"out= must be a mapping of names to arrays, not {type(out).__name__}"
+                )
+            index = self._name_index()
+            unknown = [n for n in out if n not in index]
+            if unknown:
+                raise InputError(f"out= names {unknown[0]!r}, which is no tensor of this payload")
+            names = self._names if indices is None else [self._names[i] for i in indices]
+            outs = [out.get(n) for n in names]
         bases = None
         if payload.base_id is not None:
             base_arrays, base_id = self._base_of(base) if base is not None else ({}, None)
             payload.check_base(base_id)
             names = self._names if indices is None else [self._names[i] for i in indices]
             bases = [base_arrays.get(n) for n in names]
-        return payload.arrays(indices, bases, verify, copy, self._max_decoded_bytes)  # type: ignore[no-any-return]
+        return payload.arrays(indices, bases, verify, copy, self._max_decoded_bytes, outs)  # type: ignore[no-any-return]
 
     def get(
         self, name: str, *, base: Any = None, verify: bool = False, copy: bool = False
@@ -404,9 +497,16 @@ class Reader:
         self._live()
         return self._read([self._lookup(name)], base=base, verify=verify, copy=copy)[0]
 
-    def tensors(self, *, base: Any = None, verify: bool = True, copy: bool = False) -> Any:
-        """Every tensor, in the structure that was encoded."""
-        arrays = self._read(None, base=base, verify=verify, copy=copy)
+    def tensors(
+        self,
+        *,
+        base: Any = None,
+        verify: bool = True,
+        copy: bool = False,
+        out: Mapping[str, np.ndarray] | None = None,
+    ) -> Any:
+        """Every tensor, in the structure that was encoded; ``out`` as for :func:`decode`."""
+        arrays = self._read(None, base=base, verify=verify, copy=copy, out=out)
         return unflatten(self._live().structure, self._names, arrays)
 
     # -- lifetime --------------------------------------------------------------------
@@ -473,6 +573,7 @@ def decode(
     base: Any = None,
     verify: bool = True,
     copy: bool = False,
+    out: Mapping[str, np.ndarray] | None = None,
     framework: str | None = None,
     max_decoded_bytes: int | None = None,
     key: Any = None,
@@ -494,13 +595,24 @@ def decode(
     ``trusted_keys`` say which authenticated and signed payloads are accepted (see
     :class:`Reader`; refusals are :class:`AuthenticationError`, also with
     ``verify=False``). For files use :func:`load`.
+
+    ``out`` (a mapping of tensor names, as :meth:`Reader.keys` lists them, to numpy
+    arrays) decodes those tensors into the given arrays, which are returned in their
+    places: each must be writable, C-contiguous and of exactly the tensor's dtype and
+    shape, and share no memory with another. A training loop reusing them touches no
+    fresh memory for raw tensors, which are copied straight in. Every array is checked,
+    and every checksum (with ``verify``), before anything is written, and they are
+    written all or nothing: a refusal (an :class:`InputError` naming the tensor, or the
+    payload's own error) leaves every one of them as it was. Coded tensors decode into
+    temporary memory first, for that guarantee. Tensors not named are decoded as
+    without ``out``.
     """
     if isinstance(blob, (str, os.PathLike)):
         raise InputError("decode takes a bytes-like payload; use tensorwire.load for a path")
     reader = Reader(
         blob, max_decoded_bytes=max_decoded_bytes, key=key, keys=keys, trusted_keys=trusted_keys
     )
-    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)
+    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy, out=out), framework)
 
 
 def load(
@@ -509,6 +621,7 @@ def load(
     base: Any = None,
     verify: bool = True,
     copy: bool = False,
+    out: Mapping[str, np.ndarray] | None = None,
     framework: str | None = None,
     mmap: bool = True,
     max_decoded_bytes: int | None = None,
@@ -518,7 +631,7 @@ def load(
 ) -> Any:
     """Decode the payload in the file ``path``: memory-mapped (``mmap=True``; see
     :class:`Reader` for what that means if others modify the file) or read into private
-    memory (``mmap=False``). Other options as for :func:`decode`."""
+    memory (``mmap=False``). Other options (``out`` too) as for :func:`decode`."""
     reader = Reader(
         path,
         mmap=mmap,
@@ -527,4 +640,4 @@ def load(
         keys=keys,
         trusted_keys=trusted_keys,
     )
-    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy), framework)
+    return _as_framework(reader.tensors(base=base, verify=verify, copy=copy, out=out), framework)

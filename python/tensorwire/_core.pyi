@@ -35,6 +35,8 @@ __all__ = [
     "codec_needs_base",
     "encode",
     "encode_chunks",
+    "encode_into",
+    "encoded_size",
     "generate_signing_key",
     "key_id",
     "not_stored",
@@ -116,6 +118,21 @@ def encode(
     signing_key: Optional[bytes] = None,
     encrypt: Optional[str] = None,
 ) -> bytes: ...
+def encode_into(
+    buffer: Buffer,
+    args: _EncodeArgs,
+    metadata: Optional[str] = None,
+    key: Optional[bytes] = None,
+    signing_key: Optional[bytes] = None,
+    encrypt: Optional[str] = None,
+) -> int: ...
+def encoded_size(
+    args: _EncodeArgs,
+    metadata: Optional[str] = None,
+    key: Optional[bytes] = None,
+    signing_key: Optional[bytes] = None,
+    encrypt: Optional[str] = None,
+) -> tuple[int, bool]: ...
 def save(
     args: _EncodeArgs,
     path: str,
@@ -180,6 +197,7 @@ class Payload:
         verify: bool = True,
         copy: bool = False,
         max_decoded_bytes: Optional[int] = None,
+        out: Optional[Sequence[Optional[np.ndarray]]] = None,
     ) -> list[np.ndarray]: ...
     def update_record(self) -> Optional[_Record]: ...
     def check_base(self, base_id: Optional[str]) -> None: ...

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use super::buffer::Buffer;
 use pyo3::prelude::*;
 
-use super::container::Payload;
+use super::payload::Payload;
 use super::{catch, detached, dtype_of, to_py, InputError};
 use crate::error::Error;
 use crate::fedavg::{

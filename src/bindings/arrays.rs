@@ -162,6 +162,49 @@ pub(super) fn array_bytes<'a>(obj: &'a Bound<'_, PyAny>) -> PyResult<&'a [u8]> {
     Ok(unsafe { memory_of(&a, nbytes_of(&a, dtype)) })
 }
 
+/// The memory of `obj` to decode tensor `name` (of `dtype` and `shape`) into: a
+/// writable, C-contiguous numpy array of exactly that dtype (native little-endian byte
+/// order) and shape; else an InputError naming the tensor and what is wrong. The slice
+/// is valid while `obj` lives.
+#[allow(clippy::mut_from_ref)]
+pub(super) fn out_memory<'a>(
+    obj: &'a Bound<'_, PyAny>,
+    name: &str,
+    dtype: DType,
+    shape: &[u64],
+) -> PyResult<&'a mut [u8]> {
+    let refuse = |why: String| super::to_py(Error::input(why).in_tensor(name));
+    let Ok(a) = obj.cast::<PyUntypedArray>() else {
+        return Err(refuse(format!(
+            "out= needs a numpy array, not {}",
+            obj.get_type().name().map_or("?".into(), |n| n.to_string())
+        )));
+    };
+    let found = dtype_of(obj.py(), &a.dtype())?;
+    let dims: Vec<u64> = a.shape().iter().map(|&d| d as u64).collect();
+    if found != Some(dtype) || dims != shape {
+        return Err(refuse(format!(
+            "out= array is {}{dims:?}, the tensor is {dtype}{shape:?}",
+            a.dtype()
+        )));
+    }
+    if !a.is_c_contiguous() {
+        return Err(refuse("out= array is not C-contiguous".into()));
+    }
+    // SAFETY: `a` is a live array object.
+    let flags = unsafe { (*a.as_array_ptr()).fields.flags };
+    if flags & npyffi::flags::NPY_ARRAY_WRITEABLE == 0 {
+        return Err(refuse("out= array is read-only".into()));
+    }
+    let len = nbytes_of(a, dtype);
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    // SAFETY: writable, C-contiguous, `len` bytes; `obj` is borrowed for 'a, so the
+    // memory stays in place (numpy refuses to resize a referenced array).
+    Ok(unsafe { std::slice::from_raw_parts_mut(data_ptr(a.as_array_ptr()) as *mut u8, len) })
+}
+
 /// The dtype and shape of `obj`, a C-contiguous array of a stored dtype.
 pub(super) fn array_spec(obj: &Bound<'_, PyAny>) -> PyResult<(DType, Vec<u64>)> {
     let Some((a, dtype)) = as_stored(obj)? else {

@@ -1,7 +1,8 @@
 //! The exception classes of `tensorwire`, created here in `tensorwire._core` (and
 //! re-exported by `tensorwire._errors`), and the one mapping of a core [`Error`] to
 //! them: its kind picks the class, its places become the attributes `tensor`, `update`,
-//! `chunk` and `limit` (None when the error does not name one).
+//! `chunk` and `limit` (None when the error does not name one); a buffer too small for a
+//! payload adds `needed` and `available`.
 
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -140,6 +141,8 @@ struct Raised {
     update: Option<usize>,
     chunk: Option<(String, u32, u32)>,
     limit: Option<(&'static str, u64, u64)>,
+    /// A buffer too small: the bytes needed and those available.
+    sizes: Option<(u64, u64)>,
 }
 
 impl Raised {
@@ -151,6 +154,7 @@ impl Raised {
             update: e.update(),
             chunk: e.chunk().map(|c| (c.payload_hex(), c.index, c.count)),
             limit: e.broken_limit().map(|(l, v, m)| (l.name(), v, m)),
+            sizes: e.buffer_sizes(),
         }
     }
 
@@ -171,6 +175,10 @@ impl Raised {
         exc.setattr("update", self.update)?;
         exc.setattr("chunk", self.chunk.clone())?;
         exc.setattr("limit", self.limit)?;
+        if let Some((needed, available)) = self.sizes {
+            exc.setattr("needed", needed)?;
+            exc.setattr("available", available)?;
+        }
         Ok(exc)
     }
 }

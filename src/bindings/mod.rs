@@ -17,6 +17,7 @@ mod chunk;
 mod container;
 mod errors;
 mod partial;
+mod payload;
 mod reassembler;
 mod trust;
 
@@ -113,6 +114,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(arrays::not_stored, m)?)?;
     errors::register(m)?;
     container::register(m)?;
+    payload::register(m)?;
     aggregate::register(m)?;
     partial::register(m)?;
     chunk::register(m)?;

@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::aggregate::Accumulator;
-use super::container::Payload;
+use super::payload::Payload;
 use super::{catch, detached, new_bytes, to_py, InputError};
 use crate::fedavg::partial::{Nonce, SignerId};
 use crate::fedavg::{Extras, Partial as CorePartial};

@@ -66,6 +66,43 @@ impl<'p> Plan<'p> {
         self.n.div_ceil(block)
     }
 
+    /// Scalars per block when encoding.
+    fn encode_block_scalars(&self) -> usize {
+        (BLOCK_BYTES / self.s).max(1)
+    }
+
+    /// The most stored bytes [`Self::encode`] can produce for this tensor, whatever its
+    /// values: the framing, then per block every value kept (sparse), each sparse index
+    /// at its longest LEB128 coding, the layout's and the compressor's worst cases.
+    pub(super) fn most_stored(&self) -> usize {
+        let block = self.encode_block_scalars();
+        let nblocks = self.blocks(block);
+        let sparse = self.pipe.sparse.is_some();
+        let entry = if sparse { 8 } else { 4 };
+        let value_bytes = if self.pipe.quantizer.is_some() {
+            self.q
+        } else {
+            self.s
+        };
+        // a block-local index (and a gap) is below `block`
+        let index_bytes = (usize::BITS - (block.max(2) - 1).leading_zeros()).div_ceil(7) as usize;
+        let block_bound = |m: usize| {
+            let indices = if sparse { m * index_bytes } else { 0 };
+            let values = match self.pipe.layout {
+                Some(l) => l.most_bytes(m, value_bytes),
+                None => m * value_bytes,
+            };
+            match self.pipe.compressor {
+                Some(c) => c.most_bytes(indices + values),
+                None => indices + values,
+            }
+        };
+        let full = self.n / block;
+        let last = self.n % block;
+        let blocks = full * block_bound(block) + if last > 0 { block_bound(last) } else { 0 };
+        8 + 4 * self.nscales() + entry * nblocks + blocks
+    }
+
     /// The block's scalars after the base stage (borrowed when there is none).
     fn staged<'a>(
         &self,
@@ -166,7 +203,7 @@ impl<'p> Plan<'p> {
 
     /// Encode the tensor's bytes `data` (and the base's, for base stages).
     pub(super) fn encode(&self, data: &[u8], base: Option<&[u8]>) -> Result<Vec<u8>> {
-        let block = (BLOCK_BYTES / self.s).max(1);
+        let block = self.encode_block_scalars();
         let keep = self.keep_rule(data, base, block)?;
         let scales = self.int8_scales(data, base, keep, block)?;
         let nblocks = self.blocks(block);

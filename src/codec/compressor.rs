@@ -44,6 +44,15 @@ impl Compressor {
         }
     }
 
+    /// The most bytes compressing `len` bytes can produce (zstd's `ZSTD_compressBound`,
+    /// LZ4's maximum output size).
+    pub(super) fn most_bytes(self, len: usize) -> usize {
+        match self {
+            Compressor::Zstd(_) => zstd::zstd_safe::compress_bound(len),
+            Compressor::Lz4 => lz4_flex::block::get_maximum_output_size(len),
+        }
+    }
+
     /// Decompress `src` into `dst` (the largest size the block can have); returns the
     /// decoded length.
     pub(super) fn decompress(self, src: &[u8], dst: &mut [u8]) -> Result<usize> {

@@ -85,6 +85,15 @@ impl Layout {
         }
     }
 
+    /// The most bytes `count` laid-out values of `q` bytes can take: a floatzip plane is
+    /// stored raw when zstd does not make it smaller, so each costs at most its header.
+    pub(super) fn most_bytes(self, count: usize, q: usize) -> usize {
+        match self {
+            Layout::FloatZip => count * q + PLANE_HEADER * q,
+            Layout::Shuffle => count * q,
+        }
+    }
+
     /// Check the stored bytes of a dense block of `m` values (`q` bytes each) that no
     /// compressor follows, from their framing alone.
     pub(super) fn check_stored(self, body: &[u8], m: usize, q: usize) -> Result<()> {

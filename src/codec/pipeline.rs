@@ -204,6 +204,22 @@ impl Pipeline {
         plan.encode(data, base)
     }
 
+    /// The most stored bytes [`Self::encode`] can produce for a tensor of `dtype` and
+    /// `shape` (`nbytes` of it), whatever its values: exactly `nbytes` for raw. `"auto"`
+    /// must be resolved first (its choice depends on the values).
+    pub fn most_stored(&self, dtype: DType, shape: &[u64], nbytes: usize) -> Result<usize> {
+        if self.is_auto() {
+            return Err(Error::codec(
+                "codec \"auto\" is resolved against the tensor before it can be sized",
+            ));
+        }
+        if self.is_raw() {
+            return Ok(nbytes);
+        }
+        self.check(dtype)?;
+        Ok(Plan::new(self, dtype, shape, nbytes)?.most_stored())
+    }
+
     /// Decode stored bytes into `out`, which has exactly the decoded size.
     pub fn decode(
         &self,

@@ -1,6 +1,7 @@
 //! Decoding the tensors of a parsed payload ([`Layout`]): in parallel, each checked
 //! before its output is written; a sealed coded tensor opened and its framing proved
-//! before its output is allocated.
+//! before its output is allocated; into the caller's memory all or nothing
+//! ([`Layout::decode_all_or_nothing`]).
 
 use rayon::prelude::*;
 
@@ -154,4 +155,57 @@ impl Layout {
             self.decode_opened(buf, i, out, base, verify, opened)
         })
     }
+
+    /// Decode several tensors (see [`DecodeJob`]) into memory the caller keeps, all or
+    /// nothing: first every check that can refuse a tensor, for all of them (output
+    /// sizes, checksums when `verify`, bool values), then the coded and sealed tensors
+    /// are decoded into scratch memory (a delta's base checked there); only when every
+    /// one of them succeeded are the outputs written, by copies that cannot fail. So a
+    /// refused payload leaves every output as it was; raw tensors are copied once,
+    /// straight from the payload.
+    pub fn decode_all_or_nothing(
+        &self,
+        buf: &[u8],
+        mut jobs: Vec<DecodeJob<'_>>,
+        verify: bool,
+    ) -> Result<()> {
+        jobs.par_iter().try_for_each(|(i, out, _, _)| {
+            let e = &self.entries[*i];
+            if out.len() != e.nbytes {
+                return Err(Error::input(format!(
+                    "output buffer of {} bytes, {} needed",
+                    out.len(),
+                    e.nbytes
+                ))
+                .in_tensor(&e.name));
+            }
+            if verify && !e.sealed {
+                self.check_hash(buf, *i)?;
+            }
+            self.check_raw_values(buf, *i)
+        })?;
+        let decoded: Vec<Option<Vec<u8>>> = jobs
+            .par_iter_mut()
+            .map(|(i, _, base, opened)| {
+                let e = &self.entries[*i];
+                if e.is_stored_raw() {
+                    return Ok(None);
+                }
+                let mut scratch: Vec<u8> = try_zeroed(e.nbytes, "a decoded tensor")?;
+                self.decode_opened(buf, *i, &mut scratch, *base, false, opened.take())?;
+                Ok(Some(scratch))
+            })
+            .collect::<Result<_>>()?;
+        jobs.into_par_iter()
+            .zip(decoded)
+            .for_each(|((i, out, _, _), scratch)| match scratch {
+                Some(bytes) => out.copy_from_slice(&bytes),
+                None => out.copy_from_slice(self.stored(buf, i)),
+            });
+        Ok(())
+    }
 }
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@
 //!   ([`parse_with`]: with the keys and trusted signers of a [`crate::trust::Verifier`]).
 //! - [`auth`]: the header's `auth` object (key id, creation time, nonce, signer).
 //! - [`sealed`]: the sealed header of a payload encrypted whole.
+//! - [`into_buffer`]: [`encoded_size`] and [`encode_into`], a payload in the caller's memory.
 //! - [`file`]: atomic file writes ([`save_atomic`], [`write_atomic`]).
 
 use crate::dtype::DType;
@@ -20,6 +21,7 @@ pub mod decode;
 pub mod file;
 pub mod header;
 pub mod ids;
+pub mod into_buffer;
 pub mod preamble;
 pub mod read;
 pub mod sealed;
@@ -37,6 +39,7 @@ pub use header::{
     MAX_JSON_DEPTH, MAX_METADATA_DEPTH, MAX_NAME_LEN, MAX_RANK, MAX_TENSORS,
 };
 pub use ids::{hex32, parse_hex32, tensors_id};
+pub use into_buffer::{encode_into, encoded_size, EncodedSize};
 pub use preamble::{
     align_up, Preamble, ALIGN, MAGIC, MAX_HEADER_LEN, PREAMBLE_LEN, VERSION_MAJOR, VERSION_MINOR,
     VERSION_MINOR_TRUST,

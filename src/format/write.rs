@@ -126,8 +126,54 @@ pub struct Prepared<'a> {
     signer: Option<Signer>,
 }
 
+/// What [`check`] made of the payload-wide options.
+pub(crate) struct Checked<'o> {
+    structure: Option<Box<RawValue>>,
+    metadata: Option<Box<RawValue>>,
+    signing: Option<&'o Signing>,
+    shared_key: Option<&'o Subkeys>,
+    sealed: bool,
+}
+
 /// Validate the inputs, run their codecs in parallel, and lay the payload out.
 pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Result<Prepared<'a>> {
+    let checked = check(inputs, opts)?;
+    // Run codecs in parallel; raw tensors are borrowed, not copied.
+    let encoded: Vec<(Pipeline, Stored<'a>)> = inputs
+        .par_iter()
+        .map(|input| {
+            let t = &input.tensor;
+            let pipeline = Pipeline::parse(input.codec)
+                .and_then(|p| p.resolve(t.dtype, t.data))
+                .map_err(|e| e.in_tensor(t.name))?;
+            if pipeline.is_raw() {
+                return Ok((pipeline, Stored::Borrowed(t.data)));
+            }
+            pipeline.check(t.dtype).map_err(|e| e.in_tensor(t.name))?;
+            if pipeline.needs_base() && input.base.is_none() {
+                return Err(
+                    Error::codec(format!("codec {pipeline} needs a base tensor")).in_tensor(t.name),
+                );
+            }
+            let bytes = pipeline
+                .encode(t.dtype, t.shape, t.data, input.base)
+                .map_err(|e| e.in_tensor(t.name))?;
+            Ok((pipeline, Stored::Encoded(bytes)))
+        })
+        .collect::<Result<_>>()?;
+
+    let (pipelines, stored): (Vec<Pipeline>, Vec<Stored<'a>>) = encoded.into_iter().unzip();
+    let lengths: Vec<usize> = stored.iter().map(|s| s.bytes().len()).collect();
+    let mut prepared = lay_out(inputs, opts, checked, pipelines, &lengths)?;
+    prepared.stored = stored;
+    Ok(prepared)
+}
+
+/// Validate the tensors (names, sizes) and the payload-wide options.
+pub(crate) fn check<'o>(
+    inputs: &[TensorInput<'_>],
+    opts: &EncodeOptions<'o>,
+) -> Result<Checked<'o>> {
     if inputs.len() > MAX_TENSORS {
         return Err(Error::limit(
             Kind::Input,
@@ -195,42 +241,41 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
         ));
     }
     let sealed = opts.encrypt != Encrypt::Nothing;
+    Ok(Checked {
+        structure,
+        metadata,
+        signing,
+        shared_key,
+        sealed,
+    })
+}
 
-    // Run codecs in parallel; raw tensors are borrowed, not copied.
-    let encoded: Vec<(Pipeline, Stored<'a>)> = inputs
-        .par_iter()
-        .map(|input| {
-            let t = &input.tensor;
-            let pipeline = Pipeline::parse(input.codec)
-                .and_then(|p| p.resolve(t.dtype, t.data))
-                .map_err(|e| e.in_tensor(t.name))?;
-            if pipeline.is_raw() {
-                return Ok((pipeline, Stored::Borrowed(t.data)));
-            }
-            pipeline.check(t.dtype).map_err(|e| e.in_tensor(t.name))?;
-            if pipeline.needs_base() && input.base.is_none() {
-                return Err(
-                    Error::codec(format!("codec {pipeline} needs a base tensor")).in_tensor(t.name),
-                );
-            }
-            let bytes = pipeline
-                .encode(t.dtype, t.shape, t.data, input.base)
-                .map_err(|e| e.in_tensor(t.name))?;
-            Ok((pipeline, Stored::Encoded(bytes)))
-        })
-        .collect::<Result<_>>()?;
-
+/// The payload's layout for tensors stored under `pipelines` in `lengths` bytes each
+/// (before sealing); its `stored` is left for the caller to fill.
+pub(crate) fn lay_out<'a>(
+    inputs: &[TensorInput<'a>],
+    opts: &EncodeOptions<'_>,
+    checked: Checked<'_>,
+    pipelines: Vec<Pipeline>,
+    lengths: &[usize],
+) -> Result<Prepared<'a>> {
+    let Checked {
+        structure,
+        metadata,
+        signing,
+        shared_key,
+        sealed,
+    } = checked;
     let mut offset = 0u64;
     let mut tensors = Vec::with_capacity(inputs.len());
-    let mut stored = Vec::with_capacity(inputs.len());
-    for (t, (pipeline, s)) in inputs.iter().map(|input| &input.tensor).zip(encoded) {
+    let tensor_inputs = inputs.iter().map(|input| &input.tensor);
+    for ((t, pipeline), &len) in tensor_inputs.zip(pipelines).zip(lengths) {
         let length = if sealed {
-            sealed_len(s.bytes().len()).ok_or_else(|| {
-                Error::input(format!("{} bytes are too many to seal", s.bytes().len()))
-                    .in_tensor(t.name)
+            sealed_len(len).ok_or_else(|| {
+                Error::input(format!("{len} bytes are too many to seal")).in_tensor(t.name)
             })? as u64
         } else {
-            s.bytes().len() as u64
+            len as u64
         };
         tensors.push(TensorEntry {
             name: Cow::Borrowed(t.name),
@@ -242,7 +287,6 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
             hash: Cow::Owned(hex32(&[0; 32])),
             sealed,
         });
-        stored.push(s);
         offset = align_up(offset + length).expect("payload below 2^64 bytes");
     }
     // The data section ends at the last tensor's end, not its padding (or, encrypted
@@ -295,7 +339,7 @@ pub fn prepare<'a>(inputs: &[TensorInput<'a>], opts: &EncodeOptions<'_>) -> Resu
     Ok(Prepared {
         header,
         cover,
-        stored,
+        stored: Vec::new(),
         header_len,
         data_len,
         key: signing.and_then(|s| s.key.clone()),
