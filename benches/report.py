@@ -733,7 +733,8 @@ def write_report(res: Results, out_dir: str, plots: list[str]) -> str:
         "out of band: ZipNN (`zipnn.ZipNN`, byte interface, the tensor's dtype; it "
         "reorders the buffer it is given in place, so each encode compresses a copy, as a "
         "sender that keeps its model must; tensors of other dtypes are sent raw), blosc2 "
-        "(`blosc2.compress2`, zstd, shuffle, and shuffle + bytedelta). `real-minilm-bf16` "
+        "(`blosc2.compress2`, zstd at clevel 2, which blosc2 runs as zstd level 3, with "
+        "shuffle, and shuffle + bytedelta). `real-minilm-bf16` "
         "is the model cast to bfloat16; `real-minilm-clean` is that cast back to float32 "
         "(the two low mantissa bytes zero).",
         "- File methods (`tw save/load`, `safetensors file`) write to a temporary directory; "
