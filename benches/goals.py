@@ -79,7 +79,8 @@ LOSSLESS_ENCODE_GBPS = 1.0
 
 #: The peer the lossless goals on real weights are judged against.
 ZIPNN = "ZipNN"
-#: tensorwire's lossless codecs that compete with it; the smaller of the two is judged.
+#: tensorwire's lossless codecs that compete with it; one of them is judged
+#: (:func:`best_lossless`).
 BEST_LOSSLESS = ("tw floatzip", "tw auto")
 #: The real-weights workloads, with the kind of weights each holds.
 REAL_KINDS = {
@@ -370,10 +371,14 @@ def _codec_goals(res: Results) -> list[Verdict]:
     return out
 
 
-def best_lossless(res: Results, workload: str) -> Optional[Row]:
-    """The smaller of tensorwire's floatzip and auto rows on ``workload`` (ties: the faster
-    encode), or None when neither was measured."""
+def best_lossless(res: Results, workload: str, zipnn_size: int) -> Optional[Row]:
+    """tensorwire's floatzip or auto row on ``workload`` that the ZipNN goals judge: of
+    those no larger than ``zipnn_size``, the faster encoder; when neither is, the smaller
+    (ties: the faster encoder); None when neither was measured."""
     rows = [r for r in (res.row(workload, m) for m in BEST_LOSSLESS) if r is not None]
+    small = [r for r in rows if (r.size or 0) <= zipnn_size]
+    if small:
+        return max(small, key=lambda r: r.gbps("encode") or 0)
     if not rows:
         return None
     return min(rows, key=lambda r: (r.size or 0, -(r.gbps("encode") or 0)))
@@ -389,9 +394,10 @@ def _zipnn_goals(res: Results) -> list[Verdict]:
     out: list[Verdict] = []
     for wl in kinds:
         kind = f"{wl}: {REAL_KINDS[wl]}"
-        tw_row, z = best_lossless(res, wl), res.row(wl, ZIPNN)
+        z = res.row(wl, ZIPNN)
+        tw_row = best_lossless(res, wl, z.size or 0) if z else None
         if tw_row is None or z is None:
-            missing = "tw floatzip / auto" if tw_row is None else ZIPNN
+            missing = ZIPNN if z is None else "tw floatzip / auto"
             out += [_v(k, f"{missing} not measured on {wl}", "-", None, kind=kind) for k in keys]
             continue
         g = _GOAL["zipnn-size"]

@@ -617,6 +617,16 @@ def test_zipnn_goals_flip_at_their_thresholds() -> None:
     assert "per core (2 cores each)" in met[1].measured and "float32" in met[0].subject
     missed = run(1.0001, 1.99, 1.99, 1.19)
     assert all(v.verdict == "NOT MET" for v in missed)
+    # of floatzip and auto, the faster one within ZipNN's size is judged, else the smaller
+    rows = _real_rows("real-minilm", 1.0, 2.0, 2.0, 1.2)
+    rows[2].size, rows[2].encode = rows[1].size, _t(0.1)
+    res = _results(rows=rows, refs={"threads": 2.0})
+    assert goals.best_lossless(res, "real-minilm", 10**8) is rows[2]  # both fit: faster
+    rows[1].size = 10**8 - 1
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 1) is rows[1]  # only it fits
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 2) is rows[1]  # none: smaller
+    rows[1].size = 10**8 + 5
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 2) is rows[2]
     res = _results(rows=_real_rows("real-minilm", 1.0, 2.0, 2.0, 1.2)[1:])
     res.workloads = {"real-minilm": "x"}
     assert {v.verdict for v in goals.judge(res) if v.goal.key in keys} == {"NOT MEASURED"}
