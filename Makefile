@@ -16,9 +16,12 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(DEPS): requirements-dev.txt requirements-test.txt | $(PY)
+## the dev requirements, then the peers whose declared dependencies would pull a second
+## torch: `--no-deps` (requirements-no-deps.txt; `make torch` provides torch)
+$(DEPS): requirements-dev.txt requirements-test.txt requirements-no-deps.txt | $(PY)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -r requirements-no-deps.txt
 	touch $@
 
 ## build: the release extension, installed into .venv
@@ -97,6 +100,7 @@ test-python: wheel nats-server kafka-broker torch
 	rm -rf $(WHEEL_VENV)
 	$(PYTHON) -m venv $(WHEEL_VENV)
 	$(WHEEL_VENV)/bin/python -m pip install -q dist/*.whl -r requirements-test.txt
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps -r requirements-no-deps.txt
 	@$(call torch-pth,$(WHEEL_VENV)/bin/python)
 	env -u VIRTUAL_ENV -u PYO3_PYTHON PATH=$(WHEEL_VENV)/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	  TENSORWIRE_INSTALLED=1 $(WHEEL_VENV)/bin/python -m pytest -q
@@ -119,8 +123,8 @@ test-kafka: build kafka-broker
 	$(PY) -m pytest -q -m kafka
 
 ## bench-smoke: every part of the benchmark at tiny sizes, every round trip checked
-## (part of `make test`; the report goes to a temp dir)
-bench-smoke: build kafka-broker
+## (part of `make test`; the report goes to a temp dir). torch: ZipNN, a peer, imports it
+bench-smoke: build torch kafka-broker
 	$(PY) benches/bench.py --smoke
 	$(PY) benches/abi3.py --smoke
 
@@ -161,7 +165,7 @@ attacks: build
 
 ## bench: every part of the benchmark at full size (about 21 min on 2 cores); rewrites
 ## benches/results/ (report.md, results.json, plots). Parts: benches/README.md
-bench: build kafka-broker
+bench: build torch kafka-broker
 	$(PY) benches/bench.py
 
 clean:

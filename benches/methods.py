@@ -32,6 +32,7 @@ __all__ = [
     "all_methods",
     "check_round_trip",
     "error_bound",
+    "is_float",
     "method_availability",
 ]
 
@@ -88,7 +89,7 @@ class Method:
     """One row of a results table."""
 
     name: str
-    group: str  # "peer", "lossless", "lossy", "delta", "io", "chunk"
+    group: str  # "peer", "compressor", "lossless", "lossy", "delta", "io", "chunk"
     encode: Callable[[Workload], Blob]
     #: decoder label -> function; the first one is "the" decode of the method
     decoders: dict[str, Callable[[Blob, Workload], Tensors]]
@@ -115,10 +116,15 @@ def blob_size(blob: Blob) -> int:
 _FLOAT_STAGES = ("f16", "bf16", "int8", "topk", "threshold", "delta", "floatzip")
 
 
+def is_float(a: np.ndarray) -> bool:
+    """A float tensor, bfloat16 (ml_dtypes, numpy kind "V") included."""
+    return a.dtype.kind == "f" or a.dtype.name == "bfloat16"
+
+
 def _codec_arg(spec: str) -> Any:
     if not any(s.split(":")[0] in _FLOAT_STAGES for s in spec.split("+")):
         return spec
-    return lambda name, a: spec if a.dtype.kind == "f" else "raw"
+    return lambda name, a: spec if is_float(a) else "raw"
 
 
 def _tw_encode(spec: str) -> Callable[[Workload], bytes]:
@@ -130,7 +136,7 @@ def _tw_encode(spec: str) -> Callable[[Workload], bytes]:
     return encode
 
 
-def _tw_decoders(spec: str) -> dict[str, Callable[[Blob, Workload], Tensors]]:
+def _tw_decoders(spec: str, group: str) -> dict[str, Callable[[Blob, Workload], Tensors]]:
     def verified(blob: bytes, w: Workload) -> Tensors:
         return tw.decode(blob, base=w.base, verify=True)
 
@@ -141,6 +147,8 @@ def _tw_decoders(spec: str) -> dict[str, Callable[[Blob, Workload], Tensors]]:
         return tw.decode(blob, base=w.base, verify=True, copy=True)
 
     if spec != "raw":  # compressed tensors are always decoded into new arrays
+        if group == "lossless":  # unverified too: what the compressor peers do
+            return {"decode": verified, "decode verify=False": unverified}
         return {"decode": verified}
     return {"decode": verified, "decode verify=False": unverified, "decode copy=True": copied}
 
@@ -150,7 +158,7 @@ def _tw_codec_method(spec: str, group: str) -> Method:
         name=f"tw {spec}",
         group=group,
         encode=_tw_encode(spec),
-        decoders=_tw_decoders(spec),
+        decoders=_tw_decoders(spec, group),
         spec=spec,
         exact=is_lossless(spec),
         description=f"tw.encode(codec={spec!r})",
@@ -246,17 +254,19 @@ def _chunk_methods() -> list[Method]:
 
 
 def all_methods(tmpdir: str) -> list[Method]:
-    """The full table: peers first, then tensorwire codecs, file I/O, chunking."""
+    """The full table: peers and compressor peers first, then tensorwire codecs, file I/O,
+    chunking."""
     out = [
         Method(
             name,
-            "peer",
+            group,
             (lambda f: lambda w: f(w.tensors))(enc),
             {"decode": (lambda f: lambda b, w: f(b, w.tensors))(dec)},
             description=desc,
             slow=name == "np.savez_compressed",
         )
-        for name, enc, dec, desc in peers.PEERS
+        for group, table in (("peer", peers.PEERS), ("compressor", peers.COMPRESSORS))
+        for name, enc, dec, desc in table
     ]
     out += [_tw_codec_method(spec, group) for spec, group in TW_CODECS]
     out += _io_methods(tmpdir)

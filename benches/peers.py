@@ -5,6 +5,11 @@ tensors`` (:data:`PEERS`). Aggregation: the FedAvg loop a server writes by hand 
 decoded updates (:class:`NumpyFedAvg`) and Flower's own aggregation functions over
 Flower's payloads (``flower_*``; Flower is imported when first used).
 
+Float-aware lossless compressors (:data:`COMPRESSORS`: ZipNN, blosc2) are pairs of the
+same shape, measured on the real-weights workloads: each compresses tensor by tensor on
+as many threads as this process has cores (what tensorwire gets), and ships the names,
+dtypes and shapes out of band like the raw-byte compressors.
+
 Serializers work over a ``dict[str, np.ndarray]``; ``like`` is the original dict:
 formats that carry no names or shapes of their own (the seed's list format, zstd/lz4 over
 raw bytes) use it only to give the names back (and, for the raw-byte compressors, the
@@ -14,10 +19,13 @@ shapes a real application would have to ship separately). A blob is ``bytes`` or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import io
+import os
 import pickle
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -25,16 +33,19 @@ import numpy as np
 import tensorwire as tw
 
 __all__ = [
+    "COMPRESSORS",
     "PEERS",
     "NumpyFedAvg",
     "flower_fedavg",
     "flower_legacy_fedavg",
     "flower_median",
     "flower_trimmed_mean",
+    "import_compressors",
     "import_flower",
     "md5list_deserialize",
     "md5list_serialize",
     "numpy_fedavg",
+    "peer_threads",
     "peer_versions",
 ]
 
@@ -153,7 +164,7 @@ def safetensors_decode(blob: bytes, like: Tensors) -> Tensors:
 
 # -- zstd / lz4 over the raw concatenated bytes (shapes shipped out of band) -------------
 def _concat(t: Tensors) -> bytes:
-    return b"".join(np.ascontiguousarray(a).data.cast("B") for a in t.values())
+    return b"".join(_flat_bytes(a).data for a in t.values())  # bfloat16 has no buffer format
 
 
 def _split(raw: bytes, like: Tensors) -> Tensors:
@@ -189,12 +200,108 @@ def lz4_decode(blob: bytes, like: Tensors) -> Tensors:
     return _split(lz4.frame.decompress(blob), like)
 
 
+# -- float-aware lossless compressors, tensor by tensor, on every core of this process -----
+def peer_threads() -> int:
+    """The threads a compressor peer gets: the cores this process may use, as tensorwire."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
+def _flat_bytes(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+
+
+def _from_bytes(raw: Any, a: np.ndarray) -> np.ndarray:
+    return np.frombuffer(raw, dtype=a.dtype, count=a.size).reshape(a.shape)
+
+
+#: The dtypes ZipNN's byte interface compresses (others are shipped as raw bytes).
+_ZIPNN_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@functools.cache
+def _zipnn(dtype: str) -> Any:
+    with warnings.catch_warnings():  # zipnn decorates with torch.jit.script, deprecated
+        warnings.filterwarnings("ignore", r"`torch\.jit\.script` is deprecated", FutureWarning)
+        from zipnn import ZipNN  # imports torch
+
+    return ZipNN(input_format="byte", bytearray_dtype=dtype, threads=peer_threads())
+
+
+def import_compressors() -> None:
+    """Import ZipNN (and torch with it) and blosc2, and make ZipNN's objects, before any of
+    them is timed: otherwise the first encode's warm-up, which sets the run count and the
+    peak memory, would be the imports (seconds for torch)."""
+    import blosc2  # noqa: F401
+
+    for dtype in _ZIPNN_DTYPES:
+        _zipnn(dtype)
+
+
+def zipnn_encode(t: Tensors) -> list[bytes]:
+    out = []
+    for a in t.values():
+        raw = _flat_bytes(a)
+        if a.dtype.name in _ZIPNN_DTYPES and raw.size:
+            # ZipNN reorders the bytes of the buffer it is given in place: a sender that
+            # keeps its model (training goes on) hands it a copy, and so does this
+            out.append(_zipnn(a.dtype.name).compress(bytearray(raw)))
+        else:
+            out.append(raw.tobytes())
+    return out
+
+
+def zipnn_decode(blob: list[bytes], like: Tensors) -> Tensors:
+    out = {}
+    for (name, a), b in zip(like.items(), blob):
+        compressed = a.dtype.name in _ZIPNN_DTYPES and a.nbytes
+        out[name] = _from_bytes(_zipnn(a.dtype.name).decompress(b) if compressed else b, a)
+    return out
+
+
+#: blosc2's compression level: blosc2 runs zstd at level 2 * clevel - 1, so 2 is zstd
+#: level 3, the level of tensorwire's ``zstd`` stage and of ``py-zstd:3``.
+BLOSC2_CLEVEL = 2
+
+
+def _blosc2_encoder(bytedelta: bool) -> Any:
+    def encode(t: Tensors) -> list[bytes]:
+        import blosc2
+
+        filters = [blosc2.Filter.SHUFFLE] + ([blosc2.Filter.BYTEDELTA] if bytedelta else [])
+        out = []
+        for a in t.values():
+            cp = blosc2.CParams(
+                codec=blosc2.Codec.ZSTD,
+                clevel=BLOSC2_CLEVEL,
+                typesize=a.dtype.itemsize,
+                nthreads=peer_threads(),
+                filters=filters,
+                filters_meta=[0] * len(filters),
+            )
+            out.append(blosc2.compress2(_flat_bytes(a), cparams=cp))
+        return out
+
+    return encode
+
+
+def blosc2_decode(blob: list[bytes], like: Tensors) -> Tensors:
+    import blosc2
+
+    dp = blosc2.DParams(nthreads=peer_threads())
+    return {
+        name: _from_bytes(blosc2.decompress2(b, dparams=dp), a)
+        for (name, a), b in zip(like.items(), blob)
+    }
+
+
 def peer_versions() -> dict[str, str]:
     """Versions of the peer packages installed (for the report)."""
     from importlib import metadata
 
     out = {"numpy": np.__version__}
-    for pkg in ("safetensors", "zstandard", "lz4", "blake3", "matplotlib", "psutil"):
+    pkgs = ("safetensors", "zstandard", "lz4", "zipnn", "blosc2", "blake3", "matplotlib", "psutil")
+    for pkg in pkgs:
         try:
             out[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
@@ -212,6 +319,29 @@ PEERS: list[tuple[str, Any, Any, str]] = [
     ("safetensors", safetensors_encode, safetensors_decode, "safetensors.numpy save/load"),
     ("py-zstd:3 raw", zstd_encode, zstd_decode, "zstandard over raw bytes, threads=-1"),
     ("py-lz4 raw", lz4_encode, lz4_decode, "lz4.frame over raw bytes"),
+]
+
+COMPRESSORS: list[tuple[str, Any, Any, str]] = [
+    # (name, encode, decode, what it is): measured on the real-weights workloads
+    (
+        "ZipNN",
+        zipnn_encode,
+        zipnn_decode,
+        "zipnn.ZipNN byte interface per float tensor (byte planes, Huffman / zstd per "
+        "chunk), on a copy of each tensor; other tensors raw",
+    ),
+    (
+        "blosc2 shuffle+zstd",
+        _blosc2_encoder(False),
+        blosc2_decode,
+        f"blosc2.compress2 per tensor: shuffle, zstd (clevel {BLOSC2_CLEVEL}: zstd level 3)",
+    ),
+    (
+        "blosc2 bytedelta+zstd",
+        _blosc2_encoder(True),
+        blosc2_decode,
+        f"blosc2.compress2 per tensor: shuffle, bytedelta, zstd (clevel {BLOSC2_CLEVEL})",
+    ),
 ]
 
 

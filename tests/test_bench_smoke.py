@@ -65,6 +65,77 @@ def test_every_peer_round_trips_exactly(name: str) -> None:
     methods.check_round_trip(m, w, m.decoders["decode"](blob, w))
 
 
+def _float_tensors(kind: str) -> dict[str, np.ndarray]:
+    """Trained-like float32 weights (a few exponents, 300 kB: several ZipNN chunks), an
+    int64 buffer, a 0-d and an empty float tensor; cast as the real-weights kinds are."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(4)
+    t = {
+        "w": (rng.standard_normal((300, 256)) * 0.05).astype(np.float32),
+        "ids": np.arange(40, dtype=np.int64),
+        "scale": np.array(0.5, dtype=np.float32),
+        "none": np.zeros((0, 4), np.float32),
+    }
+    if kind == "float32":
+        return t
+    floats = {k: a.astype(ml_dtypes.bfloat16) if a.dtype.kind == "f" else a for k, a in t.items()}
+    if kind == "bfloat16":
+        return floats
+    return {k: a.astype(np.float32) if a.dtype.kind != "i" else a for k, a in floats.items()}
+
+
+@pytest.mark.parametrize("kind", ["float32", "bfloat16", "clean"])
+@pytest.mark.parametrize("name", [c[0] for c in peers.COMPRESSORS])
+def test_every_compressor_round_trips_and_leaves_its_input_alone(name: str, kind: str) -> None:
+    t = _float_tensors(kind)
+    before = {k: a.copy() for k, a in t.items()}
+    m = next(m for m in methods.all_methods("/nonexistent") if m.name == name)
+    assert m.group == "compressor"
+    w = workloads.Workload("t", "t", t)
+    blob = m.encode(w)
+    for k, a in t.items():  # ZipNN reorders what it is given in place: a copy, not this
+        assert a.tobytes() == before[k].tobytes(), k
+    assert 0 < methods.blob_size(blob) < 0.95 * w.nbytes
+    methods.check_round_trip(m, w, m.decoders["decode"](blob, w))
+    bad = dict(t, w=t["w"].copy())
+    bad["w"].reshape(-1).view(np.uint8)[5] ^= 1
+    with pytest.raises(methods.RoundTripError):
+        methods.check_round_trip(
+            m, w, m.decoders["decode"](m.encode(workloads.Workload("t", "t", bad)), w)
+        )
+
+
+def test_real_kinds_are_derived_from_the_float32_model() -> None:
+    t = _float_tensors("float32")
+    model = workloads.Workload("real-minilm", "weights (x), 4 tensors", t)
+    f32, bf16, clean = workloads.real_kinds(model)
+    assert f32 is model and [w.name for w in (bf16, clean)] == list(workloads.REAL_KINDS[1:])
+    assert bf16.tensors["w"].dtype.name == "bfloat16" and bf16.nbytes < model.nbytes
+    assert clean.tensors["w"].dtype == np.float32 and clean.nbytes == model.nbytes
+    assert not np.any(clean.tensors["w"].view(np.uint32) & 0xFFFF)  # low bytes zero
+    assert np.array_equal(
+        clean.tensors["w"].view(np.uint16)[:, 1::2], bf16.tensors["w"].view(np.uint16)
+    )
+    assert bf16.tensors["ids"] is t["ids"] and clean.tensors["ids"] is t["ids"]
+    assert {"compressor", "lossless"} <= bf16.groups and "compressor" in workloads.smoke_stand_in(
+        t, "x"
+    ).groups
+
+
+def test_float_codecs_apply_to_bfloat16_tensors() -> None:
+    m = next(m for m in methods.all_methods("/nonexistent") if m.name == "tw floatzip")
+    if methods.method_availability(m) is not None:
+        pytest.skip("floatzip not in this build")
+    t = _float_tensors("bfloat16")
+    w = workloads.Workload("t", "t", t)
+    blob = m.encode(w)
+    assert len(blob) < 0.9 * w.nbytes  # compressed, not sent raw as a non-float tensor
+    assert list(m.decoders) == ["decode", "decode verify=False"]
+    for dec in m.decoders.values():
+        methods.check_round_trip(m, w, dec(blob, w))
+
+
 def _lossless_method() -> methods.Method:
     return next(m for m in methods.all_methods("/nonexistent") if m.name == "tw raw")
 
@@ -539,3 +610,67 @@ def test_a_wrong_merge_fails_the_sharded_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(sharded.tw, "aggregate", off_by_a_bit)
     assert _run_bench(tmp_path, "--sharded") == 1
     assert "documented float32 bound" in (tmp_path / "report.md").read_text()
+
+
+def _real_rows(wl: str, size: float, enc: float, dec: float, dec_verified: float) -> list:
+    """ZipNN at 1 GB/s both ways and 10**8 bytes on ``wl``; tw floatzip at the given size
+    and ratios to it; tw auto one byte larger (floatzip is the one judged)."""
+    z = record.Row(wl, "ZipNN", "compressor", 10**9, size=10**8, encode=_t(1.0),
+                   decoders={"decode": _t(1.0)})  # fmt: skip
+
+    def tw_row(method: str, extra: int) -> record.Row:
+        return record.Row(wl, method, "lossless", 10**9, size=int(size * 10**8) + extra,
+                          encode=_t(1 / enc), decoders={"decode": _t(1 / dec_verified),
+                          "decode verify=False": _t(1 / dec)})  # fmt: skip
+
+    return [z, tw_row("tw floatzip", 0), tw_row("tw auto", 1)]
+
+
+def test_zipnn_goals_flip_at_their_thresholds() -> None:
+    keys = ("zipnn-size", "zipnn-encode", "zipnn-decode", "zipnn-decode-verified")
+
+    def run(*figures: float) -> list[goals.Verdict]:
+        rows = [r for wl in goals.REAL_KINDS for r in _real_rows(wl, *figures)]
+        res = _results(rows=rows, refs={"threads": 2.0})
+        res.workloads = {wl: wl for wl in goals.REAL_KINDS}
+        return [v for v in goals.judge(res) if v.goal.key in keys]
+
+    met = run(1.0, 2.0, 2.0, 1.2)
+    assert len(met) == 4 * len(goals.REAL_KINDS)
+    assert all(v.verdict == "MET" for v in met), [v.measured for v in met]
+    assert all("tw floatzip" in v.measured for v in met)
+    assert "per core (2 cores each)" in met[1].measured and "float32" in met[0].subject
+    missed = run(1.0001, 1.99, 1.99, 1.19)
+    assert all(v.verdict == "NOT MET" for v in missed)
+    # of floatzip and auto, the faster one within ZipNN's size is judged, else the smaller
+    rows = _real_rows("real-minilm", 1.0, 2.0, 2.0, 1.2)
+    rows[2].size, rows[2].encode = rows[1].size, _t(0.1)
+    res = _results(rows=rows, refs={"threads": 2.0})
+    assert goals.best_lossless(res, "real-minilm", 10**8) is rows[2]  # both fit: faster
+    rows[1].size = 10**8 - 1
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 1) is rows[1]  # only it fits
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 2) is rows[1]  # none: smaller
+    rows[1].size = 10**8 + 5
+    assert goals.best_lossless(res, "real-minilm", 10**8 - 2) is rows[2]
+    res = _results(rows=_real_rows("real-minilm", 1.0, 2.0, 2.0, 1.2)[1:])
+    res.workloads = {"real-minilm": "x"}
+    assert {v.verdict for v in goals.judge(res) if v.goal.key in keys} == {"NOT MEASURED"}
+    assert [_verdicts(_results())[k] for k in keys] == ["NOT MEASURED"] * 4
+
+
+def test_real_weights_smoke_runs_the_compressors_on_every_kind(tmp_path, monkeypatch) -> None:
+    # as on a clean machine: the real weights are not installed, a stand-in runs instead
+    monkeypatch.setattr(workloads, "ensure_real_model", lambda install: (None, "not here"))
+    assert _run_bench(tmp_path, "--formats", "--only", ",".join(workloads.REAL_KINDS)) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Lossless on real weights, per core, against ZipNN" in text
+    assert "SMOKE STAND-IN" in text
+    res = record.read_json(str(tmp_path / "results.json"))
+    for wl in workloads.REAL_KINDS:
+        for name, *_ in peers.COMPRESSORS:
+            assert res.row(wl, name) is not None, (wl, name)
+        assert res.row(wl, "tw floatzip") or res.row(wl, "tw auto"), wl
+    zipnn_rows = [line for line in text.splitlines() if "vs ZipNN" in line and "| codecs |" in line]
+    assert len(zipnn_rows) == 4 * len(workloads.REAL_KINDS)
+    assert not any("NOT MEASURED" in line for line in zipnn_rows)
+    _assert_self_contained(text)
