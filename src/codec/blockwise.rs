@@ -210,7 +210,11 @@ impl Blockwise {
             }
             let scale = absmax_scale(max, code.levels(), code.name())?;
             scale_out.copy_from_slice(&scale.to_le_bytes());
-            let inv = if scale == 0.0 { 0.0 } else { 1.0 / scale as f64 };
+            let inv = if scale == 0.0 {
+                0.0
+            } else {
+                1.0 / scale as f64
+            };
             let first = b * qb;
             match code {
                 Code::Int8 => {

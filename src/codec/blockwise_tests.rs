@@ -32,7 +32,9 @@ fn bytes_of<T: Float>(v: &[f64]) -> Vec<u8> {
 }
 
 fn values_of<T: Float>(b: &[u8]) -> Vec<f64> {
-    b.chunks_exact(T::SIZE).map(|c| T::read(c).to_f64()).collect()
+    b.chunks_exact(T::SIZE)
+        .map(|c| T::read(c).to_f64())
+        .collect()
 }
 
 /// The largest gap between neighbours of the NF4 table.
@@ -83,7 +85,10 @@ fn check_bounds<T: Float>(spec: &str, code: Code, block: usize, v: &[f64]) {
             );
         }
         if absmax == 0.0 {
-            assert!(gs.iter().all(|g| *g == 0.0), "{spec}: a zero block stays zero");
+            assert!(
+                gs.iter().all(|g| *g == 0.0),
+                "{spec}: a zero block stays zero"
+            );
         }
     }
 }
@@ -102,7 +107,10 @@ fn specs_parse_and_spell_canonically() {
         ("int4:block=16", "int4:block=16"),
         ("nf4", "nf4:block=64"),
         ("nf4:block=4096", "nf4:block=4096"),
-        ("delta+topk:0.1+int4:block=128+zstd", "delta+topk:0.1+int4:block=128+zstd:3"),
+        (
+            "delta+topk:0.1+int4:block=128+zstd",
+            "delta+topk:0.1+int4:block=128+zstd:3",
+        ),
         ("nf4+lz4", "nf4:block=64+lz4"),
     ] {
         assert_eq!(Pipeline::parse(typed).unwrap().to_string(), canonical);
@@ -127,7 +135,9 @@ fn specs_parse_and_spell_canonically() {
         let e = Pipeline::parse(bad).unwrap_err();
         assert_eq!(e.kind(), Kind::Codec, "{bad}");
     }
-    let e = Pipeline::parse("int4+shuffle+zstd").unwrap_err().to_string();
+    let e = Pipeline::parse("int4+shuffle+zstd")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no layout stage can follow"), "{e}");
     let e = Pipeline::parse("int4:block=48").unwrap_err().to_string();
     assert!(e.contains("power of two in 16..=4096"), "{e}");
@@ -169,18 +179,28 @@ fn adversarial_blocks_within_bounds() {
     v[192..256].iter_mut().for_each(|x| *x = 0.0);
     v[200] = -1e-40;
     v[256..320].fill(0.25); // a constant block: nf4 decodes it exactly (scale 0.25, code 15)
-    v[320..384].iter_mut().enumerate().for_each(|(i, x)| *x = (i as f64 - 32.0) * 1e30);
+    v[320..384]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, x)| *x = (i as f64 - 32.0) * 1e30);
     for (code, name) in CODES {
         let spec = format!("{name}:block=64");
         check_bounds::<f32>(&spec, code, 64, &v);
         let p = Pipeline::parse(&spec).unwrap();
         let data = bytes_of::<f32>(&v);
-        let enc = p.encode(DType::F32, &[v.len() as u64], &data, None).unwrap();
+        let enc = p
+            .encode(DType::F32, &[v.len() as u64], &data, None)
+            .unwrap();
         let mut out = vec![0u8; data.len()];
-        p.decode(DType::F32, &[v.len() as u64], &enc, None, &mut out).unwrap();
+        p.decode(DType::F32, &[v.len() as u64], &enc, None, &mut out)
+            .unwrap();
         let got = values_of::<f32>(&out);
         if code == Code::Nf4 {
-            assert_eq!(&got[256..320], &v[256..320], "{spec}: a constant block is exact");
+            assert_eq!(
+                &got[256..320],
+                &v[256..320],
+                "{spec}: a constant block is exact"
+            );
         }
         // The outlier's neighbours in other blocks keep their own precision.
         let small = bound(code, v[384..448].iter().fold(0f64, |m, x| m.max(x.abs())));
@@ -193,7 +213,11 @@ fn adversarial_blocks_within_bounds() {
 #[test]
 fn non_finite_input_is_refused_naming_the_element() {
     for (_, name) in CODES {
-        for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
             let mut v = vec![0.5f32; 300];
             v[137] = bad;
             let data: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -204,7 +228,10 @@ fn non_finite_input_is_refused_naming_the_element() {
             assert!(msg.contains("element 137") && msg.contains(shown), "{msg}");
             // Behind a sparse stage, the element is still the tensor-wide index.
             let p = Pipeline::parse(&format!("topk:0.5+{name}:block=16")).unwrap();
-            let msg = p.encode(DType::F32, &[300], &data, None).unwrap_err().to_string();
+            let msg = p
+                .encode(DType::F32, &[300], &data, None)
+                .unwrap_err()
+                .to_string();
             assert!(msg.contains("element 137"), "{msg}");
         }
     }
@@ -213,9 +240,15 @@ fn non_finite_input_is_refused_naming_the_element() {
 #[test]
 fn stored_bytes_are_pinned() {
     // 3 float32 values in one block of 16: scale, then codes (int4/nf4: low nibble first).
-    let data: Vec<u8> = [1.0f32, -0.5, 0.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = [1.0f32, -0.5, 0.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let body = |spec: &str| {
-        let enc = Pipeline::parse(spec).unwrap().encode(DType::F32, &[3], &data, None).unwrap();
+        let enc = Pipeline::parse(spec)
+            .unwrap()
+            .encode(DType::F32, &[3], &data, None)
+            .unwrap();
         assert_eq!(&enc[..4], &MAGIC);
         assert_eq!(u32::from_le_bytes(enc[4..8].try_into().unwrap()), 1 << 18);
         let len = u32::from_le_bytes(enc[8..12].try_into().unwrap()) as usize;
@@ -223,15 +256,27 @@ fn stored_bytes_are_pinned() {
         enc[12..].to_vec()
     };
     let scale = |max: f64, levels: f64| {
-        absmax_scale(max, levels, "test").unwrap().to_le_bytes().to_vec()
+        absmax_scale(max, levels, "test")
+            .unwrap()
+            .to_le_bytes()
+            .to_vec()
     };
     // int8: 1.0 → 127, −0.5 → −63 (just above −63.5, the scale rounding up), 0 → 0.
-    assert_eq!(body("int8:block=16"), [scale(1.0, 127.0), vec![127, 0xC1, 0]].concat());
+    assert_eq!(
+        body("int8:block=16"),
+        [scale(1.0, 127.0), vec![127, 0xC1, 0]].concat()
+    );
     // int4: 1.0 → 7, −0.5 → −3 (0xD), 0 → 0; value 0 low, value 1 high, then 0 and a
     // zero padding nibble.
-    assert_eq!(body("int4:block=16"), [scale(1.0, 7.0), vec![0xD7, 0x00]].concat());
+    assert_eq!(
+        body("int4:block=16"),
+        [scale(1.0, 7.0), vec![0xD7, 0x00]].concat()
+    );
     // nf4: scale 1.0; 1.0 → code 15, −0.5 → code 2 (−0.5251), 0 → code 7.
-    assert_eq!(body("nf4:block=16"), [1f32.to_le_bytes().to_vec(), vec![0x2F, 0x07]].concat());
+    assert_eq!(
+        body("nf4:block=16"),
+        [1f32.to_le_bytes().to_vec(), vec![0x2F, 0x07]].concat()
+    );
 }
 
 #[test]
@@ -257,7 +302,9 @@ fn hostile_stored_bytes_are_refused_without_panic() {
         let mut out = vec![0u8; data.len()];
         p.decode(DType::F32, &shape, &enc, b, &mut out).unwrap();
         for cut in [0, 7, 8, 11, 12, 16, enc.len() / 2, enc.len() - 1] {
-            let e = p.decode(DType::F32, &shape, &enc[..cut], b, &mut out).unwrap_err();
+            let e = p
+                .decode(DType::F32, &shape, &enc[..cut], b, &mut out)
+                .unwrap_err();
             assert_eq!(e.kind(), Kind::Integrity, "{spec} cut {cut}: {e}");
         }
         let mut longer = enc.clone();
@@ -285,12 +332,16 @@ fn hostile_stored_bytes_are_refused_without_panic() {
     for s in [f32::NAN, f32::INFINITY, -1.0] {
         let mut bad = enc.clone();
         bad[scales_at + 4..scales_at + 8].copy_from_slice(&s.to_le_bytes());
-        let e = p.decode(DType::F32, &shape, &bad, None, &mut out).unwrap_err();
+        let e = p
+            .decode(DType::F32, &shape, &bad, None, &mut out)
+            .unwrap_err();
         assert_eq!(e.kind(), Kind::Integrity);
         assert!(e.to_string().contains("scale 1"), "{e}");
     }
     let mut bad = enc.clone();
     *bad.last_mut().unwrap() |= 0x10;
-    let e = p.decode(DType::F32, &shape, &bad, None, &mut out).unwrap_err();
+    let e = p
+        .decode(DType::F32, &shape, &bad, None, &mut out)
+        .unwrap_err();
     assert!(e.to_string().contains("padding nibble"), "{e}");
 }

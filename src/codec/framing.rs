@@ -149,7 +149,9 @@ impl Plan<'_> {
         match (self.pipe.compressor, self.pipe.layout) {
             (Some(c), _) => c.check_stored(body, &want, m, count),
             (None, Some(l)) if !sparse => l.check_stored(body, m, q),
-            (None, None) if !sparse && self.pipe.quantizer.is_some_and(|q| q.blockwise().is_some()) => {
+            (None, None)
+                if !sparse && self.pipe.quantizer.is_some_and(|q| q.blockwise().is_some()) =>
+            {
                 layout::plain_stored(body, want.least, 1)
             }
             (None, None) if !sparse => layout::plain_stored(body, m, q),

@@ -392,7 +392,6 @@ fn uniform(seed: u64, index: u64) -> f64 {
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
-
 /// Quantize one value with `scale`: round to nearest even, or stochastically (floor of
 /// `x/scale + u`) when `seed` is set; clamped to -127..=127.
 #[inline]
