@@ -36,7 +36,9 @@ pub(super) const MAX_BLOCK: u32 = 4096;
 pub(super) const DEFAULT_BLOCK: u32 = 64;
 
 /// The NormalFloat4 table of QLoRA (Dettmers et al. 2023, bitsandbytes `nf4`): code `k`
-/// stands for `NF4[k] × scale`. Ascending; code 7 is exactly 0.
+/// stands for `NF4[k] × scale`. Ascending; code 7 is exactly 0. The digits are the
+/// published float64 ones; each rounds to the float32 the table holds.
+#[allow(clippy::excessive_precision)]
 pub(super) const NF4: [f32; 16] = [
     -1.0,
     -0.696_192_800_998_687_7,
