@@ -426,9 +426,14 @@ class Bench:
         if cr is not None:
             self.res.codec_ratios = cr
             for r in cr["rows"]:
+                errors = (
+                    f" max err {r['max error']:.3g} RMS {r['RMS error']:.3g}"
+                    if "max error" in r
+                    else ""
+                )
                 self.log(
                     f"  {r['codec']:<32} {r['ratio']:7.4f} enc {r['encode GB/s']:6.2f} "
-                    f"dec {r['decode GB/s']:6.2f} GB/s per core"
+                    f"dec {r['decode GB/s']:6.2f} GB/s per core{errors}"
                 )
 
     def run_trust(self) -> None:

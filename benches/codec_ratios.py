@@ -1,7 +1,8 @@
 """Size ratio and per-core speed of the codec stages on real trained weights.
 
 On the float32 tensors of all-MiniLM-L6-v2 (``workloads.REAL_MODEL_PACKAGE``), per codec:
-stored / raw size, and encode / decode GB/s of tensor bytes per CPU-second (process CPU
+stored / raw size, the largest and the RMS absolute error of the decoded weights (0 for
+lossless codecs), and encode / decode GB/s of tensor bytes per CPU-second (process CPU
 time, best of a few runs, so a busy machine skews the figures less than wall time would).
 :func:`run` measures in a child process (``children/codec_ratios.py``) with
 ``RAYON_NUM_THREADS=1``, so the figures are per core. Against zstandard level 3 over the
@@ -35,7 +36,13 @@ CODECS = [
     "f16+zstd",
     "bf16+floatzip",
     "int8",
+    "int8:channel",
     "int8:channel+zstd",
+    # blockwise, one float32 scale per 64 weights (NVFlare's blockwise8 and nf4)
+    "int8:block=64",
+    "int4:block=64",
+    "nf4:block=64",
+    "nf4:block=64+zstd",
 ]
 #: Measured on the simulated update, against the weights as base.
 UPDATE_CODECS = ["delta+topk:0.01+f16+zstd", "delta+topk:0.01+int8+zstd", "xor+floatzip"]
@@ -50,6 +57,17 @@ def _best_cpu_seconds(fn: Callable[[], Any], repeat: int) -> float:
         fn()
         times.append(time.process_time() - t)
     return min(times)
+
+
+def _errors(weights: dict[str, np.ndarray], decoded: dict[str, np.ndarray]) -> dict:
+    """The largest and the RMS absolute error of ``decoded`` against ``weights``."""
+    worst, squares, count = 0.0, 0.0, 0
+    for k, v in weights.items():
+        d = np.abs(decoded[k].astype(np.float64) - v)
+        worst = max(worst, float(d.max(initial=0.0)))
+        squares += float(np.square(d).sum())
+        count += d.size
+    return {"max error": worst, "RMS error": (squares / max(count, 1)) ** 0.5}
 
 
 def _row(codec: str, stored: int, raw: int, t_enc: float, t_dec: float) -> dict:
@@ -72,7 +90,7 @@ def measure(weights: dict[str, np.ndarray], repeat: int = 5, update_repeat: int 
         blob = tw.encode(weights, codec=codec)
         t_enc = _best_cpu_seconds(lambda c=codec: tw.encode(weights, codec=c), repeat)
         t_dec = _best_cpu_seconds(lambda b=blob: tw.decode(b, verify=False), repeat)
-        rows.append(_row(codec, len(blob), raw, t_enc, t_dec))
+        rows.append(_row(codec, len(blob), raw, t_enc, t_dec) | _errors(weights, tw.decode(blob)))
     flat = b"".join(a.tobytes() for a in weights.values())
     cctx, dctx = zstandard.ZstdCompressor(level=3), zstandard.ZstdDecompressor()
     z = cctx.compress(flat)
@@ -98,7 +116,8 @@ def measure(weights: dict[str, np.ndarray], repeat: int = 5, update_repeat: int 
         t_dec = _best_cpu_seconds(
             lambda b=blob: tw.decode(b, base=weights, verify=False), update_repeat
         )
-        rows.append(_row(codec + " (update)", len(blob), raw, t_enc, t_dec))
+        errors = _errors(new, tw.decode(blob, base=weights))
+        rows.append(_row(codec + " (update)", len(blob), raw, t_enc, t_dec) | errors)
     return {"tensors": len(weights), "raw_mb": raw / 1e6, "rows": rows}
 
 

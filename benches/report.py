@@ -579,15 +579,25 @@ def _codec_ratios_section(res: Results) -> list[str]:
         f"process of its own on {cr['threads']}. GB/s of raw tensor bytes per "
         "CPU-second (process CPU time, best of the runs); decode is `verify=False`. "
         "`(update)` rows encode a simulated update (every weight moved by 1e-3 of its "
-        "tensor's spread) against the weights as base."
+        "tensor's spread) against the weights as base. Max and RMS error: of the "
+        "decoded weights against the originals, absolute."
     )
     L.append("")
     L += _table(
-        ["codec", "size / raw", "encode GB/s per core", "decode GB/s per core"],
+        [
+            "codec",
+            "size / raw",
+            "max error",
+            "RMS error",
+            "encode GB/s per core",
+            "decode GB/s per core",
+        ],
         [
             [
                 f"`{r['codec']}`" if not r["codec"].startswith("python") else r["codec"],
                 fmt(r["ratio"], 4),
+                f"{r['max error']:.3g}" if "max error" in r else "",
+                f"{r['RMS error']:.3g}" if "RMS error" in r else "",
                 fmt(r["encode GB/s"]),
                 fmt(r["decode GB/s"]),
             ]

@@ -1,9 +1,10 @@
-"""A reader (and, for crafting test inputs, a writer) of raw tensorwire payloads,
-written from docs/FORMAT.md alone. It shares no code with the library: if the library
-and the spec drift apart, the tests that use this module fail. It reads authenticated
-and signed payloads (section 10) with the keys and trusted public keys it is given;
-signatures are verified with the ``cryptography`` package (Ed25519), or, without it,
-only checked to be present."""
+"""A reader (and, for crafting test inputs, a writer) of tensorwire payloads, written
+from docs/FORMAT.md alone: raw tensors, and coded ones (the block format of "Codec
+stages") whose pipelines use the stages :func:`decode_coded` lists. It shares no code
+with the library: if the library and the spec drift apart, the tests that use this
+module fail. It reads authenticated and signed payloads (section 10) with the keys and
+trusted public keys it is given; signatures are verified with the ``cryptography``
+package (Ed25519), or, without it, only checked to be present."""
 
 from __future__ import annotations
 
@@ -184,11 +185,15 @@ def _ed25519_verifies(public: bytes, signature: bytes, message: bytes) -> bool:
 
 
 def read(
-    payload: bytes, *, keys: Sequence[bytes] = (), trusted_keys: Sequence[bytes] | None = None
+    payload: bytes,
+    *,
+    keys: Sequence[bytes] = (),
+    trusted_keys: Sequence[bytes] | None = None,
+    bases: dict[str, np.ndarray] | None = None,
 ) -> tuple[Any, Any]:
-    """Decode a payload whose tensors are all raw: returns (tensors, metadata), with
-    tensors rebuilt into their structure (a dict when the header has none). ``keys`` and
-    ``trusted_keys`` as for :func:`check`."""
+    """Decode a payload: returns (tensors, metadata), with tensors rebuilt into their
+    structure (a dict when the header has none). ``keys`` and ``trusted_keys`` as for
+    :func:`check`; ``bases``: the base tensor of each delta-coded tensor, by name."""
     header, header_len, _ = check(payload, keys=keys, trusted_keys=trusted_keys)
     (data_len,) = struct.unpack_from("<Q", payload, 24)
     data = payload[64 + header_len : 64 + header_len + data_len]
@@ -200,10 +205,11 @@ def read(
         stored = data[t["offset"] : t["offset"] + t["length"]]
         if blake3.blake3(stored).hexdigest() != t["hash"]:
             raise SpecError(f"hash of {t['name']}")
-        if t["codec"] != "raw":
-            raise SpecError("this reader decodes raw tensors only")
-        dtype = np.dtype(DTYPES[t["dtype"]])
-        arrays.append(np.frombuffer(stored, dtype=dtype).reshape(t["shape"]))
+        if t["codec"] == "raw":
+            dtype = np.dtype(DTYPES[t["dtype"]])
+            arrays.append(np.frombuffer(stored, dtype=dtype).reshape(t["shape"]))
+        else:
+            arrays.append(decode_coded(t, stored, (bases or {}).get(t["name"])))
         end = t["offset"] + t["length"]
     if end != data_len:
         raise SpecError("data length")
@@ -265,3 +271,176 @@ def entry(name: str, dtype: str, shape: list[int], data: bytes, offset: int, **k
     }
     e.update(kw)
     return e
+
+
+# --- Codec stages: the block format (docs/FORMAT.md, "Codec stages") ---
+
+#: The NormalFloat4 table ("Blockwise quantizers"), as float32.
+NF4 = np.array(
+    [
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0,
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+SCALAR = {"complex64": "float32", "complex128": "float64"}
+
+
+def _scalar_dtype(name: str) -> np.dtype:
+    if name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+    return np.dtype(DTYPES[SCALAR.get(name, name)])
+
+
+def _leb128(b: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    for k in range(5):
+        if at + k >= len(b):
+            raise SpecError("truncated index")
+        value |= (b[at + k] & 0x7F) << shift
+        shift += 7
+        if not b[at + k] & 0x80:
+            return value, at + k + 1
+    raise SpecError("index over 5 bytes")
+
+
+def decode_coded(entry: dict, stored: bytes, base: np.ndarray | None = None) -> np.ndarray:
+    """Decode one coded tensor (``entry`` its header entry) from its stored bytes, following
+    "Block format" and "Decoding one block". Stages read: ``delta``; ``topk``,
+    ``threshold``; ``f16``, ``bf16``, ``int8[:channel]``, ``int8:block=N``, ``int4:block=N``,
+    ``nf4:block=N``; ``shuffle``; ``zstd``, ``lz4``. Anything else raises :class:`SpecError`."""
+    stages: dict[str, list[str]] = {}
+    for token in entry["codec"].split("+"):
+        name, *args = token.split(":")
+        stages[name] = args
+    known = {"delta", "topk", "threshold", "f16", "bf16", "int8", "int4", "nf4", "shuffle"}
+    if set(stages) - known - {"zstd", "lz4"}:
+        raise SpecError(f"this reader does not decode {entry['codec']}")
+    shape, sdt = entry["shape"], _scalar_dtype(entry["dtype"])
+    numel = int(np.prod(shape, dtype=np.int64))
+    n = numel * (2 if entry["dtype"] in SCALAR else 1)
+    sparse = "topk" in stages or "threshold" in stages
+    quant = next((q for q in ("f16", "bf16", "int8", "int4", "nf4") if q in stages), None)
+    qargs = stages.get(quant or "", [])
+    block_q = next((int(a[6:]) for a in qargs if a.startswith("block=")), None)
+    if quant in ("int4", "nf4") and block_q is None:
+        raise SpecError("int4/nf4 without block=N")
+    qsize = {"f16": 2, "bf16": 2, "int8": 1, "int4": 1, "nf4": 1}.get(quant or "", sdt.itemsize)
+
+    def value_bytes(v: int) -> int:
+        if block_q is None:
+            return v * qsize
+        return -(-v // block_q) * 4 + (v if quant == "int8" else (v + 1) // 2)
+
+    if len(stored) < 8 or stored[:4] != b"TWC1":
+        raise SpecError("codec magic")
+    (B,) = struct.unpack_from("<I", stored, 4)
+    if not 1 <= B <= 1 << 21 or (block_q is not None and B % block_q):
+        raise SpecError("block size")
+    channels = shape[0] if "channel" in qargs else 1
+    S = channels if quant == "int8" and block_q is None and n else 0
+    R = n // channels if channels else 0
+    if len(stored) < 8 + 4 * S:
+        raise SpecError("scales")
+    scales = np.frombuffer(stored, "<f4", S, 8).astype(np.float64)
+    if not (np.isfinite(scales).all() and (scales >= 0).all()):
+        raise SpecError("scale")
+    N, E = -(-n // B), 8 if sparse else 4
+    at = 8 + 4 * S + E * N
+    if at > len(stored):
+        raise SpecError("block table")
+    out = np.zeros(n, sdt)
+    for b in range(N):
+        length = struct.unpack_from("<I", stored, 8 + 4 * S + E * b)[0]
+        count = struct.unpack_from("<I", stored, 8 + 4 * S + E * b + 4)[0] if sparse else 0
+        lo, m = b * B, min(B, n - b * B)
+        body = stored[at : at + length]
+        at += length
+        if len(body) != length or count > m:
+            raise SpecError(f"block {b}")
+        most = 5 * count + value_bytes(count) if sparse else value_bytes(m)
+        if "zstd" in stages:
+            import zstandard
+
+            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=most)
+        elif "lz4" in stages:
+            import lz4.block
+
+            body = lz4.block.decompress(body, uncompressed_size=most)
+        if len(body) > most or (not sparse and len(body) != most):
+            raise SpecError(f"block {b} decompresses to {len(body)} bytes")
+        local, pos = [], 0
+        if sparse:
+            for k in range(count):
+                delta, pos = _leb128(body, pos)
+                local.append(delta if k == 0 else local[-1] + 1 + delta)
+            if local and local[-1] >= m:
+                raise SpecError("index beyond the block")
+        V = count if sparse else m
+        values = body[pos:]
+        if len(values) != value_bytes(V):
+            raise SpecError(f"block {b} holds {len(values)} bytes of values")
+        if "shuffle" in stages:
+            planes = np.frombuffer(values, np.uint8).reshape(qsize, V)
+            values = planes.T.tobytes()
+        x = _dequantize(quant, block_q, qargs, values, V, sdt, scales, R, lo, local)
+        if sparse:
+            out[lo + np.array(local, dtype=np.int64)] = x
+        else:
+            out[lo : lo + m] = x
+    result = out
+    if "delta" in stages:
+        if base is None:
+            raise SpecError("delta needs the base")
+        flat = np.ascontiguousarray(base).reshape(-1).view(sdt).astype(np.float64)
+        result = (flat + result.astype(np.float64)).astype(sdt)
+    dtype = np.dtype(DTYPES[entry["dtype"]]) if entry["dtype"] in SCALAR else sdt
+    if dtype.itemsize * numel != result.nbytes:
+        raise SpecError("decoded size")
+    return result.view(dtype).reshape(shape)
+
+
+def _dequantize(
+    quant: str | None,
+    block_q: int | None,
+    qargs: list[str],
+    values: bytes,
+    V: int,
+    sdt: np.dtype,
+    scales: np.ndarray,
+    R: int,
+    lo: int,
+    local: list[int],
+) -> np.ndarray:
+    """Step 4, "Quantizer": one block's ``V`` values as scalars of ``sdt``."""
+    if quant is None:
+        return np.frombuffer(values, sdt, V)
+    if quant in ("f16", "bf16"):
+        half = np.frombuffer(values, "<f2" if quant == "f16" else _scalar_dtype("bfloat16"), V)
+        return half.astype(sdt)
+    if block_q is None:  # int8, per tensor or per channel
+        v = np.frombuffer(values, np.int8, V).astype(np.float64)
+        index = lo + (np.array(local, dtype=np.int64) if local else np.arange(V))
+        c = index // R if R else np.zeros(V, np.int64)
+        return (v * scales[c] if scales.size else v * 0).astype(sdt)
+    nscales = -(-V // block_q)
+    bs = np.frombuffer(values, "<f4", nscales).astype(np.float64)
+    if not (np.isfinite(bs).all() and (bs >= 0).all()):
+        raise SpecError("block scale")
+    codes = np.frombuffer(values, np.uint8, offset=4 * nscales)
+    if quant == "int8":
+        v = codes.view(np.int8).astype(np.float64)
+    else:
+        nibbles = np.stack([codes & 0xF, codes >> 4], axis=1).reshape(-1)
+        if V % 2 and nibbles[-1]:
+            raise SpecError("padding nibble")
+        nibbles = nibbles[:V]
+        if quant == "int4":
+            v = (nibbles.astype(np.int8) ^ 8).astype(np.float64) - 8
+        else:
+            v = NF4[nibbles].astype(np.float64)
+    return (v * np.repeat(bs, block_q)[:V]).astype(sdt)

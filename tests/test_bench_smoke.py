@@ -493,6 +493,7 @@ def test_codec_ratios_smoke_reports_every_codec(tmp_path) -> None:
     assert _run_bench(tmp_path, "--codec-ratios") == 0
     text = (tmp_path / "report.md").read_text()
     assert "## Codec stages per core" in text
+    assert "| codec | size / raw | max error | RMS error |" in text
     for codec in codec_ratios.CODECS:
         assert f"| `{codec}` |" in text
     for codec in codec_ratios.UPDATE_CODECS:

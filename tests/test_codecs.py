@@ -301,6 +301,10 @@ CORRUPTIBLE = [
     "int8:channel+lz4",
     "topk:0.05+f16+zstd",
     "threshold:0.05+floatzip",
+    "int8:block=64+lz4",
+    "int4:block=64+zstd",
+    "nf4:block=64",
+    "topk:0.1+nf4:block=32",
 ]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import pytest
+import spec_reader
 
 import tensorwire as tw
 
@@ -109,3 +110,35 @@ def test_encodes_again_to_the_same(fixture: dict[str, Any]) -> None:
     assert same_bits(tw.decode(again, base=base)["x"], arrays["expected"])
     if fixture["reencode"]:
         assert data == stored(payload)[1], fixture["name"]
+
+
+#: The stages tests/spec_reader.py decodes (its ``decode_coded``).
+READER_STAGES = {
+    "delta", "topk", "threshold", "f16", "bf16", "int8", "int4", "nf4", "shuffle", "zstd", "lz4",
+}  # fmt: skip
+
+
+def _reader_decodes(fixture: dict[str, Any]) -> bool:
+    return {s.split(":")[0] for s in fixture["codec"].split("+")} <= READER_STAGES
+
+
+@pytest.mark.parametrize(
+    "fixture",
+    [f for f in FIXTURES if f["codec"] != "raw" and _reader_decodes(f)],
+    ids=[f["name"] for f in FIXTURES if f["codec"] != "raw" and _reader_decodes(f)],
+)
+def test_the_spec_reader_decodes_it(fixture: dict[str, Any]) -> None:
+    """The independent reader, written from docs/FORMAT.md alone, decodes the fixture to
+    the very bits the library does (the blockwise quantizers among them)."""
+    payload, arrays = load(fixture)
+    entry, data = stored(payload)
+    base = arrays.get("base") if fixture["base"] else None
+    got = spec_reader.decode_coded(entry, data, base)
+    assert same_bits(got, arrays["expected"]), fixture["name"]
+
+
+def test_the_spec_reader_covers_the_blockwise_quantizers() -> None:
+    read = [f for f in FIXTURES if _reader_decodes(f)]
+    covered = {s.split(":")[0] for f in read for s in f["codec"].split("+")}
+    assert {"int4", "nf4"} <= covered
+    assert any("int8:block=" in f["codec"] for f in FIXTURES)

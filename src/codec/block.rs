@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::framing::{recycle, scratch, Framing};
 use super::layout;
 use super::pipeline::Pipeline;
-use super::quantizer::{self, Channels, Positions};
+use super::quantizer::{self, Channels, Positions, Quantizer};
 use super::sparse::{self, Keep};
 use super::{BLOCK_BYTES, MAGIC};
 use crate::dtype::scalar::{scalar_of, with_float, Float};
@@ -59,6 +59,12 @@ impl<'p> Plan<'p> {
             Some(q) if q.is_scaled() && self.n > 0 => self.channels.count,
             _ => 0,
         }
+    }
+
+    /// Stored bytes of `count` values after the quantizer (`count · q`, or the
+    /// blockwise quantizers' scales and packed codes).
+    pub(super) fn value_bytes(&self, count: usize) -> usize {
+        Quantizer::value_bytes(self.pipe.quantizer, count, self.q)
     }
 
     /// Number of blocks of `block` scalars.
@@ -292,7 +298,7 @@ impl<'p> Plan<'p> {
         // 3. Quantizer.
         let quantized: Cow<[u8]> = match self.pipe.quantizer {
             Some(stage) => {
-                let mut o = scratch(count * self.q);
+                let mut o = scratch(self.value_bytes(count));
                 let at = Positions {
                     lo,
                     indices: sparse.then_some(&indices[..]),
@@ -363,7 +369,7 @@ impl<'p> Plan<'p> {
         base: Option<&[u8]>,
         scales: &[f32],
     ) -> Result<()> {
-        let (s, q) = (self.s, self.q);
+        let s = self.s;
         let m = out.len() / s;
         let sparse = self.pipe.sparse.is_some();
         if count > m {
@@ -395,7 +401,12 @@ impl<'p> Plan<'p> {
         let mut decompressed = scratch(0);
         let inner: &[u8] = match self.pipe.compressor {
             Some(stage) => {
-                decompressed.resize(if sparse { count * (5 + q) } else { m * q }, 0);
+                let most = if sparse {
+                    5 * count + self.value_bytes(count)
+                } else {
+                    self.value_bytes(m)
+                };
+                decompressed.resize(most, 0);
                 let n = stage.decompress(src, &mut decompressed)?;
                 &decompressed[..n]
             }
@@ -415,7 +426,7 @@ impl<'p> Plan<'p> {
             recycle(Cow::Owned(decompressed));
             return self.apply_base(out, base);
         }
-        let mut qvals = scratch(nvals * q);
+        let mut qvals = scratch(self.value_bytes(nvals));
         self.unlayout(values_src, &mut qvals)?;
         // 3. Quantizer; 2. sparse: scatter the values over zeros.
         let at = Positions {

@@ -56,6 +56,15 @@ impl Plan<'_> {
                 "block size of {block} scalars is outside 1..={MAX_BLOCK_SCALARS}"
             )));
         }
+        if let Some(b) = self.pipe.quantizer.and_then(|q| q.blockwise()) {
+            if block % b.block as usize != 0 {
+                return Err(corrupt(format!(
+                    "block size of {block} scalars is not a multiple of {}'s {} values per scale",
+                    b.code.name(),
+                    b.block
+                )));
+            }
+        }
         let nblocks = self.blocks(block);
         let sparse = self.pipe.sparse.is_some();
         let entry = if sparse { 8 } else { 4 };
@@ -126,19 +135,25 @@ impl Plan<'_> {
                     + self
                         .pipe
                         .layout
-                        .map_or(count * q, |l| l.least_bytes(count, q)),
-                most: count * (5 + q),
+                        .map_or(self.value_bytes(count), |l| l.least_bytes(count, q)),
+                most: 5 * count + self.value_bytes(count),
             }
         } else {
+            let v = self.value_bytes(m);
             Decoded {
-                exact: Some(m * q),
-                least: m * q,
-                most: m * q,
+                exact: Some(v),
+                least: v,
+                most: v,
             }
         };
         match (self.pipe.compressor, self.pipe.layout) {
             (Some(c), _) => c.check_stored(body, &want, m, count),
             (None, Some(l)) if !sparse => l.check_stored(body, m, q),
+            (None, None)
+                if !sparse && self.pipe.quantizer.is_some_and(|q| q.blockwise().is_some()) =>
+            {
+                layout::plain_stored(body, want.least, 1)
+            }
             (None, None) if !sparse => layout::plain_stored(body, m, q),
             (None, _) if body.len() < want.least => Err(corrupt(format!(
                 "its {} stored bytes cannot decode to {} bytes (too short)",

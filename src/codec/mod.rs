@@ -7,7 +7,8 @@
 //! 1. base (`base.rs`): `delta` (new - base, float dtypes) or `xor` (bitwise, any dtype, exact);
 //! 2. sparse (`sparse.rs`): `topk:<fraction>` or `threshold:<value>` (real float dtypes);
 //! 3. quantizer (`quantizer.rs`): `f16`, `bf16` (from float32/float64) or
-//!    `int8[:channel][:stochastic=SEED]`;
+//!    `int8[:channel][:stochastic=SEED]`; blockwise (`blockwise.rs`): `int8:block=N`,
+//!    `int4[:block=N]`, `nf4[:block=N]` (one absmax scale per `N` values);
 //! 4. layout (`layout.rs`): `shuffle` (byte planes) or `floatzip` (sign-rotated byte
 //!    planes, each entropy-coded with zstd or stored raw: the ZipNN idea);
 //! 5. compressor (`compressor.rs`): `zstd[:level]` or `lz4` (not after `floatzip`, which
@@ -26,6 +27,7 @@
 mod auto;
 mod base;
 mod block;
+mod blockwise;
 mod compressor;
 mod framing;
 mod layout;

@@ -98,6 +98,12 @@ impl Pipeline {
             (Stage::Layout(l), Slot::Compressor) if l.compresses() => Err(Error::codec(format!(
                 "{a} entropy-codes its output itself; drop the compressor after it"
             ))),
+            (Stage::Quantizer(q), Slot::Layout) if q.blockwise().is_some() => {
+                Err(Error::codec(format!(
+                    "{a} packs its scales and codes itself; no layout stage can follow it \
+                     (a compressor can: \"{a}+zstd\")"
+                )))
+            }
             (Stage::Base(base), Slot::Sparse | Slot::Quantizer) if !base.is_numeric() => {
                 Err(Error::codec(format!(
                     "{a} deltas are bit patterns, not numbers: {b} cannot follow {a} \

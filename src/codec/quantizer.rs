@@ -1,11 +1,13 @@
 //! Quantizers (slot 3): `f16`, `bf16` (round to nearest even) and `int8` (symmetric,
-//! per tensor or per output channel, nearest or stochastic rounding).
+//! per tensor or per output channel, nearest or stochastic rounding); the blockwise
+//! ones (`int8:block=N`, `int4`, `nf4`) live in `blockwise.rs`.
 
 use std::any::TypeId;
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
+use super::blockwise::{self, Blockwise, ROUND_MAGIC};
 use crate::dtype::scalar::{is_float, with_float, Float};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -24,6 +26,8 @@ pub(crate) enum Quantizer {
         /// Seed of stochastic rounding; nearest-even rounding when `None`.
         stochastic_seed: Option<u64>,
     },
+    /// One absmax scale per run of values, stored in each coded block before the codes.
+    Block(Blockwise),
 }
 
 /// How a tensor's scalars map to int8 channels (one scale each): `row` scalars per
@@ -100,6 +104,25 @@ impl Quantizer {
             Quantizer::F16 => DType::F16,
             Quantizer::BF16 => DType::BF16,
             Quantizer::Int8 { .. } => DType::I8,
+            // Bytes of scales and codes: see [`Self::value_bytes`].
+            Quantizer::Block(_) => DType::U8,
+        }
+    }
+
+    /// Stored bytes of `count` values of a block, `q` bytes each for all but the
+    /// blockwise quantizers (which add their scales and pack int4/nf4 two to a byte).
+    pub(super) fn value_bytes(quantizer: Option<Self>, count: usize, q: usize) -> usize {
+        match quantizer {
+            Some(Quantizer::Block(b)) => b.value_bytes(count),
+            _ => count * q,
+        }
+    }
+
+    /// The blockwise quantizer, when this is one.
+    pub(super) fn blockwise(self) -> Option<Blockwise> {
+        match self {
+            Quantizer::Block(b) => Some(b),
+            _ => None,
         }
     }
 
@@ -109,7 +132,7 @@ impl Quantizer {
             Quantizer::F16 | Quantizer::BF16 if !matches!(dtype, DType::F32 | DType::F64) => {
                 Some("it narrows float32 or float64 tensors only".into())
             }
-            Quantizer::Int8 { .. } if !is_float(dtype) => {
+            Quantizer::Int8 { .. } | Quantizer::Block(_) if !is_float(dtype) => {
                 Some("it needs a float16, bfloat16, float32 or float64 tensor".into())
             }
             _ => None,
@@ -134,6 +157,9 @@ impl Quantizer {
     ) -> Result<()> {
         let lo = at.lo;
         match self {
+            Quantizer::Block(b) => b.encode(scalar, values, out, |j| {
+                lo + at.indices.map_or(j, |ix| ix[j] as usize)
+            }),
             Quantizer::F16 => with_float!(scalar, T => to_f16::<T>(values, out, lo)),
             Quantizer::BF16 => with_float!(scalar, T => to_bf16::<T>(values, out, lo)),
             Quantizer::Int8 {
@@ -172,6 +198,7 @@ impl Quantizer {
     ) -> Result<()> {
         let lo = at.lo;
         match self {
+            Quantizer::Block(b) => b.decode(scalar, qvals, out),
             Quantizer::F16 => with_float!(scalar, T => { from_f16::<T>(qvals, out); Ok(()) }),
             Quantizer::BF16 => with_float!(scalar, T => { from_bf16::<T>(qvals, out); Ok(()) }),
             Quantizer::Int8 { .. } => with_float!(scalar, T => {
@@ -351,24 +378,7 @@ fn from_bf16<T: Float>(src: &[u8], out: &mut [u8]) {
 /// The int8 scale for values of largest magnitude `max`: the smallest float32 `s`
 /// with `127 * s >= max` (0 when `max` is 0).
 pub(super) fn int8_scale(max: f64) -> Result<f32> {
-    if !max.is_finite() {
-        return Err(Error::codec(
-            "int8 needs finite values (and a largest magnitude within float32's range)",
-        ));
-    }
-    if max == 0.0 {
-        return Ok(0.0);
-    }
-    let mut s = (max / 127.0) as f32;
-    while (s as f64) * 127.0 < max {
-        s = f32::from_bits(s.to_bits() + 1);
-    }
-    if !s.is_finite() {
-        return Err(Error::codec(format!(
-            "int8 scale for largest magnitude {max} overflows float32"
-        )));
-    }
-    Ok(s)
+    blockwise::absmax_scale(max, 127.0, "int8")
 }
 
 /// A uniform number in [0, 1) determined by `seed` and the scalar's index (splitmix64),
@@ -381,8 +391,6 @@ fn uniform(seed: u64, index: u64) -> f64 {
     z ^= z >> 31;
     (z >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
-
-const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 
 /// Quantize one value with `scale`: round to nearest even, or stochastically (floor of
 /// `x/scale + u`) when `seed` is set; clamped to -127..=127.

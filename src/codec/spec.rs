@@ -6,6 +6,7 @@
 use std::fmt;
 
 use super::base::Base;
+use super::blockwise::{Blockwise, Code};
 use super::compressor::Compressor;
 use super::layout::Layout;
 use super::quantizer::Quantizer;
@@ -159,6 +160,7 @@ pub(super) static STAGES: &[Row] = &[
         slot: Slot::Quantizer,
         parse: parse_int8,
         spell: |s| match s {
+            Stage::Quantizer(Quantizer::Block(b)) if b.code == Code::Int8 => Some(b.spell()),
             Stage::Quantizer(Quantizer::Int8 {
                 per_channel,
                 stochastic_seed,
@@ -172,6 +174,24 @@ pub(super) static STAGES: &[Row] = &[
                 }
                 Some(args)
             }
+            _ => None,
+        },
+    },
+    Row {
+        name: "int4",
+        slot: Slot::Quantizer,
+        parse: |a| Blockwise::parse(Code::Int4, a).map(|b| Stage::Quantizer(Quantizer::Block(b))),
+        spell: |s| match s {
+            Stage::Quantizer(Quantizer::Block(b)) if b.code == Code::Int4 => Some(b.spell()),
+            _ => None,
+        },
+    },
+    Row {
+        name: "nf4",
+        slot: Slot::Quantizer,
+        parse: |a| Blockwise::parse(Code::Nf4, a).map(|b| Stage::Quantizer(Quantizer::Block(b))),
+        spell: |s| match s {
+            Stage::Quantizer(Quantizer::Block(b)) if b.code == Code::Nf4 => Some(b.spell()),
             _ => None,
         },
     },
@@ -246,6 +266,9 @@ fn one_number(name: &str, args: &[&str], what: &str) -> Result<f64> {
 }
 
 fn parse_int8(args: &[&str]) -> Result<Stage> {
+    if args.iter().any(|a| a.starts_with("block=")) {
+        return Blockwise::parse(Code::Int8, args).map(|b| Stage::Quantizer(Quantizer::Block(b)));
+    }
     let mut per_channel = false;
     let mut stochastic_seed = None;
     for a in args {
@@ -259,8 +282,8 @@ fn parse_int8(args: &[&str]) -> Result<Stage> {
             })?);
         } else {
             return Err(Error::codec(format!(
-                "int8 options are \"channel\" and \"stochastic=SEED\", each at most once; \
-                 got {a:?}"
+                "int8 options are \"channel\" and \"stochastic=SEED\", each at most once, \
+                 or \"block=N\" alone; got {a:?}"
             )));
         }
     }
@@ -343,6 +366,8 @@ mod tests {
             "f16",
             "bf16",
             "int8:channel:stochastic=3",
+            "int4:block=64",
+            "nf4:block=128",
             "shuffle",
             "floatzip",
             "zstd:7",

@@ -15,6 +15,31 @@ pub(crate) fn scalar_of(dtype: DType) -> DType {
     }
 }
 
+/// `v` rounded to float16, to nearest even, in one rounding. (`half`'s `f16::from_f64`
+/// goes through float32 on x86 with F16C, rounding twice: it can be one ulp off.) Rounds
+/// to float32 with round-to-odd first (exact, or the odd one of the two neighbours), which
+/// keeps enough bits for the rounding to float16's 11 to be the correct one.
+pub(crate) fn f16_from_f64(v: f64) -> f16 {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v || f.to_bits() & 1 == 1 {
+        return f16::from_f32(f);
+    }
+    // `f` is the even neighbour of `v`: take the other one, across `v`.
+    let (bits, up) = (f.to_bits(), (f as f64) < v);
+    let odd = if f == 0.0 {
+        if up {
+            1
+        } else {
+            0x8000_0001
+        }
+    } else if (bits >> 31 == 0) == up {
+        bits + 1
+    } else {
+        bits - 1
+    };
+    f16::from_f32(f32::from_bits(odd))
+}
+
 /// True for the float dtypes the numeric stages work on (those [`Float`] covers).
 pub(crate) fn is_float(d: DType) -> bool {
     matches!(d, DType::F16 | DType::BF16 | DType::F32 | DType::F64)
@@ -105,7 +130,7 @@ impl Float for f64 {
         v as f64
     }
     fn to_f16(self) -> f16 {
-        f16::from_f64(self)
+        f16_from_f64(self)
     }
     fn to_bf16(self) -> bf16 {
         bf16::from_f64(self)
@@ -128,7 +153,7 @@ impl Float for f16 {
         f16::to_f64(self)
     }
     fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
+        f16_from_f64(v)
     }
     fn from_f32(v: f32) -> Self {
         f16::from_f32(v)
@@ -201,3 +226,42 @@ macro_rules! with_float {
     };
 }
 pub(crate) use with_float;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `f16_from_f64` picks the nearest float16 (ties to even), where `f16::from_f64`
+    /// via float32 can round twice; the exact float16 midpoint plus a hair is the case.
+    #[test]
+    fn f16_from_f64_rounds_once() {
+        let one_plus_half_ulp = 1.0 + 2f64.powi(-11); // the midpoint of 1 and 1 + 2^-10
+        let v = one_plus_half_ulp + 2f64.powi(-40); // just above it: rounds up
+        assert_eq!(f16_from_f64(v).to_f64(), 1.0 + 2f64.powi(-10));
+        assert_eq!(f16_from_f64(one_plus_half_ulp).to_f64(), 1.0); // a tie: to even
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x >> 2 | 0x3e00_0000_0000_0000)
+                * if x & 1 == 1 { -1.0 } else { 1.0 };
+            let got = f16_from_f64(v);
+            let err = (got.to_f64() - v).abs();
+            for n in [got.to_bits().wrapping_add(1), got.to_bits().wrapping_sub(1)] {
+                let other = f16::from_bits(n);
+                if other.is_finite() {
+                    let e = (other.to_f64() - v).abs();
+                    assert!(
+                        err < e || (err == e && got.to_bits() & 1 == 0),
+                        "{v}: {got} vs {other}"
+                    );
+                }
+            }
+        }
+        assert_eq!(f16_from_f64(-0.0).to_bits(), 0x8000);
+        assert!(f16_from_f64(f64::NAN).is_nan());
+        assert!(f16_from_f64(1e6).is_infinite());
+        assert_eq!(f16_from_f64(1e-30).to_bits(), 0);
+    }
+}

@@ -130,7 +130,8 @@ pub(super) fn store<A: Acc>(dtype: DType, src: &[A], dst: &mut [u8]) {
     match dtype {
         DType::F32 => conv!(f32, |s: A| s.to_f32()),
         DType::F64 => conv!(f64, |s: A| s.to_f64()),
-        DType::F16 => conv!(u16, |s: A| half::f16::from_f64(s.to_f64()).to_bits()),
+        DType::F16 => conv!(u16, |s: A| crate::dtype::scalar::f16_from_f64(s.to_f64())
+            .to_bits()),
         DType::BF16 => conv!(u16, |s: A| half::bf16::from_f64(s.to_f64()).to_bits()),
         DType::I8 => int!(i8),
         DType::I16 => int!(i16),
