@@ -79,24 +79,23 @@ impl<'p> Plan<'p> {
 
     /// The most stored bytes [`Self::encode`] can produce for this tensor, whatever its
     /// values: the framing, then per block every value kept (sparse), each sparse index
-    /// at its longest LEB128 coding, the layout's and the compressor's worst cases.
+    /// at its longest LEB128 coding, the quantizer's bytes (with a blockwise one's
+    /// scales), the layout's and the compressor's worst cases.
     pub(super) fn most_stored(&self) -> usize {
         let block = self.encode_block_scalars();
         let nblocks = self.blocks(block);
         let sparse = self.pipe.sparse.is_some();
         let entry = if sparse { 8 } else { 4 };
-        let value_bytes = if self.pipe.quantizer.is_some() {
-            self.q
-        } else {
-            self.s
-        };
         // a block-local index (and a gap) is below `block`
         let index_bytes = (usize::BITS - (block.max(2) - 1).leading_zeros()).div_ceil(7) as usize;
         let block_bound = |m: usize| {
             let indices = if sparse { m * index_bytes } else { 0 };
-            let values = match self.pipe.layout {
-                Some(l) => l.most_bytes(m, value_bytes),
-                None => m * value_bytes,
+            // the quantizer's own bytes for `m` values (a blockwise one's scales too)
+            let values = match (self.pipe.layout, self.pipe.quantizer) {
+                (Some(l), Some(_)) => l.most_bytes(m, self.q),
+                (Some(l), None) => l.most_bytes(m, self.s),
+                (None, Some(_)) => self.value_bytes(m),
+                (None, None) => m * self.s,
             };
             match self.pipe.compressor {
                 Some(c) => c.most_bytes(indices + values),
