@@ -73,6 +73,12 @@ pub const SPECS: &[&str] = &[
     "delta+topk:0.3+int8:channel:stochastic=3+floatzip",
     // Never valid in a payload: the decoder must refuse, not panic.
     "auto",
+    // The blockwise quantizers (after `auto`, so that earlier seeds keep their index).
+    "int8:block=16",
+    "int4:block=64",
+    "nf4:block=64+zstd:3",
+    "topk:0.1+int4:block=16+lz4",
+    "delta+nf4:block=4096",
 ];
 
 /// Byte that makes a `codec_decode` input carry its own spec string (NUL-terminated)
