@@ -29,7 +29,11 @@ mod block;
 mod compressor;
 mod framing;
 mod layout;
+mod literals;
 mod pipeline;
+mod planes;
+#[cfg(target_arch = "x86_64")]
+mod planes_sse2;
 mod quantizer;
 mod sparse;
 mod spec;
