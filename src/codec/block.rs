@@ -332,7 +332,8 @@ impl<'p> Plan<'p> {
             } else {
                 &pre
             };
-            stage.compress(inner, out)?;
+            let planar = layout.is_some_and(|l| !l.is_identity(self.q));
+            stage.compress(inner, planar, out)?;
         }
         recycle(quantized);
         recycle(Cow::Owned(pre));

@@ -5,7 +5,9 @@
 
 use std::cell::RefCell;
 
-use super::compressor::{append_compressed, zstd_content_size, zstd_decompress, ZSTD_MAX_RATIO};
+use super::compressor::{zstd_content_size, zstd_decompress, ZSTD_MAX_RATIO};
+use super::literals::append_literals_frame;
+use super::planes;
 use crate::dtype::scalar::is_float;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -49,7 +51,7 @@ impl Layout {
             Layout::Shuffle => {
                 let at = out.len();
                 out.resize(at + values.len(), 0);
-                shuffle(values, q, &mut out[at..]);
+                planes::split(values, q, false, &mut out[at..]);
                 Ok(())
             }
             Layout::FloatZip => floatzip_encode(values, q, out),
@@ -71,7 +73,9 @@ impl Layout {
             }
             Layout::Shuffle => {
                 exact_values(src, dst)?;
-                unshuffle(src, q, dst);
+                let n = src.len() / q.max(1);
+                let parts: Vec<&[u8]> = (0..q).map(|k| &src[k * n..]).collect();
+                planes::join(&parts, false, dst);
                 Ok(())
             }
         }
@@ -168,78 +172,9 @@ fn check_planes(body: &[u8], m: usize, q: usize) -> Result<()> {
     Ok(())
 }
 
-/// zstd level floatzip uses for its byte planes: the fastest match search (planes have
-/// almost no long matches), with Huffman-coded literals forced on (see [`plane_compress`]).
-const FLOATZIP_ZSTD_LEVEL: i32 = -500;
 /// A plane whose byte histogram has at least this many bits of entropy per byte is
 /// stored raw: zstd cannot win enough to pay for its time.
 const INCOMPRESSIBLE_BITS: f64 = 7.9;
-
-/// Byte shuffle: byte k of every element, then byte k+1, ... `src` holds whole
-/// elements of `width` bytes; `dst` has the same length.
-fn shuffle(src: &[u8], width: usize, dst: &mut [u8]) {
-    debug_assert_eq!(src.len(), dst.len());
-    if width <= 1 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let n = src.len() / width;
-    for (k, plane) in dst.chunks_exact_mut(n.max(1)).take(width).enumerate() {
-        if n == 0 {
-            break;
-        }
-        for (d, elem) in plane.iter_mut().zip(src.chunks_exact(width)) {
-            *d = elem[k];
-        }
-    }
-}
-
-/// Inverse of [`shuffle`].
-fn unshuffle(src: &[u8], width: usize, dst: &mut [u8]) {
-    debug_assert_eq!(src.len(), dst.len());
-    if width <= 1 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let n = src.len() / width;
-    if n == 0 {
-        return;
-    }
-    for (k, plane) in src.chunks_exact(n).take(width).enumerate() {
-        for (elem, &b) in dst.chunks_exact_mut(width).zip(plane) {
-            elem[k] = b;
-        }
-    }
-}
-
-thread_local! {
-    static PLANES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static PLANE_C: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// zstd for a floatzip byte plane. Planes are nearly match-free (exponents, mantissa
-/// bits), so the match search is made as cheap as possible (a very fast level, no
-/// matches under 7 bytes) while literal Huffman coding, which negative levels normally
-/// turn off, is forced on: that is the entropy coder doing the work. The output is an
-/// ordinary zstd frame.
-fn plane_compress(src: &[u8], out: &mut Vec<u8>) -> Result<()> {
-    use zstd::zstd_safe::CParameter;
-    let fail = |e: std::io::Error| Error::codec(format!("zstd failed: {e}"));
-    PLANE_C.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        if slot.is_none() {
-            let mut c = zstd::bulk::Compressor::new(FLOATZIP_ZSTD_LEVEL).map_err(fail)?;
-            c.set_parameter(CParameter::MinMatch(7)).map_err(fail)?;
-            c.set_parameter(CParameter::LiteralCompressionMode(
-                zstd::zstd_safe::ParamSwitch::Enable,
-            ))
-            .map_err(fail)?;
-            *slot = Some(c);
-        }
-        let c = slot.as_mut().expect("just set");
-        append_compressed(c, src, out).map_err(fail)
-    })
-}
 
 /// Bits per byte of `data`'s byte histogram, estimated on at most about 64 KiB of it
 /// (the first 4 bytes of every `stride` bytes).
@@ -282,98 +217,8 @@ fn entropy_bits(data: &[u8]) -> f64 {
     bits
 }
 
-/// Rotate each `width`-byte little-endian element left by one bit (sign bit to bit 0,
-/// so a float32's or bfloat16's exponent fills the top byte) and write byte plane k of
-/// the result to `planes[k * n..(k + 1) * n]`.
-fn split_planes(src: &[u8], width: usize, planes: &mut [u8]) {
-    let n = src.len() / width;
-    match width {
-        2 => {
-            let (p0, p1) = planes.split_at_mut(n);
-            for ((e, a), b) in src.chunks_exact(2).zip(p0).zip(p1) {
-                let v = u16::from_le_bytes([e[0], e[1]])
-                    .rotate_left(1)
-                    .to_le_bytes();
-                *a = v[0];
-                *b = v[1];
-            }
-        }
-        4 => {
-            let (p0, rest) = planes.split_at_mut(n);
-            let (p1, rest) = rest.split_at_mut(n);
-            let (p2, p3) = rest.split_at_mut(n);
-            let elems = src.chunks_exact(4);
-            for ((((e, a), b), c), d) in elems.zip(p0).zip(p1).zip(p2).zip(p3) {
-                let v = u32::from_le_bytes([e[0], e[1], e[2], e[3]])
-                    .rotate_left(1)
-                    .to_le_bytes();
-                (*a, *b, *c, *d) = (v[0], v[1], v[2], v[3]);
-            }
-        }
-        _ => {
-            for (i, e) in src.chunks_exact(width).enumerate() {
-                let mut w = [0u8; 8];
-                w[..width].copy_from_slice(e);
-                let v = rotl_bytes(u64::from_le_bytes(w), width).to_le_bytes();
-                for k in 0..width {
-                    planes[k * n + i] = v[k];
-                }
-            }
-        }
-    }
-}
-
-fn rotl_bytes(v: u64, width: usize) -> u64 {
-    let bits = 8 * width as u32;
-    let mask = if bits == 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    ((v << 1) | (v >> (bits - 1))) & mask
-}
-
-fn rotr_bytes(v: u64, width: usize) -> u64 {
-    let bits = 8 * width as u32;
-    ((v >> 1) | ((v & 1) << (bits - 1)))
-        & if bits == 64 {
-            u64::MAX
-        } else {
-            (1u64 << bits) - 1
-        }
-}
-
-/// Inverse of [`split_planes`].
-fn join_planes(planes: &[u8], width: usize, dst: &mut [u8]) {
-    let n = dst.len() / width;
-    match width {
-        2 => {
-            let (p0, p1) = planes.split_at(n);
-            for ((e, &a), &b) in dst.chunks_exact_mut(2).zip(p0).zip(p1) {
-                e.copy_from_slice(&u16::from_le_bytes([a, b]).rotate_right(1).to_le_bytes());
-            }
-        }
-        4 => {
-            let (p0, rest) = planes.split_at(n);
-            let (p1, rest) = rest.split_at(n);
-            let (p2, p3) = rest.split_at(n);
-            let elems = dst.chunks_exact_mut(4);
-            for ((((e, &a), &b), &c), &d) in elems.zip(p0).zip(p1).zip(p2).zip(p3) {
-                let v = u32::from_le_bytes([a, b, c, d]).rotate_right(1);
-                e.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        _ => {
-            for (i, e) in dst.chunks_exact_mut(width).enumerate() {
-                let mut w = [0u8; 8];
-                for (k, b) in w.iter_mut().take(width).enumerate() {
-                    *b = planes[k * n + i];
-                }
-                let v = rotr_bytes(u64::from_le_bytes(w), width).to_le_bytes();
-                e.copy_from_slice(&v[..width]);
-            }
-        }
-    }
+thread_local! {
+    static PLANES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Plane stored as is.
@@ -382,13 +227,13 @@ const PLANE_RAW: u8 = 0;
 const PLANE_ZSTD: u8 = 1;
 
 /// floatzip: append the encoding of `src` (whole floats of `width` bytes) to `out`.
-/// For each byte plane k (see [`split_planes`]): a mode byte (0 raw, 1 zstd), a u32 LE
+/// For each byte plane k (see [`planes::split`]): a mode byte (0 raw, 1 zstd), a u32 LE
 /// length, then that many bytes.
 fn floatzip_encode(src: &[u8], width: usize, out: &mut Vec<u8>) -> Result<()> {
     let n = src.len() / width;
     let mut planes = PLANES.with(|p| std::mem::take(&mut *p.borrow_mut()));
     planes.resize(src.len(), 0);
-    split_planes(src, width, &mut planes);
+    planes::split(src, width, true, &mut planes);
     let r = floatzip_write(&planes, width, n, out);
     PLANES.with(|p| *p.borrow_mut() = planes);
     r
@@ -402,7 +247,7 @@ fn floatzip_write(planes: &[u8], width: usize, n: usize, out: &mut Vec<u8>) -> R
         out.extend_from_slice(&[PLANE_RAW, 0, 0, 0, 0]);
         let mut mode = PLANE_RAW;
         if n > 0 && entropy_bits(plane) < INCOMPRESSIBLE_BITS {
-            plane_compress(plane, out)?;
+            append_literals_frame(plane, out)?;
             if out.len() - head - 5 < n {
                 mode = PLANE_ZSTD;
             } else {
@@ -432,18 +277,18 @@ fn floatzip_decode(src: &[u8], width: usize, dst: &mut [u8]) -> Result<usize> {
 fn floatzip_read(src: &[u8], width: usize, planes: &mut [u8], dst: &mut [u8]) -> Result<usize> {
     let n = dst.len() / width;
     let mut pos = 0usize;
+    // Where each plane lies: raw planes are read in place, zstd ones decoded into `planes`.
+    let mut raw_at: Vec<Option<usize>> = Vec::with_capacity(width);
     for k in 0..width {
         let head = src
-            .get(pos..pos + 5)
+            .get(pos..pos + PLANE_HEADER)
             .ok_or_else(|| Error::integrity("floatzip plane header is truncated"))?;
         let mode = head[0];
         let len = u32::from_le_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        pos += 5;
+        pos += PLANE_HEADER;
         let body = src
             .get(pos..pos.saturating_add(len))
             .ok_or_else(|| Error::integrity("floatzip plane is truncated"))?;
-        pos += len;
-        let plane = &mut planes[k * n..(k + 1) * n];
         match mode {
             PLANE_RAW => {
                 if len != n {
@@ -451,15 +296,16 @@ fn floatzip_read(src: &[u8], width: usize, planes: &mut [u8], dst: &mut [u8]) ->
                         "floatzip raw plane holds {len} bytes, expected {n}"
                     )));
                 }
-                plane.copy_from_slice(body);
+                raw_at.push(Some(pos));
             }
             PLANE_ZSTD => {
-                let got = zstd_decompress(body, plane)?;
+                let got = zstd_decompress(body, &mut planes[k * n..(k + 1) * n])?;
                 if got != n {
                     return Err(Error::integrity(format!(
                         "floatzip plane decoded to {got} bytes, expected {n}"
                     )));
                 }
+                raw_at.push(None);
             }
             m => {
                 return Err(Error::integrity(format!(
@@ -467,34 +313,23 @@ fn floatzip_read(src: &[u8], width: usize, planes: &mut [u8], dst: &mut [u8]) ->
                 )))
             }
         }
+        pos += len;
     }
-    join_planes(planes, width, dst);
+    let parts: Vec<&[u8]> = raw_at
+        .iter()
+        .enumerate()
+        .map(|(k, at)| match at {
+            Some(at) => &src[*at..*at + n],
+            None => &planes[k * n..(k + 1) * n],
+        })
+        .collect();
+    planes::join(&parts, true, dst);
     Ok(pos)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shuffle_round_trip() {
-        let data: Vec<u8> = (0..2051u32).map(|i| (i * 7 + i / 5) as u8).collect();
-        for width in [1, 2, 3, 4, 8, 16] {
-            let len = data.len() / width * width;
-            let src = &data[..len];
-            let mut s = vec![0; len];
-            let mut back = vec![0; len];
-            shuffle(src, width, &mut s);
-            let n = len / width;
-            for (i, e) in src.chunks_exact(width).enumerate() {
-                for (k, &b) in e.iter().enumerate() {
-                    assert_eq!(s[k * n + i], b, "width {width}, element {i}, byte {k}");
-                }
-            }
-            unshuffle(&s, width, &mut back);
-            assert_eq!(back, src);
-        }
-    }
 
     #[test]
     fn floatzip_round_trip_and_corruption() {
@@ -525,5 +360,72 @@ mod tests {
         let mut enc = Vec::new();
         floatzip_encode(&src, 4, &mut enc).unwrap();
         assert!(enc.len() < src.len() * 3 / 4 + 200, "{}", enc.len());
+    }
+    #[test]
+    fn floatzip_planes_are_literal_zstd_frames() {
+        // bfloat16 upcast to float32: plane 1 is all zeros, plane 0 holds only the sign
+        // bits; both must shrink to (nearly) their entropy as ordinary zstd frames.
+        let src: Vec<u8> = (0..65536u32)
+            .flat_map(|i| {
+                let v = ((i as f32) * 0.013).sin() * 0.02;
+                f32::from_bits(v.to_bits() & 0xffff_0000).to_le_bytes()
+            })
+            .collect();
+        let n = src.len() / 4;
+        let mut enc = Vec::new();
+        floatzip_encode(&src, 4, &mut enc).unwrap();
+        let mut at = 0;
+        let mut lens = Vec::new();
+        for _ in 0..4 {
+            let len = u32::from_le_bytes(enc[at + 1..at + 5].try_into().unwrap()) as usize;
+            let body = &enc[at + 5..at + 5 + len];
+            if enc[at] == PLANE_ZSTD {
+                // any zstd decoder reads it, and it states its size
+                assert_eq!(zstd::bulk::decompress(body, n).unwrap().len(), n);
+                assert_eq!(zstd_content_size(body).unwrap(), Some(n as u64));
+            }
+            lens.push(len);
+            at += 5 + len;
+        }
+        assert!(
+            lens[0] < n / 8 + n / 64,
+            "sign plane took {} bytes",
+            lens[0]
+        );
+        assert!(lens[1] < 64, "zero plane took {} bytes", lens[1]);
+        check_planes(&enc, n, 4).unwrap();
+        let mut back = vec![0u8; src.len()];
+        floatzip_decode(&enc, 4, &mut back).unwrap();
+        assert_eq!(back, src);
+    }
+
+    #[test]
+    fn floatzip_refuses_damage_without_panicking() {
+        let src: Vec<u8> = (0..3000u32)
+            .flat_map(|i| (((i as f32) * 0.37).cos() * 0.1).to_le_bytes())
+            .collect();
+        let mut enc = Vec::new();
+        floatzip_encode(&src, 4, &mut enc).unwrap();
+        let mut dst = vec![0u8; src.len()];
+        // every header byte and a spread of body bytes, each flipped: an error or other
+        // values, never a panic; a bad mode or length is always an error
+        for i in (0..enc.len()).step_by(7).chain(0..5) {
+            let mut bad = enc.clone();
+            bad[i] ^= 0xa5;
+            let r = floatzip_decode(&bad, 4, &mut dst);
+            if i == 0 || (1..5).contains(&i) {
+                assert!(
+                    r.is_err() || check_planes(&bad, 3000, 4).is_err(),
+                    "byte {i}"
+                );
+            }
+        }
+        // lengths beyond the input, and a plane that decodes to the wrong size
+        let mut bad = enc.clone();
+        bad[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(floatzip_decode(&bad, 4, &mut dst).is_err());
+        assert!(check_planes(&bad, 3000, 4).is_err());
+        let mut short = vec![0u8; src.len() - 4];
+        assert!(floatzip_decode(&enc, 4, &mut short).is_err());
     }
 }

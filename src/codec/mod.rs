@@ -31,7 +31,11 @@ mod blockwise;
 mod compressor;
 mod framing;
 mod layout;
+mod literals;
 mod pipeline;
+mod planes;
+#[cfg(target_arch = "x86_64")]
+mod planes_sse2;
 mod quantizer;
 mod sparse;
 mod spec;
