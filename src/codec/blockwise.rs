@@ -118,18 +118,23 @@ fn round_even(r: f64) -> f64 {
     (r + ROUND_MAGIC) - ROUND_MAGIC
 }
 
-/// The NF4 code nearest `r` (|r| ≤ 1); on a tie, the lower one.
+/// The midpoints between neighbouring [`NF4`] entries, in float64: a value above the
+/// `k`th and not above the next is nearest code `k + 1`.
+const NF4_MID: [f64; 15] = {
+    let mut mid = [0.0; 15];
+    let mut k = 0;
+    while k < 15 {
+        mid[k] = (NF4[k] as f64 + NF4[k + 1] as f64) / 2.0;
+        k += 1;
+    }
+    mid
+};
+
+/// The NF4 code nearest `r` (|r| ≤ 1); on a tie, the lower one: the number of midpoints
+/// below `r`, counted without a branch (the midpoints ascend).
 #[inline]
 fn nf4_code(r: f64) -> u8 {
-    let mut k = 0u8;
-    for w in NF4.windows(2) {
-        if r > (w[0] as f64 + w[1] as f64) / 2.0 {
-            k += 1;
-        } else {
-            break;
-        }
-    }
-    k
+    NF4_MID.iter().map(|&m| u8::from(r > m)).sum()
 }
 
 impl Blockwise {
