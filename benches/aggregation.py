@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import bert
+import blake3
 import numpy as np
 import peers
 
@@ -83,6 +84,13 @@ RUNS: dict[str, Callable[[list[Any], list[float]], Tensors]] = {
     "tw_trimmed": lambda p, w: tw.aggregate(p, method="trimmed_mean:0.1"),
     "flower_median": peers.flower_median,
     "flower_trimmed": peers.flower_trimmed_mean,
+    # the bound: every payload's bytes hashed once, on as many threads as tw.aggregate
+    "blake3": lambda p, w: {
+        "digests": np.frombuffer(
+            b"".join(blake3.blake3(x, max_threads=blake3.blake3.AUTO).digest() for x in p),
+            np.uint8,
+        )
+    },
 }
 
 #: The FedAvg methods compared, in the order they run: name -> what it is.
@@ -316,6 +324,7 @@ def compare(hidden: int, updates: int, codecs: list[str], repeat: int) -> dict:
                 if method.startswith("flower"):
                     flower[method] = row[method]
             t = row["tensorwire"]
+            row["blake3"] = _run_batch("blake3", paths, weights, repeat, flower_paths)
             for method in METHODS:
                 m = row[method]
                 assert _same_checksum(m, t), (

@@ -340,8 +340,12 @@ def test_federated_smoke_reports_aggregation_and_bytes_per_round(tmp_path) -> No
         assert any(stream in line and "one at a time" in line for line in text.splitlines())
     rows = [line for line in text.splitlines() if line.startswith("| federated |")]
     assert sum("bytes per round vs Flower" in line for line in rows) == 2
-    # 3 peers x 2 codecs x (time, memory) + streaming (time, memory) + 2 byte counts
-    assert len(rows) == 16 and not any("NOT MEASURED" in line for line in rows)
+    for codec in ("`raw`", "`shuffle+zstd`"):
+        bound = "tw.aggregate against blake3 hashing the same payloads"
+        assert any(bound in line and codec in line for line in rows), codec
+    # 3 peers x 2 codecs x (time, memory) + 2 codecs against blake3 + streaming (time,
+    # memory) + 2 byte counts
+    assert len(rows) == 18 and not any("NOT MEASURED" in line for line in rows)
 
 
 def test_a_wrong_aggregate_fails_the_run(tmp_path, monkeypatch) -> None:
