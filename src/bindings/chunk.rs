@@ -243,14 +243,22 @@ impl EncodedChunks {
 
     /// Chunks not produced yet.
     fn __len__(&self, py: Python<'_>) -> usize {
-        py.detach(|| lock(&self.live).as_ref().map_or(0, |l| l.stream.remaining())) as usize
+        py.detach(|| {
+            lock(&self.live)
+                .as_ref()
+                .map_or(0, |l| l.stream.remaining())
+        }) as usize
     }
 
     /// Index of the chunk the next call produces (the data chunks come first, the
     /// header's last), None when all were.
     #[getter]
     fn next_index(&self, py: Python<'_>) -> Option<u32> {
-        py.detach(|| lock(&self.live).as_ref().and_then(|l| l.stream.next_index()))
+        py.detach(|| {
+            lock(&self.live)
+                .as_ref()
+                .and_then(|l| l.stream.next_index())
+        })
     }
 
     /// The payload id written into every chunk (hex).

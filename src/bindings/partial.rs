@@ -232,7 +232,11 @@ pub(super) fn merge(
     let payload = partial.payload.get();
     detached(py, || {
         let mut guard = acc.lock()?;
-        let merged = Accumulator::changing(&mut guard)?.merge(&partial.inner, payload.memory.bytes(), &payload.layout)?;
+        let merged = Accumulator::changing(&mut guard)?.merge(
+            &partial.inner,
+            payload.memory.bytes(),
+            &payload.layout,
+        )?;
         Ok(merged.err())
     })
 }
