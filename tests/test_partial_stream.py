@@ -11,13 +11,11 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pytest
+from test_partial import CODECS, round_of
 
 import tensorwire as tw
 from tensorwire import chunking, fl
-
-from test_partial import CODECS, round_of
 
 
 def reassembled(chunks: Iterable[bytes]) -> bytes:
