@@ -9,7 +9,8 @@ timed. Then, for 1 and for 2 workers (runs interleaved), a fresh consumer group 
 many worker processes (``children/shard_worker.py``) reads the topic: each worker joins
 at the end of the log and waits until every partition is assigned exactly once, then
 seeks its partitions to their start, adds every update there to its own
-``tw.Aggregator``, writes ``partial()``, publishes it on a partials topic and commits.
+``tw.Aggregator``, publishes its partial on a partials topic (``partial_chunks``,
+streamed out of the sums) and commits.
 **The time of a run is from the first record any worker consumed to the moment the last
 worker's partial was acknowledged by the broker**; updates/s and MB/s (the records'
 bytes, and the float32 bytes of the models they stand for) divide by it. A reducer then
@@ -20,7 +21,7 @@ within docs/federated.md's float32 bound (bit for bit where the additions are ex
 aggregating, over its RSS then (Python, numpy, confluent-kafka, tensorwire, the base
 model, the consumer in its group), in models (the model's float32 bytes); shown while
 adding (the sums, one update in flight, librdkafka's bounded prefetch) and in all (also
-the partial while it is published, the sums freed before).
+the partial while it is published: one piece at a time, made from the sums).
 
 **Reducer**: K partial aggregates of the model (one update each) merged into a fresh
 ``tw.Aggregator`` in a process of its own (``children/shard_reducer.py``), each file read

@@ -3,7 +3,7 @@
 Clients publish their updates on an updates topic of P partitions. Aggregation workers,
 members of one consumer group, split its partitions: each adds the updates of its
 partitions to a ``tw.Aggregator`` and, whenever no update has come for a moment,
-publishes what it holds as a partial aggregate (``Aggregator.partial()``) on a partials
+publishes what it holds as a partial aggregate (``Aggregator.partial_chunks()``) on a partials
 topic, then commits the offsets the partial covers, and starts a fresh partial. A reducer
 merges the partials (``Aggregator.merge``) until every expected update is counted, and
 publishes the global model.
@@ -93,7 +93,9 @@ def run_worker(args: argparse.Namespace) -> None:
     def flush(_revoked: object = None) -> None:
         nonlocal agg
         if agg.count:
-            twkafka.publish(producer, f"partials-{args.run}", agg.partial())
+            # straight from the sums, a piece at a time: never a second model in memory
+            chunks = agg.partial_chunks(twkafka.piece_size())
+            twkafka.publish_chunks(producer, f"partials-{args.run}", chunks)
             agg = tw.Aggregator(base=base, round=ROUND, accumulate="float64")
         updates.commit()  # only now: what the partial holds is durable
 

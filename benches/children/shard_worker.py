@@ -14,8 +14,8 @@ round and a scratch folder. The worker:
    RSS (Python, numpy, confluent-kafka, tensorwire, the base, the consumer in its group),
    seeks its partitions to their start and notes their ends;
 3. adds every update of its partitions to one ``tw.Aggregator`` (one payload held at a
-   time), then writes ``partial()``, drops the aggregator, publishes the partial on the
-   partials topic and commits its offsets;
+   time), then publishes its partial on the partials topic, streamed out of the sums
+   (``partial_chunks``: never a second model), and commits its offsets;
 4. writes ``result-WORKER.json``: when its first record came, when its partial was
    acknowledged, the updates and bytes it took, the CPU time it used, its peak RSS over
    the baseline (while adding, and in all), and any rebalance seen after the start
@@ -185,13 +185,13 @@ def main(spec_path: str, worker: int) -> None:
         del blob  # one payload held at a time: not this one while the next is read
     count = agg.count
     adding_peak = measure.status_bytes("VmHWM") or 0  # the sums, a payload, the prefetch
-    partial = agg.partial()
-    del agg  # its sums: the partial holds them now
-    twkafka.publish(producer, spec["partials_topic"], partial, max_bytes=spec["max_bytes"])
+    # the partial streamed out of the sums a piece at a time: no second model held
+    chunks = agg.partial_chunks(twkafka.piece_size(spec["max_bytes"]))
+    partial_bytes = chunks.total_len
+    twkafka.publish_chunks(producer, spec["partials_topic"], chunks)
     acknowledged = time.monotonic()
     cpu_seconds = time.process_time() - cpu_at_start
-    partial_bytes = len(partial)
-    del partial
+    del chunks, agg
     peak = measure.status_bytes("VmHWM") or 0
     updates.commit()  # only now: the partial holding them is durable
 

@@ -22,6 +22,7 @@ import numpy as np
 from . import _core
 from ._admission import Admission, authentication_error, parse_payload
 from ._arrays import as_array, byte_view, dtype_name, dtype_named
+from ._chunk import Chunks
 from ._container import _base_id
 from ._errors import FormatError, InputError, TensorwireError
 from ._structure import flatten, unflatten
@@ -528,21 +529,57 @@ class Aggregator:
         ``codec``: how the sums are stored, lossless only (``"raw"``, ``"zstd"``,
         ``"shuffle+zstd"``...). ``key`` authenticates the payload and ``signing_key``
         signs it (:func:`tensorwire.encode`), for the server that merges it."""
+        return self._core_with_template().partial(
+            *self._partial_args(),
+            codec,
+            optional_secret(key, "key"),
+            optional_secret(signing_key, "signing_key"),
+        )
+
+    def partial_chunks(
+        self,
+        max_bytes: int,
+        *,
+        codec: str = "raw",
+        payload_id: Optional[bytes] = None,
+        key: Any = None,
+        signing_key: Any = None,
+    ) -> Chunks:
+        """The payload :meth:`partial` writes, as chunks of at most ``max_bytes`` bytes
+        (as :func:`tensorwire.encode_chunks` makes them: data chunks first, the header's
+        last; a :class:`Reassembler` rebuilds :meth:`partial`'s bytes exactly), each made
+        when it is asked for, straight from the running sums: the payload is never held
+        whole, so publishing a partial costs no second model (with ``codec="raw"``; a
+        compressing codec codes the sums when the chunks start).
+
+        Until the last chunk is made (or the chunks are dropped), :meth:`add` and
+        :meth:`merge` raise: nothing may change the sums being read. ``key``
+        authenticates the payload and every chunk, ``signing_key`` signs the payload;
+        ``payload_id`` (16 bytes) as for :func:`tensorwire.chunk`."""
+        return Chunks(
+            self._core_with_template().partial_chunks(
+                *self._partial_args(),
+                codec,
+                max_bytes,
+                payload_id,
+                optional_secret(key, "key"),
+                optional_secret(signing_key, "signing_key"),
+            )
+        )
+
+    def _core_with_template(self) -> Any:
         if self._core is None or self._template is None:
             raise InputError(
                 "no partial aggregate yet: this aggregator has no tensors (give base= or "
                 "template=, or add an update first)"
             )
+        return self._core
+
+    def _partial_args(self) -> tuple[Optional[int], list[bytes], list[bytes], Optional[str]]:
+        """The round number, signers, nonces and structure a partial aggregate holds."""
+        assert self._template is not None
         signers = [s for s in self._signers if s is not None] + self._merged_signers
-        return self._core.partial(
-            self._round,
-            signers,
-            self._admission.nonces,
-            self._template.structure,
-            codec,
-            optional_secret(key, "key"),
-            optional_secret(signing_key, "signing_key"),
-        )
+        return self._round, signers, self._admission.nonces, self._template.structure
 
     def merge(
         self,

@@ -344,6 +344,18 @@ class Accumulator:
         key: Optional[bytes],
         signing_key: Optional[bytes],
     ) -> bytes: ...
+    def partial_chunks(
+        self,
+        round: Optional[int],
+        signers: Sequence[bytes],
+        nonces: Sequence[bytes],
+        structure: Optional[str],
+        codec: str,
+        max_bytes: int,
+        payload_id: Optional[bytes],
+        key: Optional[bytes],
+        signing_key: Optional[bytes],
+    ) -> EncodedChunks: ...
     def merge(self, partial: Partial) -> Optional[str]: ...
     @property
     def count(self) -> int: ...

@@ -3,7 +3,7 @@
 //! template from parsed `Payload`s (each payload is parsed once) and reports refusals;
 //! everything that touches tensor bytes runs here with the GIL released.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::buffer::Buffer;
 use pyo3::prelude::*;
@@ -230,16 +230,33 @@ fn aggregate(
 }
 
 /// Running sums of a round's updates, added one at a time (see `tensorwire.Aggregator`).
+///
+/// The sums sit behind an `Arc` so that a partial aggregate streamed out in chunks
+/// (`partial_chunks`) can read them without copying them or holding the lock; while such
+/// a stream is alive, adding and merging are refused (nothing may change what it reads).
 #[pyclass(frozen, module = "tensorwire._core")]
 pub(super) struct Accumulator {
-    inner: Mutex<CoreAccumulator>,
+    inner: Mutex<Arc<CoreAccumulator>>,
 }
 
 impl Accumulator {
-    pub(super) fn lock(&self) -> crate::error::Result<std::sync::MutexGuard<'_, CoreAccumulator>> {
+    pub(super) fn lock(&self) -> crate::error::Result<MutexGuard<'_, Arc<CoreAccumulator>>> {
         self.inner
             .lock()
             .map_err(|_| Error::input("the aggregator is unusable after a panic"))
+    }
+
+    /// The accumulator, to change it: refused while a streamed partial reads its sums.
+    pub(super) fn changing<'g>(
+        guard: &'g mut MutexGuard<'_, Arc<CoreAccumulator>>,
+    ) -> crate::error::Result<&'g mut CoreAccumulator> {
+        Arc::get_mut(guard).ok_or_else(|| {
+            Error::input(
+                "a partial aggregate is being streamed out of this aggregator \
+                 (partial_chunks); nothing can be added or merged until its last chunk is \
+                 made or it is dropped",
+            )
+        })
     }
 }
 
@@ -260,7 +277,7 @@ impl Accumulator {
             let opts = options(clip_norm, max_norm, accumulate, "mean", verify)?;
             let inner = CoreAccumulator::new(round, opts).map_err(to_py)?;
             Ok(Accumulator {
-                inner: Mutex::new(inner),
+                inner: Mutex::new(Arc::new(inner)),
             })
         })
     }
@@ -281,7 +298,8 @@ impl Accumulator {
             let b = &borrowed[0];
             detached(py, || {
                 let source = b.source();
-                let mut acc = self.lock()?;
+                let mut guard = self.lock()?;
+                let acc = Accumulator::changing(&mut guard)?;
                 let index = match acc.check(&source, b.kind) {
                     Err(reason) => return Ok((Some(reason), f64::NAN, 0.0)),
                     Ok(index) => index,
@@ -341,6 +359,42 @@ impl Accumulator {
                 nonces,
                 structure,
                 codec,
+                key,
+                signing_key,
+            )
+        })
+    }
+
+    /// The partial aggregate `partial` makes, as chunks of at most `max_bytes` bytes made
+    /// one at a time from the sums (see `tensorwire.Aggregator.partial_chunks`); adding
+    /// and merging are refused until the last chunk is made or the chunks are dropped.
+    #[pyo3(signature = (round, signers, nonces, structure, codec, max_bytes, payload_id, key, signing_key))]
+    #[allow(clippy::too_many_arguments)]
+    fn partial_chunks(
+        &self,
+        py: Python<'_>,
+        round: Option<i64>,
+        signers: Vec<Vec<u8>>,
+        nonces: Vec<Vec<u8>>,
+        structure: Option<String>,
+        codec: &str,
+        max_bytes: i128,
+        payload_id: Option<&[u8]>,
+        key: Option<&[u8]>,
+        signing_key: Option<&[u8]>,
+    ) -> PyResult<super::chunk::EncodedChunks> {
+        catch(|| {
+            let max_bytes = super::chunk::size_arg("max_bytes", max_bytes)?;
+            super::partial::chunks(
+                py,
+                self,
+                round,
+                signers,
+                nonces,
+                structure,
+                codec,
+                max_bytes,
+                payload_id,
                 key,
                 signing_key,
             )

@@ -46,7 +46,7 @@ pub(super) fn size_arg(name: &str, v: i128) -> PyResult<u64> {
         .map_err(|_| InputError::new_err(format!("{name} must be a non-negative int, got {v}")))
 }
 
-fn id_arg(id: Option<&[u8]>) -> PyResult<Option<PayloadId>> {
+pub(super) fn id_arg(id: Option<&[u8]>) -> PyResult<Option<PayloadId>> {
     id.map(|b| {
         PayloadId::try_from(b).map_err(|_| {
             InputError::new_err(format!("payload_id must be 16 bytes, got {}", b.len()))
@@ -61,7 +61,7 @@ fn user_key_arg(key: Option<&[u8]>) -> PyResult<Option<Key>> {
 }
 
 /// The piece key of the user key `key=` (32 bytes), if given.
-fn key_arg(key: Option<&[u8]>) -> PyResult<Option<PieceKey>> {
+pub(super) fn key_arg(key: Option<&[u8]>) -> PyResult<Option<PieceKey>> {
     Ok(user_key_arg(key)?.map(|k| PieceKey::new(&k)))
 }
 
@@ -156,15 +156,61 @@ fn chunk(
     })
 }
 
-/// The chunks of a payload being encoded, produced one at a time from the tensors.
+/// What a streamed payload's chunks are made from, kept alive and in place while they
+/// are made: the tensors given to `encode_chunks`, or an aggregator's sums
+/// (`Accumulator.partial_chunks`).
+pub(super) enum StreamSource {
+    Tensors(#[allow(dead_code)] Tensors),
+    Partial(#[allow(dead_code)] super::partial::Held),
+}
+
+/// A stream and what it borrows from; the stream is declared first, so it is dropped
+/// before the memory it borrows.
+pub(super) struct LiveStream {
+    stream: ChunkStream<'static>,
+    _source: StreamSource,
+}
+
+impl LiveStream {
+    /// # Safety
+    /// `stream` must borrow only memory that `source` keeps alive and in place; the
+    /// stream is dropped before the source.
+    pub(super) unsafe fn new(stream: ChunkStream<'static>, source: StreamSource) -> LiveStream {
+        LiveStream {
+            stream,
+            _source: source,
+        }
+    }
+}
+
+/// `stream` as if it borrowed nothing: only for [`LiveStream::new`].
+///
+/// # Safety
+/// See [`LiveStream::new`].
+pub(super) unsafe fn unbound(stream: ChunkStream<'_>) -> ChunkStream<'static> {
+    // SAFETY: the caller's promise.
+    unsafe { std::mem::transmute::<ChunkStream<'_>, ChunkStream<'static>>(stream) }
+}
+
+/// The chunks of a payload being encoded, produced one at a time from the tensors (or
+/// an aggregator's sums); what they are made from is let go once the last is made.
 #[pyclass(frozen, module = "tensorwire._core")]
-struct EncodedChunks {
-    // Declared before `_tensors`, so it is dropped before the buffers it borrows from.
-    stream: Mutex<ChunkStream<'static>>,
+pub(super) struct EncodedChunks {
+    live: Mutex<Option<LiveStream>>,
     payload_id: PayloadId,
     count: u32,
     total: u64,
-    _tensors: Tensors,
+}
+
+impl EncodedChunks {
+    pub(super) fn new(live: LiveStream) -> EncodedChunks {
+        EncodedChunks {
+            payload_id: live.stream.payload_id(),
+            count: live.stream.geometry().count,
+            total: live.stream.total_len(),
+            live: Mutex::new(Some(live)),
+        }
+    }
 }
 
 #[pymethods]
@@ -174,28 +220,45 @@ impl EncodedChunks {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyBytes>>> {
-        py.detach(|| {
+        let (out, done) = py.detach(|| {
             catch(|| {
-                let mut stream = lock(&self.stream);
-                let Some(len) = stream.next_len() else {
-                    return Ok(None);
+                let mut live = lock(&self.live);
+                let Some(len) = live.as_ref().and_then(|l| l.stream.next_len()) else {
+                    return Ok((None, None));
                 };
-                let out = fill_new_bytes(len, |out| stream.write_next(out).map(|_| ()))?;
-                Ok(Some(out))
+                let l = live.as_mut().expect("checked above");
+                let out = fill_new_bytes(len, |out| l.stream.write_next(out).map(|_| ()))?;
+                // The last chunk made: let go of the tensors (or the aggregator's sums).
+                let done = if l.stream.remaining() == 0 {
+                    live.take()
+                } else {
+                    None
+                };
+                Ok((Some(out), done))
             })
-        })
+        })?;
+        drop(done); // with the GIL held: the tensors are Python objects
+        Ok(out)
     }
 
     /// Chunks not produced yet.
     fn __len__(&self, py: Python<'_>) -> usize {
-        py.detach(|| lock(&self.stream).remaining()) as usize
+        py.detach(|| {
+            lock(&self.live)
+                .as_ref()
+                .map_or(0, |l| l.stream.remaining())
+        }) as usize
     }
 
     /// Index of the chunk the next call produces (the data chunks come first, the
     /// header's last), None when all were.
     #[getter]
     fn next_index(&self, py: Python<'_>) -> Option<u32> {
-        py.detach(|| lock(&self.stream).next_index())
+        py.detach(|| {
+            lock(&self.live)
+                .as_ref()
+                .and_then(|l| l.stream.next_index())
+        })
     }
 
     /// The payload id written into every chunk (hex).
@@ -253,16 +316,9 @@ fn encode_chunks<'py>(
     })?;
     drop(inputs);
     // SAFETY: the stream borrows only the tensors' bytes, which live in numpy arrays
-    // that `held` keeps alive and in place; it is stored in the same object, which drops
-    // the stream first.
-    let stream = unsafe { std::mem::transmute::<ChunkStream<'_>, ChunkStream<'static>>(stream) };
-    Ok(EncodedChunks {
-        payload_id: stream.payload_id(),
-        count: stream.geometry().count,
-        total: stream.total_len(),
-        stream: Mutex::new(stream),
-        _tensors: held,
-    })
+    // that `held` keeps alive and in place.
+    let live = unsafe { LiveStream::new(unbound(stream), StreamSource::Tensors(held)) };
+    Ok(EncodedChunks::new(live))
 }
 
 /// The header of one chunk, as a dict (checks the header and, when `check_crc`, its

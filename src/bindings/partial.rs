@@ -2,14 +2,18 @@
 //! aggregate, the `Partial` class), and the work behind `Accumulator.partial` and
 //! `Accumulator.merge` (the methods themselves sit in `aggregate.rs`, with the class).
 
+use std::sync::Arc;
+
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::aggregate::Accumulator;
+use super::chunk::{unbound, EncodedChunks, LiveStream, StreamSource};
 use super::payload::Payload;
 use super::{catch, detached, new_bytes, to_py, InputError};
-use crate::fedavg::partial::{Nonce, SignerId};
-use crate::fedavg::{Extras, Partial as CorePartial};
+use crate::chunk::ChunkStream;
+use crate::fedavg::partial::{Nonce, PartialWriter, SignerId};
+use crate::fedavg::{Accumulator as CoreAccumulator, Extras, Partial as CorePartial};
 use crate::format::hex32;
 
 /// A payload checked as a partial aggregate (see `tensorwire.Aggregator.merge`): its
@@ -156,6 +160,69 @@ pub(super) fn write<'py>(
     Ok(bytes.into_bound(py))
 }
 
+/// What the chunks of a streamed partial aggregate are made from: the writer (ids,
+/// record, the sums' bytes borrowed) and the codec spec it lays out with, and the
+/// accumulator it borrows, shared with the aggregator (which refuses to change while
+/// this is alive: `Accumulator::changing`). Declared in drop order: borrowers first.
+pub(super) struct Held {
+    _writer: Arc<PartialWriter<'static>>,
+    _codec: Arc<str>,
+    _acc: Arc<CoreAccumulator>,
+}
+
+/// `Accumulator.partial_chunks`: the partial aggregate `write` would make, as chunks of
+/// at most `max_bytes` bytes made one at a time from the sums (raw sums are never
+/// copied whole; coded ones are coded when the stream starts).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn chunks(
+    py: Python<'_>,
+    acc: &Accumulator,
+    round: Option<i64>,
+    signers: Vec<Vec<u8>>,
+    nonces: Vec<Vec<u8>>,
+    structure: Option<String>,
+    codec: &str,
+    max_bytes: u64,
+    payload_id: Option<&[u8]>,
+    key: Option<&[u8]>,
+    signing_key: Option<&[u8]>,
+) -> PyResult<EncodedChunks> {
+    let signing = super::trust::signing(key, signing_key)?;
+    let piece_key = super::chunk::key_arg(key)?;
+    let payload_id = super::chunk::id_arg(payload_id)?;
+    let signers: Vec<SignerId> = fixed(&signers, "a signer")?;
+    let nonces: Vec<Nonce> = fixed(&nonces, "a nonce")?;
+    let shared: Arc<CoreAccumulator> = Arc::clone(&*acc.lock().map_err(to_py)?);
+    let codec: Arc<str> = codec.into();
+    let live = detached(py, || {
+        let extras = Extras {
+            round,
+            signers: &signers,
+            nonces: &nonces,
+            structure: structure.as_deref(),
+        };
+        // SAFETY: the accumulator lives in the `Arc`'s heap memory, which `Held` keeps
+        // alive and in place for as long as the stream; nobody changes it meanwhile
+        // (`Accumulator::changing` refuses while another `Arc` to it exists).
+        let core: &'static CoreAccumulator = unsafe { &*Arc::as_ptr(&shared) };
+        let writer = Arc::new(core.partial(&extras)?);
+        // SAFETY: as above, for the writer and the codec spec, kept alive in `Held`.
+        let (w, c): (&'static PartialWriter<'static>, &'static str) =
+            unsafe { (&*Arc::as_ptr(&writer), &*Arc::as_ptr(&codec)) };
+        let prepared = w.prepare(c, Some(&signing))?;
+        let stream = ChunkStream::new(prepared, max_bytes, payload_id, piece_key)?;
+        let held = Held {
+            _writer: writer,
+            _codec: codec,
+            _acc: shared,
+        };
+        // SAFETY: the stream borrows only the writer, the codec and the accumulator,
+        // which `held` keeps alive and in place.
+        Ok(unsafe { LiveStream::new(unbound(stream), StreamSource::Partial(held)) })
+    })?;
+    Ok(EncodedChunks::new(live))
+}
+
 /// `Accumulator.merge`: merge `partial`; None when merged, else why it is refused.
 pub(super) fn merge(
     py: Python<'_>,
@@ -165,7 +232,11 @@ pub(super) fn merge(
     let payload = partial.payload.get();
     detached(py, || {
         let mut guard = acc.lock()?;
-        let merged = guard.merge(&partial.inner, payload.memory.bytes(), &payload.layout)?;
+        let merged = Accumulator::changing(&mut guard)?.merge(
+            &partial.inner,
+            payload.memory.bytes(),
+            &payload.layout,
+        )?;
         Ok(merged.err())
     })
 }

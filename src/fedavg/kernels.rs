@@ -465,8 +465,24 @@ impl Scan {
 /// element that is not finite (a value that is, or a difference that overflows `A`).
 pub(super) fn scan<A: Acc>(dtype: DType, x: &[u8], base: Option<&[u8]>, norm: bool) -> Scan {
     let mut out = Scan::default();
+    scan_on::<A>(&mut out, 0, dtype, x, base, norm);
+    out
+}
+
+/// [`scan`] of the next elements of a tensor (`offset` elements in), folded into `out`,
+/// the scan of the elements before: the same additions in the same order as one
+/// [`scan`] of the whole when `offset` is a multiple of [`BLOCK`].
+pub(super) fn scan_on<A: Acc>(
+    out: &mut Scan,
+    offset: usize,
+    dtype: DType,
+    x: &[u8],
+    base: Option<&[u8]>,
+    norm: bool,
+) {
     let mut blocks = Blocks::<A>::new(dtype, x, base);
     while let Some((k, d)) = blocks.next() {
+        let k = k + offset;
         let mut seen = Extent::<A>::default();
         seen.see_all(d);
         let block = seen.scan();
@@ -482,7 +498,6 @@ pub(super) fn scan<A: Acc>(dtype: DType, x: &[u8], base: Option<&[u8]>, norm: bo
             out.sum_sq += d.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! add and, for the batch, hashing raw tensors in the same pass — and the sums turned
 //! into the result.
 
-use super::kernels::{add_scan, finish, Acc, Scan};
+use super::kernels::{add_scan, finish, Acc, Scan, BLOCK};
 use super::{Contribution, TensorSpec};
 use crate::error::{Checked, Error, Result};
 use crate::format::TensorView;
@@ -101,12 +101,28 @@ pub(super) fn add_tensor<A: Acc>(
                 });
             }
             None => {
-                let x = c
+                let rel = base.filter(|_| relative).map(|b| b.data);
+                let size = spec.dtype.itemsize();
+                // One codec block decoded at a time, added where it belongs: the sums
+                // and a block of scratch, never the whole decoded tensor.
+                let mut scan = Scan::default();
+                let blockwise = c
                     .source
-                    .values(j, scratch, base, verify)
+                    .for_each_block(j, scratch, base, verify, BLOCK, |at, x| {
+                        let b = rel.map(|r| &r[at * size..at * size + x.len()]);
+                        let a = &mut acc[at..at + x.len() / size];
+                        scan.join(add_scan(a, spec.dtype, x, b, coef[u]), at);
+                    })
                     .map_err(|e| super::about_update(c.id, e))?;
-                let b = base.filter(|_| relative).map(|b| b.data);
-                scans[u] = add_scan(acc, spec.dtype, x, b, coef[u]);
+                scans[u] = if blockwise {
+                    scan
+                } else {
+                    let x = c
+                        .source
+                        .values(j, scratch, base, verify)
+                        .map_err(|e| super::about_update(c.id, e))?;
+                    add_scan(acc, spec.dtype, x, rel, coef[u])
+                };
             }
         }
     }

@@ -221,6 +221,8 @@ fn check_base(round: &Round, base: Option<&[&[u8]]>) -> Result<()> {
 }
 
 #[cfg(test)]
+mod blockwise_tests;
+#[cfg(test)]
 mod partial_tests;
 #[cfg(test)]
 mod tests;

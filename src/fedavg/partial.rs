@@ -230,11 +230,7 @@ impl PartialWriter<'_> {
     /// Lay the partial aggregate out: its sums stored with `codec` (lossless, without a
     /// base: the sums must come back bit for bit), its ids raw, authenticated and
     /// signed as `auth` says.
-    pub fn prepare<'p>(
-        &'p self,
-        codec: &'p str,
-        auth: Option<&'p Signing>,
-    ) -> Result<Prepared<'p>> {
+    pub fn prepare<'p>(&'p self, codec: &'p str, auth: Option<&Signing>) -> Result<Prepared<'p>> {
         let pipeline = crate::codec::Pipeline::parse(codec)?;
         if !pipeline.is_lossless() || pipeline.needs_base() {
             return Err(Error::input(format!(

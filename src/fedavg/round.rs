@@ -312,6 +312,59 @@ impl Source<'_> {
         }
     }
 
+    /// The update's coded tensor `j` decoded one codec block at a time into `scratch`
+    /// (one block long, reused), `f(first element, block bytes)` called on each block in
+    /// order: `Ok(false)`, without calling `f`, when it is not read so (in place, sealed,
+    /// or blocks that are not a whole number of `kernel_block` elements, which would
+    /// change how the kernels group their sums): [`Self::values`] decodes it whole. Each
+    /// block decodes to the same bytes as the whole tensor does there, so the caller's
+    /// results are bit for bit those of a pass over [`Self::values`]. `verify` checks
+    /// the stored bytes' checksum first; `base` as for [`Self::values`].
+    pub(super) fn for_each_block(
+        &self,
+        j: usize,
+        scratch: &mut Vec<u8>,
+        base: Option<TensorView<'_>>,
+        verify: bool,
+        kernel_block: usize,
+        mut f: impl FnMut(usize, &[u8]),
+    ) -> Result<bool> {
+        let Source::Payload { buf, layout } = self else {
+            return Ok(false);
+        };
+        let e = &layout.entries[j];
+        if e.is_stored_raw() || e.sealed {
+            return Ok(false);
+        }
+        let size = e.dtype.itemsize();
+        let coded = e
+            .pipeline
+            .open(e.dtype, &e.shape, e.nbytes, layout.stored(buf, j))
+            .map_err(|err| err.in_tensor(&e.name))?;
+        let block = coded.block_bytes();
+        if block == 0 || block % (kernel_block * size) != 0 {
+            return Ok(false);
+        }
+        let base = match base {
+            _ if !e.pipeline.needs_base() => None,
+            Some(b) if b.dtype == e.dtype && b.shape == e.shape.as_slice() => Some(b.data),
+            _ => return Ok(false), // decode_into names what is wrong with it
+        };
+        if verify {
+            layout.verify(buf, Some(&[j]))?;
+        }
+        try_grow(scratch, block.min(e.nbytes), "a decoded block")?;
+        for b in 0..coded.block_count() {
+            let range = b * block..b * block + coded.block_len(b);
+            let out = &mut scratch[..range.len()];
+            coded
+                .decode_block(b, base.map(|x| &x[range.clone()]), out)
+                .map_err(|err| err.in_block(b).in_tensor(&e.name))?;
+            f(range.start / size, out);
+        }
+        Ok(true)
+    }
+
     /// The little-endian bytes of the update's tensor `j`: the stored bytes themselves
     /// when raw, else decoded into `scratch` (grown as needed and reused). `verify`
     /// checks the stored bytes' checksum first.

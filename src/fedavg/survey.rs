@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::kernels::{scan, Scan};
+use super::kernels::{scan, scan_on, Scan, BLOCK};
 use super::{about_update, base_of, sum_limit, uses_f64, Contribution, Options, Round};
 use crate::error::Result;
 
@@ -88,9 +88,43 @@ fn scan_one(
     let found = match c.source.in_place(j) {
         Some((x, hash)) => scan_in_place(spec.dtype, x, rel, hash.filter(|_| verify), run)
             .map_err(|e| e.in_tensor(&spec.name)),
-        None => c.source.values(j, scratch, b, verify).map(|x| run(x, rel)),
+        None => scan_coded(spec.dtype, c, j, scratch, b, rel, verify, f64_sums, norm).and_then(
+            |blockwise| match blockwise {
+                Some(s) => Ok(s),
+                None => c.source.values(j, scratch, b, verify).map(|x| run(x, rel)),
+            },
+        ),
     };
     found.map_err(|e| about_update(c.id, e))
+}
+
+/// Scan a coded tensor decoded block by block into `scratch` (one codec block, not the
+/// whole tensor: `Source::for_each_block`), or None when it is not read so.
+#[allow(clippy::too_many_arguments)]
+fn scan_coded(
+    dtype: crate::dtype::DType,
+    c: &Contribution<'_>,
+    j: usize,
+    scratch: &mut Vec<u8>,
+    base: Option<crate::format::TensorView<'_>>,
+    rel: Option<&[u8]>,
+    verify: bool,
+    f64_sums: bool,
+    norm: bool,
+) -> Result<Option<Scan>> {
+    let size = dtype.itemsize();
+    let mut out = Scan::default();
+    let blockwise = c
+        .source
+        .for_each_block(j, scratch, base, verify, BLOCK, |at, x| {
+            let rel = rel.map(|r| &r[at * size..at * size + x.len()]);
+            if f64_sums {
+                scan_on::<f64>(&mut out, at, dtype, x, rel, norm)
+            } else {
+                scan_on::<f32>(&mut out, at, dtype, x, rel, norm)
+            }
+        })?;
+    Ok(blockwise.then_some(out))
 }
 
 /// Scan a tensor read in place, hashing it in the same pass when its checksum is given.

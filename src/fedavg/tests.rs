@@ -320,7 +320,7 @@ fn a_refused_or_bad_update_leaves_the_sums_bit_identical() {
 }
 
 /// Recompute every tensor hash and the header hash of `blob`, as an attacker would.
-fn forge_hashes(blob: &[u8]) -> Vec<u8> {
+pub(super) fn forge_hashes(blob: &[u8]) -> Vec<u8> {
     let l = parse_unverified(blob);
     let header_len = u64::from_le_bytes(blob[16..24].try_into().unwrap()) as usize;
     let mut text = String::from_utf8(blob[64..64 + header_len].to_vec()).unwrap();
